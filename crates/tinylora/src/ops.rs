@@ -1,0 +1,18 @@
+//! Tensor operations shared by the model layers.
+
+use burn::tensor::Tensor;
+
+/// Root-mean-square normalisation over the last dimension, as in Qwen2's `Qwen2RMSNorm`:
+/// `x / sqrt(mean(x²) + eps) * weight`.
+///
+/// # Shapes
+/// - `x`: `[..., d]`
+/// - `weight`: `[d]`
+/// - output: same as `x`
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
+    let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1);
+    let normed = x.mul(mean_square.add_scalar(eps).sqrt().recip());
+    let mut shape = [1usize; D];
+    shape[D - 1] = weight.dims()[0];
+    normed.mul(weight.reshape(shape))
+}

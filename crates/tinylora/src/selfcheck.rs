@@ -1,0 +1,116 @@
+//! A small end-to-end computation (RMSNorm → matmul → softmax) with a scalar f64 reference, used
+//! by `trainer devices` and the browser page to show that a backend computes correctly.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::Result;
+use crate::ops::rms_norm;
+use crate::readback::to_vec_f32;
+
+/// Rows of the probe input.
+pub const ROWS: usize = 4;
+/// Width of the probe input.
+pub const IN: usize = 8;
+/// Width of the probe output.
+pub const OUT: usize = 5;
+const EPS: f64 = 1e-6;
+
+/// Deterministic probe values in [-1, 1): `((i·a + b) mod 11) / 5 − 1`.
+fn probe_values(n: usize, a: usize, b: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * a + b) % 11) as f32 / 5.0 - 1.0)
+        .collect()
+}
+
+fn inputs() -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    (
+        probe_values(ROWS * IN, 7, 3),
+        probe_values(IN, 3, 5).iter().map(|g| g + 1.5).collect(),
+        probe_values(IN * OUT, 5, 1),
+    )
+}
+
+/// Runs the probe on `device`.
+///
+/// # Shapes
+/// - output: `[ROWS, OUT]`, each row a probability distribution
+pub fn compute(device: &Device) -> Tensor<2> {
+    let (x, gain, w) = inputs();
+    let x = Tensor::<2>::from_data(TensorData::new(x, [ROWS, IN]), device);
+    let gain = Tensor::<1>::from_data(TensorData::new(gain, [IN]), device);
+    let w = Tensor::<2>::from_data(TensorData::new(w, [IN, OUT]), device);
+    softmax(rms_norm(x, gain, EPS).matmul(w), 1)
+}
+
+/// The same computation in scalar f64, row-major `[ROWS, OUT]`.
+pub fn reference() -> Vec<f64> {
+    let (x, gain, w) = inputs();
+    let mut out = Vec::with_capacity(ROWS * OUT);
+    for row in x.chunks(IN) {
+        let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / IN as f64;
+        let scale = 1.0 / (ms + EPS).sqrt();
+        let normed: Vec<f64> = row
+            .iter()
+            .zip(&gain)
+            .map(|(&v, &g)| f64::from(v) * scale * f64::from(g))
+            .collect();
+        let logits: Vec<f64> = (0..OUT)
+            .map(|o| (0..IN).map(|i| normed[i] * f64::from(w[i * OUT + o])).sum())
+            .collect();
+        let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let denom: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+        out.extend(logits.iter().map(|l| (l - max).exp() / denom));
+    }
+    out
+}
+
+/// The probe's result on one device, with its largest deviation from [`reference`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SelfCheck {
+    /// The device's output, row-major `[ROWS, OUT]`.
+    pub values: Vec<f32>,
+    /// `max |value − reference|`.
+    pub max_abs_err: f64,
+}
+
+/// Runs the probe on `device` and compares it with the f64 reference.
+pub async fn run(device: &Device) -> Result<SelfCheck> {
+    let values = to_vec_f32(compute(device)).await?;
+    let max_abs_err = values
+        .iter()
+        .zip(reference())
+        .map(|(&v, r)| (f64::from(v) - r).abs())
+        .fold(0.0, f64::max);
+    Ok(SelfCheck {
+        values,
+        max_abs_err,
+    })
+}
+
+#[cfg(all(test, feature = "native"))]
+mod tests {
+    use super::*;
+    use crate::device::{BackendKind, init};
+    use crate::readback::block_on;
+
+    #[test]
+    fn reference_rows_are_distributions() {
+        for row in reference().chunks(OUT) {
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn cpu_backend_matches_reference() {
+        let check = block_on(run(&init(BackendKind::Cpu).unwrap())).unwrap();
+        assert_eq!(check.values.len(), ROWS * OUT);
+        assert!(check.max_abs_err < 1e-6, "{check:?}");
+    }
+
+    #[test]
+    fn wgpu_backend_matches_reference() {
+        let check = block_on(run(&init(BackendKind::Wgpu).unwrap())).unwrap();
+        assert!(check.max_abs_err < 1e-5, "{check:?}");
+    }
+}

@@ -1,0 +1,33 @@
+//! `cargo xtask demo`: the main job on the bundled default, then the demo page.
+
+use std::process::Command;
+
+use crate::proc::{self, cargo, root, target_dir};
+use crate::setup;
+use crate::test::build_wasm;
+
+/// Default port of the demo page.
+const PORT: u16 = 8080;
+
+/// Sets up, runs the main job, builds the web app and serves it until interrupted.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let no_serve = args.iter().any(|a| a == "--no-serve");
+    let env = setup::run()?;
+    proc::run(cargo().args(["build", "--release", "-p", "trainer"]))?;
+    let trainer = target_dir().join("release/trainer");
+    proc::run(Command::new(&trainer).arg("devices"))?;
+    build_wasm(&env)?;
+    if no_serve {
+        return Ok(());
+    }
+    eprintln!(
+        "\nxtask: demo page: open http://127.0.0.1:{PORT}/ in a browser with WebGPU \
+         (Chrome/Edge 113+). Ctrl-C stops the server.\n"
+    );
+    proc::run(
+        Command::new("node")
+            .arg(root().join("tests/browser/serve.mjs"))
+            .arg(root().join("dist"))
+            .arg(PORT.to_string()),
+    )
+}

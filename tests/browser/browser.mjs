@@ -1,0 +1,21 @@
+// Launches Debian's headless Chromium with WebGPU on SwiftShader (flags from
+// ../shared/toolchain.md) through playwright-core.
+import { chromium } from 'playwright-core';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Starts Chromium and returns the browser; the caller closes it. */
+export async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    ignoreDefaultArgs: ['--headless'],
+    args: [
+      '--headless=new', '--no-sandbox', '--enable-unsafe-webgpu',
+      '--use-webgpu-adapter=swiftshader', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+      '--disable-dev-shm-usage', `--user-data-dir=${mkdtempSync(join(tmpdir(), 'tinylora-chromium-'))}`,
+    ],
+  });
+}

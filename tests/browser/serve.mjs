@@ -1,0 +1,37 @@
+// A static file server on 127.0.0.1 for the built web app (dist/), used by the browser tests
+// and by `cargo xtask demo`. CLI: node serve.mjs DIR [PORT]
+import { createServer } from 'node:http';
+import { readFile, stat } from 'node:fs/promises';
+import { extname, join, normalize, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript',
+  '.wasm': 'application/wasm', '.json': 'application/json', '.css': 'text/css',
+  '.png': 'image/png', '.svg': 'image/svg+xml', '.txt': 'text/plain; charset=utf-8',
+};
+
+/** Serves `root` on 127.0.0.1:`port` (0: any free port); resolves to the server. */
+export function serve(root, port = 0) {
+  const base = resolve(root);
+  const server = createServer(async (req, res) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    let file = normalize(join(base, path));
+    if (!file.startsWith(base)) { res.writeHead(403).end(); return; }
+    try {
+      if ((await stat(file)).isDirectory()) file = join(file, 'index.html');
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end('not found');
+    }
+  });
+  return new Promise((ok) => server.listen(port, '127.0.0.1', () => ok(server)));
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const [dir, port] = process.argv.slice(2);
+  const server = await serve(dir ?? 'dist', Number(port ?? 8080));
+  console.log(`serving ${dir} on http://127.0.0.1:${server.address().port}/`);
+}
