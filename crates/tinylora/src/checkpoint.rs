@@ -1,0 +1,85 @@
+//! Finding and opening a model on disk: a Hugging Face directory (`config.json` with
+//! `model.safetensors` or a sharded index) or a single `.gguf` file.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use crate::model::{Qwen2Config, Qwen2ForCausalLM};
+use crate::weights::TensorSource;
+use crate::weights::gguf::{GgufFile, GgufSource};
+use crate::weights::safetensors::{SafetensorsFile, ShardedSafetensors};
+use crate::{Error, Result};
+
+/// An opened checkpoint: its config and a reader for its tensors.
+pub struct Checkpoint {
+    /// The architecture.
+    pub config: Qwen2Config,
+    /// The tensors, by Hugging Face name.
+    pub source: Box<dyn TensorSource>,
+    /// The folder holding the checkpoint (where `tokenizer.json` is looked for).
+    pub dir: PathBuf,
+}
+
+impl Checkpoint {
+    /// Opens `path`: a model directory, a `.safetensors` file beside its `config.json`, or a
+    /// `.gguf` file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bad = |reason: &str| Error::BadFile {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        if path.is_dir() {
+            let config = Qwen2Config::from_file(&path.join("config.json"))?;
+            let index = path.join("model.safetensors.index.json");
+            let single = path.join("model.safetensors");
+            let source: Box<dyn TensorSource> = if index.is_file() {
+                Box::new(ShardedSafetensors::open(&index)?)
+            } else if single.is_file() {
+                Box::new(SafetensorsFile::open(&single)?)
+            } else {
+                return Err(bad(
+                    "no model.safetensors or model.safetensors.index.json in this directory",
+                ));
+            };
+            return Ok(Self {
+                config,
+                source,
+                dir: path.to_path_buf(),
+            });
+        }
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("gguf") => {
+                let file = GgufFile::open(path)?;
+                Ok(Self {
+                    config: file.qwen2_config()?,
+                    source: Box::new(GgufSource::new(file)),
+                    dir,
+                })
+            }
+            Some("safetensors") => Ok(Self {
+                config: Qwen2Config::from_file(&dir.join("config.json"))?,
+                source: Box::new(SafetensorsFile::open(path)?),
+                dir,
+            }),
+            _ if !path.exists() => Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::ErrorKind::NotFound.into(),
+            }),
+            _ => Err(bad(
+                "not a model: expected a directory with config.json, a .safetensors or a .gguf file",
+            )),
+        }
+    }
+
+    /// The `tokenizer.json` next to the checkpoint.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
+    }
+
+    /// Loads the model onto `device`, one tensor at a time.
+    pub fn load(mut self, device: &Device) -> Result<Qwen2ForCausalLM> {
+        Qwen2ForCausalLM::load(&self.config, self.source.as_mut(), device)
+    }
+}

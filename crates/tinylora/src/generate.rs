@@ -1,0 +1,105 @@
+//! Batched generation with a KV cache: prompts of different lengths are left-padded, each step
+//! reads back only the last position's logits and samples on the host.
+
+use crate::model::Qwen2ForCausalLM;
+use crate::readback::to_vec_f32;
+use crate::rng::SplitMix64;
+use crate::sampling::{SamplingConfig, sample};
+use crate::{Error, Result};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateConfig {
+    /// Most new tokens per prompt.
+    pub max_new_tokens: usize,
+    /// Token choice.
+    pub sampling: SamplingConfig,
+    /// Seed of the sampler; row `i` uses the stream `seed + i`.
+    pub seed: u64,
+    /// Tokens that end a row (included in its output).
+    pub stop_tokens: Vec<u32>,
+}
+
+/// One prompt's continuation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// New token ids (a final stop token included).
+    pub tokens: Vec<u32>,
+    /// Log-probability of each new token under the distribution it was sampled from.
+    pub logprobs: Vec<f32>,
+    /// Whether a stop token ended it (rather than `max_new_tokens`).
+    pub stopped: bool,
+}
+
+/// Continues every prompt; rows are independent (the same result as one at a time).
+///
+/// `on_token` is called after each step with the row index and its new token, for streaming.
+pub async fn generate(
+    model: &Qwen2ForCausalLM,
+    prompts: &[Vec<u32>],
+    config: &GenerateConfig,
+    mut on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Generation>> {
+    let vocab = model.config.vocab_size;
+    if let Some((i, _)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty()) {
+        return Err(Error::InvalidInput(format!("prompt {i} is empty")));
+    }
+    if let Some(&bad) = prompts.iter().flatten().find(|&&t| t as usize >= vocab) {
+        return Err(Error::InvalidInput(format!(
+            "token id {bad} is outside the vocabulary (size {vocab})"
+        )));
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let context = model.config.max_position_embeddings;
+    if longest + config.max_new_tokens > context {
+        return Err(Error::InvalidInput(format!(
+            "prompt of {longest} tokens plus {} new tokens exceeds the model's context of {context}",
+            config.max_new_tokens
+        )));
+    }
+    let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let mut step: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            let mut row = vec![p[0]; longest - p.len()];
+            row.extend_from_slice(p);
+            row
+        })
+        .collect();
+    let mut cache = model.new_cache(pads);
+    let mut rngs: Vec<SplitMix64> = (0..prompts.len())
+        .map(|i| SplitMix64::new(config.seed.wrapping_add(i as u64)))
+        .collect();
+    let mut out = vec![
+        Generation {
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            stopped: false,
+        };
+        prompts.len()
+    ];
+    for _ in 0..config.max_new_tokens {
+        let logits = to_vec_f32(model.forward_last(&step, &mut cache)).await?;
+        let mut next = Vec::with_capacity(prompts.len());
+        for (row, generation) in out.iter_mut().enumerate() {
+            let done = generation.stopped;
+            if !done {
+                let (token, logprob) = sample(
+                    &logits[row * vocab..(row + 1) * vocab],
+                    &config.sampling,
+                    &mut rngs[row],
+                );
+                generation.tokens.push(token);
+                generation.logprobs.push(logprob);
+                generation.stopped = config.stop_tokens.contains(&token);
+                on_token(row, token);
+            }
+            next.push(vec![*generation.tokens.last().expect("one token per step")]);
+        }
+        if out.iter().all(|g| g.stopped) {
+            break;
+        }
+        step = next;
+    }
+    Ok(out)
+}

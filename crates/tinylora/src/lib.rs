@@ -1,0 +1,24 @@
+//! # tinylora
+//!
+//! TinyLoRA ("Learning to Reason in 13 Parameters", Morris et al., arXiv 2602.04118) on
+//! [burn](https://burn.dev): adapt a frozen Qwen2 model through a handful of trainable floats.
+//!
+//! The same crate compiles for native targets (feature `native`: burn's `flex` CPU backend and
+//! wgpu) and for `wasm32-unknown-unknown` (feature `webgpu`). Every GPU readback in code shared
+//! with the browser is asynchronous (see [`readback`]).
+
+pub mod checkpoint;
+pub mod device;
+pub mod error;
+pub mod fsutil;
+pub mod generate;
+pub mod model;
+pub mod ops;
+pub mod readback;
+pub mod rng;
+pub mod sampling;
+pub mod selfcheck;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,64 @@
+//! The key/value cache of a batch of left-padded sequences.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Keys and values of every layer for the tokens seen so far.
+///
+/// Rows are left-padded: row `b` starts with `pads[b]` padding tokens that no query attends
+/// to, and its real tokens have positions `0, 1, ...`.
+pub struct KvCache {
+    /// Per layer, keys and values `[batch, kv_heads, len, head_dim]`.
+    pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// Left padding of each row.
+    pub pads: Vec<usize>,
+    /// Tokens (padding included) already in the cache.
+    pub len: usize,
+}
+
+/// Added to the attention scores of masked keys (finite, so fully masked rows stay finite).
+const MASKED: f32 = -1e30;
+
+impl KvCache {
+    /// An empty cache for `layers` layers and rows with the given left padding.
+    pub fn new(layers: usize, pads: Vec<usize>) -> Self {
+        Self {
+            layers: vec![None; layers],
+            pads,
+            len: 0,
+        }
+    }
+
+    /// Positions of the next `seq` tokens of each row (`[batch][seq]`); padding gets 0.
+    pub fn positions(&self, seq: usize) -> Vec<Vec<usize>> {
+        self.pads
+            .iter()
+            .map(|&pad| {
+                (self.len..self.len + seq)
+                    .map(|t| t.saturating_sub(pad))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The additive attention mask for the next `seq` queries against all `len + seq` keys:
+    /// causal, and padding keys masked (a padding query sees only itself).
+    ///
+    /// # Shapes
+    /// - output: `[batch, 1, seq, len + seq]`
+    pub fn mask(&self, seq: usize, device: &Device) -> Tensor<4> {
+        let total = self.len + seq;
+        let mut values = Vec::with_capacity(self.pads.len() * seq * total);
+        for &pad in &self.pads {
+            for q in self.len..total {
+                for k in 0..total {
+                    let visible = k <= q && (k >= pad || k == q);
+                    values.push(if visible { 0.0 } else { MASKED });
+                }
+            }
+        }
+        Tensor::from_data(
+            TensorData::new(values, [self.pads.len(), 1, seq, total]),
+            device,
+        )
+    }
+}

@@ -1,0 +1,173 @@
+//! Building a [`Qwen2ForCausalLM`] from a [`TensorSource`], one tensor at a time, checking
+//! every name and shape against the config.
+
+use std::collections::BTreeSet;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::attention::Attention;
+use super::block::DecoderLayer;
+use super::config::Qwen2Config;
+use super::linear::Linear;
+use super::mlp::Mlp;
+use super::qwen2::{Qwen2ForCausalLM, Qwen2Model};
+use crate::weights::TensorSource;
+use crate::{Error, Result};
+
+/// Pulls tensors by name, checks their shapes and remembers which ones were used.
+struct Loader<'a> {
+    source: &'a mut dyn TensorSource,
+    device: &'a Device,
+    used: BTreeSet<String>,
+}
+
+impl Loader<'_> {
+    fn values(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let found = self.source.shape(name).ok_or_else(|| Error::BadFile {
+            path: self.source.origin(name),
+            reason: format!("missing tensor `{name}`"),
+        })?;
+        if found != shape {
+            return Err(Error::BadFile {
+                path: self.source.origin(name),
+                reason: format!(
+                    "tensor `{name}` has shape {found:?}, the config implies {shape:?}"
+                ),
+            });
+        }
+        self.used.insert(name.to_string());
+        Ok(self.source.read(name)?.values)
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<1>> {
+        let values = self.values(name, &[len])?;
+        Ok(Tensor::from_data(
+            TensorData::new(values, [len]),
+            self.device,
+        ))
+    }
+
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Tensor<2>> {
+        let values = self.values(name, &[rows, cols])?;
+        Ok(Tensor::from_data(
+            TensorData::new(values, [rows, cols]),
+            self.device,
+        ))
+    }
+
+    /// A linear layer `in → out` from `{prefix}.weight` (`[out, in]`) and `{prefix}.bias`.
+    fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
+        let weight = self.matrix(&format!("{prefix}.weight"), d_out, d_in)?;
+        let bias = if bias {
+            Some(self.vector(&format!("{prefix}.bias"), d_out)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight_t: weight.transpose(),
+            bias,
+        })
+    }
+}
+
+impl Qwen2ForCausalLM {
+    /// Loads every weight of `config`'s architecture from `source` onto `device`.
+    ///
+    /// Missing tensors, wrong shapes and tensors the architecture does not use are errors
+    /// naming the file and the tensor.
+    pub fn load(
+        config: &Qwen2Config,
+        source: &mut dyn TensorSource,
+        device: &Device,
+    ) -> Result<Self> {
+        let (h, v, m) = (
+            config.hidden_size,
+            config.vocab_size,
+            config.intermediate_size,
+        );
+        let (heads, kv_heads, hd) = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim(),
+        );
+        let mut loader = Loader {
+            source,
+            device,
+            used: BTreeSet::new(),
+        };
+        let embed_tokens = loader.matrix("model.embed_tokens.weight", v, h)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(DecoderLayer {
+                input_layernorm: loader.vector(&format!("{p}.input_layernorm.weight"), h)?,
+                self_attn: Attention {
+                    q_proj: loader.linear(&format!("{p}.self_attn.q_proj"), h, heads * hd, true)?,
+                    k_proj: loader.linear(
+                        &format!("{p}.self_attn.k_proj"),
+                        h,
+                        kv_heads * hd,
+                        true,
+                    )?,
+                    v_proj: loader.linear(
+                        &format!("{p}.self_attn.v_proj"),
+                        h,
+                        kv_heads * hd,
+                        true,
+                    )?,
+                    o_proj: loader.linear(
+                        &format!("{p}.self_attn.o_proj"),
+                        heads * hd,
+                        h,
+                        false,
+                    )?,
+                    heads,
+                    kv_heads,
+                    head_dim: hd,
+                },
+                post_attention_layernorm: loader
+                    .vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                mlp: Mlp {
+                    gate_proj: loader.linear(&format!("{p}.mlp.gate_proj"), h, m, false)?,
+                    up_proj: loader.linear(&format!("{p}.mlp.up_proj"), h, m, false)?,
+                    down_proj: loader.linear(&format!("{p}.mlp.down_proj"), m, h, false)?,
+                },
+            });
+        }
+        let norm = loader.vector("model.norm.weight", h)?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(loader.linear("lm_head", h, v, false)?)
+        };
+        let ignorable = |name: &str| {
+            name.ends_with("rotary_emb.inv_freq")
+                || (config.tie_word_embeddings && name == "lm_head.weight")
+        };
+        let unused: Vec<String> = loader
+            .source
+            .names()
+            .into_iter()
+            .filter(|n| !loader.used.contains(n) && !ignorable(n))
+            .collect();
+        if let Some(first) = unused.first() {
+            return Err(Error::BadFile {
+                path: loader.source.origin(first),
+                reason: format!(
+                    "{} tensor(s) that a Qwen2 model with this config does not have, e.g. `{first}`",
+                    unused.len()
+                ),
+            });
+        }
+        Ok(Self {
+            config: config.clone(),
+            model: Qwen2Model {
+                embed_tokens,
+                layers,
+                norm,
+            },
+            lm_head,
+            device: device.clone(),
+        })
+    }
+}

@@ -1,0 +1,110 @@
+//! The full causal language model (`Qwen2ForCausalLM`).
+
+use burn::tensor::module::{embedding, linear};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::block::DecoderLayer;
+use super::config::Qwen2Config;
+use super::kv_cache::KvCache;
+use super::linear::Linear;
+use super::rope::rope_tables;
+use crate::ops::rms_norm;
+
+/// `model`: embeddings, decoder layers and the final norm.
+#[derive(Debug, Clone)]
+pub struct Qwen2Model {
+    /// Token embeddings, `[vocab, hidden]`.
+    pub embed_tokens: Tensor<2>,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer>,
+    /// Final RMSNorm weight, `[hidden]`.
+    pub norm: Tensor<1>,
+}
+
+/// A Qwen2 model with its language-model head.
+#[derive(Debug, Clone)]
+pub struct Qwen2ForCausalLM {
+    /// The architecture.
+    pub config: Qwen2Config,
+    /// The decoder.
+    pub model: Qwen2Model,
+    /// Untied output projection `hidden → vocab`; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Linear>,
+    /// Where the weights live.
+    pub device: Device,
+}
+
+impl Qwen2ForCausalLM {
+    /// An empty cache for rows with the given left padding.
+    pub fn new_cache(&self, pads: Vec<usize>) -> KvCache {
+        KvCache::new(self.config.num_hidden_layers, pads)
+    }
+
+    /// Runs the decoder over the next tokens of each row and appends them to `cache`.
+    /// Returns the final hidden states.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch][seq]`, all rows the same length
+    /// - output: `[batch, seq, hidden]`
+    pub fn hidden_states(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<3> {
+        let batch = tokens.len();
+        let seq = tokens.first().map_or(0, Vec::len);
+        let ids: Vec<i32> = tokens.iter().flatten().map(|&t| t as i32).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq]), &self.device);
+        let mut x = embedding(self.model.embed_tokens.clone(), ids);
+        let rope = rope_tables(
+            &cache.positions(seq),
+            self.config.head_dim(),
+            self.config.rope_theta,
+            &self.device,
+        );
+        let mask = cache.mask(seq, &self.device);
+        for (layer, layer_cache) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward(
+                x,
+                &rope,
+                mask.clone(),
+                layer_cache,
+                self.config.rms_norm_eps,
+            );
+        }
+        cache.len += seq;
+        rms_norm(x, self.model.norm.clone(), self.config.rms_norm_eps)
+    }
+
+    /// Projects hidden states to vocabulary logits.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, vocab]`
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => linear(hidden, self.model.embed_tokens.clone().transpose(), None),
+        }
+    }
+
+    /// Logits of every position of `tokens`, continuing `cache`.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch][seq]`
+    /// - output: `[batch, seq, vocab]`
+    pub fn forward(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<3> {
+        let hidden = self.hidden_states(tokens, cache);
+        self.logits(hidden)
+    }
+
+    /// Logits of the last position only (what sampling needs), continuing `cache`.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch][seq]`
+    /// - output: `[batch, vocab]`
+    pub fn forward_last(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<2> {
+        let hidden = self.hidden_states(tokens, cache);
+        let [b, s, h] = hidden.dims();
+        let last = hidden.slice([0..b, s - 1..s, 0..h]);
+        let logits = self.logits(last);
+        let vocab = logits.dims()[2];
+        logits.reshape([b, vocab])
+    }
+}

@@ -1,0 +1,138 @@
+//! Choosing the next token from one row of logits, on the host: greedy, or temperature with
+//! optional top-k and top-p (nucleus) filtering.
+
+use crate::rng::SplitMix64;
+
+/// How to pick tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingConfig {
+    /// `None` or `0`: greedy (argmax). Otherwise logits are divided by it before sampling.
+    pub temperature: Option<f32>,
+    /// Keep only the `k` most likely tokens (`None`: all).
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of most likely tokens whose probability reaches `p` (`None`: 1).
+    pub top_p: Option<f32>,
+}
+
+impl SamplingConfig {
+    /// Greedy decoding.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: None,
+            top_k: None,
+            top_p: None,
+        }
+    }
+
+    fn is_greedy(&self) -> bool {
+        self.temperature.is_none_or(|t| t <= 0.0)
+    }
+}
+
+/// `log_softmax(logits / t)` in f64, as f32.
+pub fn log_softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
+    let t = f64::from(temperature);
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let scaled: Vec<f64> = logits.iter().map(|&l| f64::from(l - max) / t).collect();
+    let log_z = scaled.iter().map(|s| s.exp()).sum::<f64>().ln();
+    scaled.iter().map(|s| (s - log_z) as f32).collect()
+}
+
+/// Picks a token from `logits` and returns it with its log-probability under the distribution
+/// it was drawn from (temperature applied, before top-k/top-p truncation; temperature 1 for
+/// greedy). Ties in greedy decoding go to the lowest id, as in `torch.argmax`.
+pub fn sample(logits: &[f32], config: &SamplingConfig, rng: &mut SplitMix64) -> (u32, f32) {
+    if config.is_greedy() {
+        let mut best = 0;
+        for (i, &l) in logits.iter().enumerate() {
+            if l > logits[best] {
+                best = i;
+            }
+        }
+        let logprobs = log_softmax(logits, 1.0);
+        return (best as u32, logprobs[best]);
+    }
+    let logprobs = log_softmax(logits, config.temperature.unwrap_or(1.0));
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b)));
+    let mut keep = config.top_k.unwrap_or(order.len()).clamp(1, order.len());
+    if let Some(p) = config.top_p {
+        let mut mass = 0.0f64;
+        for (n, &i) in order.iter().take(keep).enumerate() {
+            mass += f64::from(logprobs[i]).exp();
+            if mass >= f64::from(p) {
+                keep = n + 1;
+                break;
+            }
+        }
+    }
+    let kept = &order[..keep];
+    let total: f64 = kept.iter().map(|&i| f64::from(logprobs[i]).exp()).sum();
+    let mut target = rng.next_f64() * total;
+    for &i in kept {
+        target -= f64::from(logprobs[i]).exp();
+        if target < 0.0 {
+            return (i as u32, logprobs[i]);
+        }
+    }
+    let last = kept[keep - 1];
+    (last as u32, logprobs[last])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        let (token, logprob) = sample(
+            &[0.0, 2.0, 2.0, 1.0],
+            &SamplingConfig::greedy(),
+            &mut SplitMix64::new(0),
+        );
+        assert_eq!(token, 1);
+        let expected = 2.0 - (1.0f64 + 2.0 * 2f64.exp() + 1f64.exp()).ln();
+        assert!((f64::from(logprob) - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_top_p_truncates() {
+        let logits = [0.1, 3.0, 0.2, 2.9];
+        let mut rng = SplitMix64::new(3);
+        let k1 = SamplingConfig {
+            temperature: Some(1.0),
+            top_k: Some(1),
+            top_p: None,
+        };
+        assert!((0..50).all(|_| sample(&logits, &k1, &mut rng).0 == 1));
+        let p = SamplingConfig {
+            temperature: Some(1.0),
+            top_k: None,
+            top_p: Some(0.9),
+        };
+        let picks: Vec<u32> = (0..200).map(|_| sample(&logits, &p, &mut rng).0).collect();
+        assert!(picks.iter().all(|&t| t == 1 || t == 3));
+        assert!(picks.contains(&1) && picks.contains(&3));
+    }
+
+    #[test]
+    fn sampling_frequencies_follow_the_softmax() {
+        let logits = [0.0f32, 1.0, 2.0];
+        let config = SamplingConfig {
+            temperature: Some(1.0),
+            top_k: None,
+            top_p: None,
+        };
+        let mut rng = SplitMix64::new(42);
+        let mut counts = [0usize; 3];
+        let n = 20000;
+        for _ in 0..n {
+            counts[sample(&logits, &config, &mut rng).0 as usize] += 1;
+        }
+        let z: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
+        for (i, &c) in counts.iter().enumerate() {
+            let expected = f64::from(logits[i]).exp() / z;
+            assert!((c as f64 / n as f64 - expected).abs() < 0.015, "{counts:?}");
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `tokenizer.json` through the `tokenizers` crate (pure-Rust regex, the same on native and
+//! wasm), the Qwen2.5 chat template and the stop tokens.
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Qwen2.5's default system prompt (its chat template inserts it when none is given).
+pub const DEFAULT_SYSTEM_PROMPT: &str =
+    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+
+/// Tokens that end a chat turn or a document in Qwen2 vocabularies.
+const STOP_TOKENS: [&str; 2] = ["<|im_end|>", "<|endoftext|>"];
+
+/// A Hugging Face tokenizer.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl Tokenizer {
+    /// Parses the bytes of a `tokenizer.json`; `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::BadFile {
+            path: origin.to_path_buf(),
+            reason: format!("not a valid tokenizer.json: {e}"),
+        })?;
+        Ok(Self { inner })
+    }
+
+    /// Reads a `tokenizer.json` file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Wraps an existing tokenizer (for example one just trained).
+    pub fn from_inner(inner: tokenizers::Tokenizer) -> Self {
+        Self { inner }
+    }
+
+    /// The underlying `tokenizers` object.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| Error::InvalidInput(format!("could not tokenize the text: {e}")))
+    }
+
+    /// Text of `ids`, without special tokens.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::InvalidInput(format!("could not decode tokens: {e}")))
+    }
+
+    /// The id of a token, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Ids that end generation: `<|im_end|>`, `<|endoftext|>` and the config's `eos_token_id`s.
+    pub fn stop_tokens(&self, config_eos: &[u32]) -> Vec<u32> {
+        let mut ids: Vec<u32> = STOP_TOKENS
+            .iter()
+            .filter_map(|t| self.token_id(t))
+            .chain(config_eos.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// The Qwen2.5 chat template for one user turn, ending where the assistant starts to speak.
+pub fn chat_prompt(system: Option<&str>, user: &str) -> String {
+    let system = system.unwrap_or(DEFAULT_SYSTEM_PROMPT);
+    format!(
+        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_template_matches_qwen25() {
+        assert_eq!(
+            chat_prompt(None, "What is 12*7?"),
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
+             <|im_start|>user\nWhat is 12*7?<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        let err = Tokenizer::from_bytes(b"{\"hello\": 1}", Path::new("t/tokenizer.json"))
+            .err()
+            .expect("not a tokenizer")
+            .to_string();
+        assert!(
+            err.starts_with("t/tokenizer.json: not a valid tokenizer.json"),
+            "{err}"
+        );
+    }
+}

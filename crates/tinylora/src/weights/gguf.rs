@@ -1,0 +1,405 @@
+//! GGUF (v2 and v3): metadata, tensor directory and dequantised tensors under their Hugging Face
+//! names, plus the Qwen2 config the metadata describes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::dequant::{GgmlType, dequantize};
+use super::{HostTensor, TensorSource};
+use crate::model::Qwen2Config;
+use crate::{Error, Result};
+
+/// Longest string or array the parser accepts (guards against lying lengths).
+const MAX_LEN: u64 = 1 << 28;
+
+/// A metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Any integer type (and bool), widened.
+    Int(i64),
+    /// f32 or f64, widened.
+    Float(f64),
+    /// UTF-8 string.
+    Str(String),
+    /// Array of values.
+    Array(Vec<Value>),
+}
+
+#[derive(Debug, Clone)]
+struct TensorInfo {
+    /// Hugging Face order (outermost first): GGUF's dimensions reversed.
+    shape: Vec<usize>,
+    kind: GgmlType,
+    offset: u64,
+    bytes: u64,
+}
+
+/// An open GGUF file.
+pub struct GgufFile {
+    path: PathBuf,
+    reader: BufReader<File>,
+    /// Metadata key/value pairs.
+    pub metadata: BTreeMap<String, Value>,
+    /// Tensors by their GGUF names.
+    tensors: BTreeMap<String, TensorInfo>,
+    data_start: u64,
+}
+
+/// Reads little-endian primitives with errors naming the file.
+struct Cursor<'a, R> {
+    reader: &'a mut R,
+    path: &'a Path,
+}
+
+impl<R: Read> Cursor<'_, R> {
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut buf = [0u8; N];
+        self.reader
+            .read_exact(&mut buf)
+            .map_err(|_| Error::BadFile {
+                path: self.path.to_path_buf(),
+                reason: "truncated GGUF header".into(),
+            })?;
+        Ok(buf)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.bytes()?))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.bytes()?))
+    }
+    fn len(&mut self, what: &str) -> Result<u64> {
+        let n = self.u64()?;
+        if n > MAX_LEN {
+            return Err(self.bad(format!("{what} length {n} is implausible")));
+        }
+        Ok(n)
+    }
+    fn string(&mut self) -> Result<String> {
+        let n = self.len("string")?;
+        let mut buf = Vec::new();
+        self.reader
+            .by_ref()
+            .take(n)
+            .read_to_end(&mut buf)
+            .map_err(|e| self.bad(e.to_string()))?;
+        if buf.len() as u64 != n {
+            return Err(self.bad("truncated GGUF header".into()));
+        }
+        String::from_utf8(buf).map_err(|_| self.bad("a string is not UTF-8".into()))
+    }
+    fn bad(&self, reason: String) -> Error {
+        Error::BadFile {
+            path: self.path.to_path_buf(),
+            reason,
+        }
+    }
+    fn value(&mut self, kind: u32) -> Result<Value> {
+        Ok(match kind {
+            0 => Value::Int(i64::from(self.bytes::<1>()?[0])),
+            1 => Value::Int(i64::from(self.bytes::<1>()?[0] as i8)),
+            2 => Value::Int(i64::from(u16::from_le_bytes(self.bytes()?))),
+            3 => Value::Int(i64::from(i16::from_le_bytes(self.bytes()?))),
+            4 => Value::Int(i64::from(self.u32()?)),
+            5 => Value::Int(i64::from(i32::from_le_bytes(self.bytes()?))),
+            6 => Value::Float(f64::from(f32::from_le_bytes(self.bytes()?))),
+            7 => Value::Int(i64::from(self.bytes::<1>()?[0] != 0)),
+            8 => Value::Str(self.string()?),
+            9 => {
+                let inner = self.u32()?;
+                let n = self.len("array")?;
+                let mut items = Vec::with_capacity(n.min(1 << 16) as usize);
+                for _ in 0..n {
+                    items.push(self.value(inner)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::Int(self.u64()? as i64),
+            11 => Value::Int(i64::from_le_bytes(self.bytes()?)),
+            12 => Value::Float(f64::from_le_bytes(self.bytes()?)),
+            other => return Err(self.bad(format!("unknown metadata value type {other}"))),
+        })
+    }
+}
+
+impl GgufFile {
+    /// Opens a GGUF file and reads its metadata and tensor directory.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut reader = BufReader::new(file);
+        let mut c = Cursor {
+            reader: &mut reader,
+            path,
+        };
+        if &c.bytes::<4>()? != b"GGUF" {
+            return Err(c.bad("bad magic: not a GGUF file".into()));
+        }
+        let version = c.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(c.bad(format!(
+                "GGUF version {version} is not supported (2 and 3 are)"
+            )));
+        }
+        let n_tensors = c.len("tensor count")?;
+        let n_kv = c.len("metadata count")?;
+        let mut metadata = BTreeMap::new();
+        for _ in 0..n_kv {
+            let key = c.string()?;
+            let kind = c.u32()?;
+            metadata.insert(key, c.value(kind)?);
+        }
+        let mut infos = Vec::new();
+        for _ in 0..n_tensors {
+            let name = c.string()?;
+            let n_dims = c.u32()?;
+            if n_dims == 0 || n_dims > 4 {
+                return Err(c.bad(format!("tensor `{name}` has {n_dims} dimensions")));
+            }
+            let mut dims = Vec::new();
+            for _ in 0..n_dims {
+                dims.push(c.u64()?);
+            }
+            let type_id = c.u32()?;
+            let kind = GgmlType::from_id(type_id).ok_or_else(|| {
+                c.bad(format!(
+                    "tensor `{name}` has GGML type {type_id}, which is not supported \
+                     (F32, F16, BF16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K are)"
+                ))
+            })?;
+            let offset = c.u64()?;
+            infos.push((name, dims, kind, offset));
+        }
+        let alignment = match metadata.get("general.alignment") {
+            Some(Value::Int(a)) if *a > 0 && (*a as u64).is_power_of_two() => *a as u64,
+            None => 32,
+            Some(other) => return Err(c.bad(format!("general.alignment {other:?} is invalid"))),
+        };
+        let here = reader.stream_position().map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let data_start = here.div_ceil(alignment) * alignment;
+        let mut tensors = BTreeMap::new();
+        for (name, dims, kind, offset) in infos {
+            let bad = |reason: String| Error::BadFile {
+                path: path.to_path_buf(),
+                reason: format!("tensor `{name}`: {reason}"),
+            };
+            let numel = dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
+            let (per_block, block_bytes) = kind.block();
+            if numel % per_block as u64 != 0 {
+                return Err(bad(format!("{numel} values are not whole {kind:?} blocks")));
+            }
+            let bytes = numel / per_block as u64 * block_bytes as u64;
+            let end = data_start
+                .checked_add(offset)
+                .and_then(|s| s.checked_add(bytes));
+            if end.is_none_or(|e| e > file_len) {
+                return Err(bad(format!(
+                    "data at offset {offset} ({bytes} bytes) runs past the end of the file"
+                )));
+            }
+            let shape = dims.iter().rev().map(|&d| d as usize).collect();
+            tensors.insert(
+                name,
+                TensorInfo {
+                    shape,
+                    kind,
+                    offset,
+                    bytes,
+                },
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            reader,
+            metadata,
+            tensors,
+            data_start,
+        })
+    }
+
+    fn meta_int(&self, key: &str) -> Result<i64> {
+        match self.metadata.get(key) {
+            Some(Value::Int(v)) => Ok(*v),
+            Some(other) => Err(self.bad(format!(
+                "metadata `{key}` is {other:?}, expected an integer"
+            ))),
+            None => Err(self.bad(format!("metadata `{key}` is missing"))),
+        }
+    }
+
+    fn meta_float(&self, key: &str) -> Option<f64> {
+        match self.metadata.get(key) {
+            Some(Value::Float(v)) => Some(*v),
+            Some(Value::Int(v)) => Some(*v as f64),
+            _ => None,
+        }
+    }
+
+    fn bad(&self, reason: String) -> Error {
+        Error::BadFile {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// The Qwen2 config described by the `qwen2.*` metadata.
+    pub fn qwen2_config(&self) -> Result<Qwen2Config> {
+        match self.metadata.get("general.architecture") {
+            Some(Value::Str(a)) if a == "qwen2" => {}
+            other => {
+                return Err(self.bad(format!(
+                    "general.architecture is {other:?}, only qwen2 is supported"
+                )));
+            }
+        }
+        let size = |key: &str| -> Result<usize> {
+            let v = self.meta_int(&format!("qwen2.{key}"))?;
+            usize::try_from(v).map_err(|_| self.bad(format!("qwen2.{key} = {v} is negative")))
+        };
+        let vocab_size = self
+            .tensors
+            .get("token_embd.weight")
+            .map(|t| t.shape[0])
+            .ok_or_else(|| self.bad("missing tensor `token_embd.weight`".into()))?;
+        let config = Qwen2Config {
+            vocab_size,
+            hidden_size: size("embedding_length")?,
+            intermediate_size: size("feed_forward_length")?,
+            num_hidden_layers: size("block_count")?,
+            num_attention_heads: size("attention.head_count")?,
+            num_key_value_heads: size("attention.head_count_kv")?,
+            max_position_embeddings: size("context_length")?,
+            rms_norm_eps: self
+                .meta_float("qwen2.attention.layer_norm_rms_epsilon")
+                .unwrap_or(1e-6),
+            rope_theta: self.meta_float("qwen2.rope.freq_base").unwrap_or(1e6),
+            tie_word_embeddings: !self.tensors.contains_key("output.weight"),
+            eos_token_ids: self
+                .meta_int("tokenizer.ggml.eos_token_id")
+                .ok()
+                .and_then(|id| u32::try_from(id).ok())
+                .into_iter()
+                .collect(),
+        };
+        config.validate().map_err(|e| self.bad(e))?;
+        Ok(config)
+    }
+}
+
+/// Maps a GGUF tensor name to its Hugging Face name (llama.cpp's Qwen2 naming).
+pub fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    layer.parse::<usize>().ok()?;
+    let (module, param) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{param}"))
+}
+
+/// A GGUF file seen as a [`TensorSource`] with Hugging Face names.
+pub struct GgufSource {
+    file: GgufFile,
+    /// HF name → GGUF name.
+    names: BTreeMap<String, String>,
+}
+
+impl GgufSource {
+    /// Wraps an open file; tensors with names outside llama.cpp's Qwen2 scheme keep their GGUF
+    /// names (and are then reported as unexpected by the loader).
+    pub fn new(file: GgufFile) -> Self {
+        let names = file
+            .tensors
+            .keys()
+            .map(|g| (hf_name(g).unwrap_or_else(|| g.clone()), g.clone()))
+            .collect();
+        Self { file, names }
+    }
+}
+
+impl TensorSource for GgufSource {
+    fn names(&self) -> Vec<String> {
+        self.names.keys().cloned().collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let gguf = self.names.get(name)?;
+        self.file.tensors.get(gguf).map(|t| t.shape.clone())
+    }
+
+    fn read(&mut self, name: &str) -> Result<HostTensor> {
+        let file = &mut self.file;
+        let info = self
+            .names
+            .get(name)
+            .and_then(|g| file.tensors.get(g))
+            .ok_or_else(|| file.bad(format!("no tensor `{name}`")))?
+            .clone();
+        let mut bytes = vec![0u8; info.bytes as usize];
+        file.reader
+            .seek(SeekFrom::Start(file.data_start + info.offset))
+            .and_then(|_| file.reader.read_exact(&mut bytes))
+            .map_err(|source| Error::Io {
+                path: file.path.clone(),
+                source,
+            })?;
+        Ok(HostTensor {
+            shape: info.shape,
+            values: dequantize(&bytes, info.kind),
+        })
+    }
+
+    fn origin(&self, _name: &str) -> PathBuf {
+        self.file.path.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_llama_cpp_names() {
+        assert_eq!(
+            hf_name("blk.3.attn_q.bias").unwrap(),
+            "model.layers.3.self_attn.q_proj.bias"
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_down.weight").unwrap(),
+            "model.layers.0.mlp.down_proj.weight"
+        );
+        assert_eq!(hf_name("output.weight").unwrap(), "lm_head.weight");
+        assert_eq!(hf_name("blk.x.attn_q.weight"), None);
+        assert_eq!(hf_name("rope_freqs.weight"), None);
+    }
+}

@@ -1,0 +1,92 @@
+//! GGUF against the `gguf` Python package (llama.cpp's reference formulas) and transformers:
+//! fixtures from `tests/fixtures/make_gguf_fixtures.py`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tinylora::checkpoint::Checkpoint;
+use tinylora::device::{BackendKind, init};
+use tinylora::readback::{block_on, to_vec_f32};
+use tinylora::weights::dequant::{GgmlType, dequantize};
+
+#[derive(Deserialize)]
+struct DequantCase {
+    #[serde(rename = "type")]
+    name: String,
+    type_id: u32,
+    hex: String,
+    values: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    ids: Vec<u32>,
+    last_logits: Vec<f32>,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn dequantization_matches_the_gguf_package_block_by_block() {
+    let text = std::fs::read_to_string(fixtures().join("gguf/dequant.json")).unwrap();
+    let cases: Vec<DequantCase> = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        cases.len(),
+        7,
+        "one case per supported quantised or half type"
+    );
+    for case in cases {
+        let kind = GgmlType::from_id(case.type_id).unwrap();
+        let ours = dequantize(&unhex(&case.hex), kind);
+        assert_eq!(ours.len(), case.values.len(), "{}", case.name);
+        let (per_block, _) = kind.block();
+        for (i, (a, b)) in ours.iter().zip(&case.values).enumerate() {
+            let tol = 1e-6 * b.abs().max(1e-3);
+            assert!(
+                (a - b).abs() <= tol,
+                "{} block {} value {}: ours {a}, reference {b}",
+                case.name,
+                i / per_block,
+                i % per_block
+            );
+        }
+    }
+}
+
+#[test]
+fn gguf_model_logits_match_transformers() {
+    let dir = fixtures().join("gguf");
+    let expected: Expected =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let device = init(BackendKind::Cpu).unwrap();
+    let checkpoint = Checkpoint::open(&dir.join("tiny-qwen2.gguf")).unwrap();
+    let reference = Checkpoint::open(&fixtures().join("qwen2/tied_f32_hub")).unwrap();
+    assert_eq!(checkpoint.config.hidden_size, reference.config.hidden_size);
+    assert_eq!(checkpoint.config.rope_theta, reference.config.rope_theta);
+    assert!(checkpoint.config.tie_word_embeddings);
+    let model = checkpoint.load(&device).unwrap();
+    let mut cache = model.new_cache(vec![0]);
+    let ours = block_on(to_vec_f32(
+        model.forward_last(&[expected.ids.clone()], &mut cache),
+    ))
+    .unwrap();
+    let scale = expected
+        .last_logits
+        .iter()
+        .fold(0f32, |m, r| m.max(r.abs()));
+    let err = ours
+        .iter()
+        .zip(&expected.last_logits)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale;
+    assert!(err <= 1e-4, "max rel err {err:e}");
+}

@@ -1,0 +1,156 @@
+//! Golden parity with Hugging Face transformers (llm.c style): tiny random Qwen2 checkpoints
+//! made by `tests/fixtures/make_qwen2_fixtures.py`, with transformers' float32 logits and greedy
+//! continuations, compared tensor by tensor with a named tolerance.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde::Deserialize;
+use tinylora::checkpoint::Checkpoint;
+use tinylora::device::{BackendKind, init};
+use tinylora::generate::{GenerateConfig, generate};
+use tinylora::model::Qwen2ForCausalLM;
+use tinylora::readback::{block_on, to_vec_f32};
+use tinylora::sampling::SamplingConfig;
+
+/// max |ours − ref| / max |ref| on burn's CPU backend.
+const CPU_TOLERANCE: f64 = 1e-4;
+/// The same on wgpu (lavapipe in CI).
+const WGPU_TOLERANCE: f64 = 1e-3;
+
+const VARIANTS: [&str; 3] = ["tied_f32_hub", "untied_bf16_tf5", "untied_f16_sharded_hub"];
+
+#[derive(Deserialize)]
+struct Expected {
+    logits: Vec<LogitsCase>,
+    greedy: Vec<GreedyCase>,
+}
+
+#[derive(Deserialize)]
+struct LogitsCase {
+    ids: Vec<u32>,
+    last_logits: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct GreedyCase {
+    prompt: Vec<u32>,
+    tokens: Vec<u32>,
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/qwen2")
+        .join(name)
+}
+
+fn load(name: &str, device: &Device) -> (Qwen2ForCausalLM, Expected) {
+    let dir = fixture(name);
+    let expected =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    (
+        Checkpoint::open(&dir).unwrap().load(device).unwrap(),
+        expected,
+    )
+}
+
+fn max_rel_err(ours: &[f32], reference: &[f32]) -> f64 {
+    assert_eq!(ours.len(), reference.len());
+    let scale = reference
+        .iter()
+        .fold(0.0f64, |m, &r| m.max(f64::from(r).abs()));
+    let err = ours
+        .iter()
+        .zip(reference)
+        .fold(0.0f64, |m, (&a, &b)| m.max(f64::from(a - b).abs()));
+    err / scale
+}
+
+fn last_logits(model: &Qwen2ForCausalLM, ids: &[u32]) -> Vec<f32> {
+    let mut cache = model.new_cache(vec![0]);
+    block_on(to_vec_f32(model.forward_last(&[ids.to_vec()], &mut cache))).unwrap()
+}
+
+fn greedy(model: &Qwen2ForCausalLM, prompts: &[Vec<u32>], steps: usize) -> Vec<Vec<u32>> {
+    let config = GenerateConfig {
+        max_new_tokens: steps,
+        sampling: SamplingConfig::greedy(),
+        seed: 0,
+        stop_tokens: Vec::new(),
+    };
+    block_on(generate(model, prompts, &config, |_, _| {}))
+        .unwrap()
+        .into_iter()
+        .map(|g| g.tokens)
+        .collect()
+}
+
+fn check_logits(kind: BackendKind, tolerance: f64) {
+    let device = init(kind).unwrap();
+    for name in VARIANTS {
+        let (model, expected) = load(name, &device);
+        for case in &expected.logits {
+            let err = max_rel_err(&last_logits(&model, &case.ids), &case.last_logits);
+            println!(
+                "{kind} {name} len {}: max rel err {err:.2e}",
+                case.ids.len()
+            );
+            assert!(
+                err <= tolerance,
+                "{kind} {name} ids {:?}: {err:.3e} > {tolerance:e}",
+                case.ids
+            );
+        }
+    }
+}
+
+#[test]
+fn cpu_logits_match_transformers() {
+    check_logits(BackendKind::Cpu, CPU_TOLERANCE);
+}
+
+#[test]
+fn wgpu_logits_match_transformers() {
+    check_logits(BackendKind::Wgpu, WGPU_TOLERANCE);
+}
+
+#[test]
+fn greedy_tokens_match_transformers() {
+    let device = init(BackendKind::Cpu).unwrap();
+    for name in VARIANTS {
+        let (model, expected) = load(name, &device);
+        for case in &expected.greedy {
+            let ours = greedy(&model, &[case.prompt.clone()], case.tokens.len());
+            assert_eq!(ours[0], case.tokens, "{name} prompt {:?}", case.prompt);
+        }
+    }
+}
+
+#[test]
+fn batched_generation_equals_one_by_one() {
+    let device = init(BackendKind::Cpu).unwrap();
+    let (model, _) = load("untied_bf16_tf5", &device);
+    let prompts = vec![vec![3, 1, 4, 1, 5, 9, 2, 6], vec![7], vec![100, 200, 300]];
+    let batched = greedy(&model, &prompts, 12);
+    for (prompt, tokens) in prompts.iter().zip(&batched) {
+        assert_eq!(&greedy(&model, std::slice::from_ref(prompt), 12)[0], tokens);
+    }
+}
+
+#[test]
+fn kv_cache_decoding_equals_full_recomputation() {
+    let device = init(BackendKind::Cpu).unwrap();
+    let (model, _) = load("tied_f32_hub", &device);
+    let ids: Vec<u32> = vec![9, 8, 7, 6, 5, 4, 3];
+    let mut cache = model.new_cache(vec![0]);
+    block_on(to_vec_f32(
+        model.forward_last(&[ids[..3].to_vec()], &mut cache),
+    ))
+    .unwrap();
+    let mut incremental = Vec::new();
+    for &t in &ids[3..] {
+        incremental = block_on(to_vec_f32(model.forward_last(&[vec![t]], &mut cache))).unwrap();
+    }
+    let full = last_logits(&model, &ids);
+    assert!(max_rel_err(&incremental, &full) < 1e-5);
+}

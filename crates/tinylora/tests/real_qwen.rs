@@ -1,0 +1,48 @@
+//! Opt-in check on the real Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF) assembled by
+//! `../shared/scripts/fetch-real-qwen.sh DIR`: set `TINYLORA_REAL_QWEN=DIR` to run it.
+//! Without the variable the test returns at once (it is never a CI requirement).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tinylora::checkpoint::Checkpoint;
+use tinylora::device::{BackendKind, init};
+use tinylora::generate::{GenerateConfig, generate};
+use tinylora::readback::block_on;
+use tinylora::sampling::SamplingConfig;
+use tinylora::tokenizer::{Tokenizer, chat_prompt};
+
+#[test]
+fn real_qwen_answers_12_times_7() {
+    let Some(dir) = std::env::var_os("TINYLORA_REAL_QWEN").map(PathBuf::from) else {
+        eprintln!("TINYLORA_REAL_QWEN not set: skipping the real-model check");
+        return;
+    };
+    let device = init(BackendKind::Cpu).unwrap();
+    let started = Instant::now();
+    let model = Checkpoint::open(&dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
+        .unwrap()
+        .load(&device)
+        .unwrap();
+    eprintln!("loaded in {:.1} s", started.elapsed().as_secs_f64());
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let prompt = tokenizer
+        .encode(&chat_prompt(None, "What is 12*7? Answer with a number."))
+        .unwrap();
+    let config = GenerateConfig {
+        max_new_tokens: 8,
+        sampling: SamplingConfig::greedy(),
+        seed: 0,
+        stop_tokens: tokenizer.stop_tokens(&model.config.eos_token_ids),
+    };
+    let started = Instant::now();
+    let out = block_on(generate(&model, &[prompt.clone()], &config, |_, _| {})).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let text = tokenizer.decode(&out[0].tokens).unwrap();
+    eprintln!(
+        "prompt {} tokens, {} new tokens in {seconds:.2} s: {text:?}",
+        prompt.len(),
+        out[0].tokens.len()
+    );
+    assert!(text.contains("84"), "{text:?}");
+}

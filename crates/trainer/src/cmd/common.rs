@@ -1,0 +1,68 @@
+//! Arguments and loading steps shared by several subcommands.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tinylora::checkpoint::Checkpoint;
+use tinylora::device::{BackendKind, init};
+use tinylora::model::Qwen2ForCausalLM;
+use tinylora::tokenizer::Tokenizer;
+
+/// Which model to load and where to run it.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// A model directory (config.json + safetensors) or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Compute backend: cpu (burn flex) or wgpu.
+    #[arg(long, default_value = "cpu")]
+    pub backend: BackendKind,
+}
+
+/// A loaded model and the folder it came from.
+pub struct Loaded {
+    /// The model, on the chosen device.
+    pub model: Qwen2ForCausalLM,
+    /// Where `tokenizer.json` is looked for by default.
+    pub tokenizer_path: PathBuf,
+}
+
+impl ModelArgs {
+    /// Starts the backend and loads the model.
+    pub fn load(&self) -> Result<Loaded> {
+        let device = init(self.backend)?;
+        let checkpoint = Checkpoint::open(&self.model)?;
+        let tokenizer_path = checkpoint.tokenizer_path();
+        let model = checkpoint
+            .load(&device)
+            .with_context(|| format!("loading {}", self.model.display()))?;
+        Ok(Loaded {
+            model,
+            tokenizer_path,
+        })
+    }
+}
+
+/// Parses `5,77,301` into token ids.
+pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
+    text.split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<u32>()
+                .with_context(|| format!("`{s}` in --ids is not a token id"))
+        })
+        .collect()
+}
+
+/// Loads the tokenizer from `explicit` or from beside the model.
+pub fn load_tokenizer(explicit: Option<&PathBuf>, beside_model: &PathBuf) -> Result<Tokenizer> {
+    let path = explicit.unwrap_or(beside_model);
+    Tokenizer::from_file(path).with_context(|| {
+        if explicit.is_none() {
+            "no tokenizer given: pass --tokenizer FILE or put tokenizer.json next to the model"
+                .to_string()
+        } else {
+            "loading the tokenizer".to_string()
+        }
+    })
+}

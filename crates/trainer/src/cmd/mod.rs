@@ -1,0 +1,6 @@
+//! One module per `trainer` subcommand.
+
+pub mod common;
+pub mod devices;
+pub mod generate;
+pub mod logits;

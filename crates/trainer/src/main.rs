@@ -1,0 +1,39 @@
+//! `trainer`: the native command-line front end of tinylora.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Train, evaluate and run TinyLoRA adapters on Qwen2 models.
+#[derive(Parser)]
+#[command(name = "trainer", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that each compute backend starts and computes correctly.
+    Devices(cmd::devices::Args),
+    /// Print the logits of the last position of a token sequence.
+    Logits(cmd::logits::Args),
+    /// Continue a prompt with the model (greedy or sampled).
+    Generate(cmd::generate::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Devices(args) => cmd::devices::run(args),
+        Command::Logits(args) => cmd::logits::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The `trainer` binary as users and other tools call it: JSON outputs and error messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .expect("run trainer")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn logits_json_matches_the_transformers_fixture() {
+    let dir = fixture("qwen2/untied_bf16_tf5");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let case = &expected["logits"][1];
+    let ids: Vec<String> = case["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let out = trainer(&[
+        "logits",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ids",
+        &ids.join(","),
+        "--json",
+    ]);
+    let ours = stdout_json(&out);
+    let ours = ours["last_logits"].as_array().unwrap();
+    let reference = case["last_logits"].as_array().unwrap();
+    assert_eq!(ours.len(), reference.len());
+    let scale = reference
+        .iter()
+        .map(|v| v.as_f64().unwrap().abs())
+        .fold(0.0, f64::max);
+    let err = ours
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs())
+        .fold(0.0, f64::max);
+    assert!(err / scale <= 1e-4, "{}", err / scale);
+}
+
+#[test]
+fn generate_ids_json_is_greedy_by_default() {
+    let dir = fixture("qwen2/tied_f32_hub");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let case = &expected["greedy"][0];
+    let prompt: Vec<String> = case["prompt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let out = trainer(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ids",
+        &prompt.join(","),
+        "--max-new-tokens",
+        "16",
+        "--json",
+    ]);
+    let json = stdout_json(&out);
+    // eos (id 2) may end the continuation early; what is there must match transformers.
+    let ours = json["tokens"].as_array().unwrap();
+    assert!(!ours.is_empty());
+    assert_eq!(ours[..], case["tokens"].as_array().unwrap()[..ours.len()]);
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_a_message() {
+    let model = fixture("qwen2/tied_f32_hub");
+    let model = model.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["logits", "--model", "/nonexistent/model", "--ids", "1"],
+            "/nonexistent/model",
+        ),
+        (
+            &["logits", "--model", model, "--ids", "1,x"],
+            "`x` in --ids is not a token id",
+        ),
+        (
+            &["logits", "--model", model, "--ids", "99999"],
+            "outside the vocabulary",
+        ),
+        (
+            &["generate", "--model", model, "--prompt", "hi"],
+            "tokenizer",
+        ),
+        (
+            &["logits", "--model", model, "--ids", "1", "--backend", "tpu"],
+            "unknown backend",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = trainer(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
