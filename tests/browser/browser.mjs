@@ -1,9 +1,6 @@
 // Launches Debian's headless Chromium with WebGPU on SwiftShader (flags from
-// ../shared/toolchain.md) through playwright-core.
+// ../shared/toolchain.md) through playwright-core, which gives each launch a fresh profile.
 import { chromium } from 'playwright-core';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 
 /** Starts Chromium and returns the browser; the caller closes it. */
 export async function launch() {
@@ -15,7 +12,7 @@ export async function launch() {
       '--headless=new', '--no-sandbox', '--enable-unsafe-webgpu',
       '--use-webgpu-adapter=swiftshader', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-      '--disable-dev-shm-usage', `--user-data-dir=${mkdtempSync(join(tmpdir(), 'tinylora-chromium-'))}`,
+      '--disable-dev-shm-usage',
     ],
   });
 }

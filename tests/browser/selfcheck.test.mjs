@@ -21,10 +21,11 @@ test('WebGPU self-check in the browser equals the native CPU result', { timeout:
   assert.equal(native.ok, true);
 
   const server = await serve(env('DIST_DIR'));
-  const browser = await launch();
+  let browser;
   try {
+    browser = await launch();
     const page = await browser.newPage();
-    page.on('console', (msg) => console.log(`# page: ${msg.text()}`));
+    page.on('console', (msg) => console.log(`page: ${msg.text()}`));
     await page.goto(`http://127.0.0.1:${server.address().port}/`);
     const status = page.locator('#status[data-state]');
     await status.waitFor({ timeout: 240_000 });
@@ -37,10 +38,10 @@ test('WebGPU self-check in the browser equals the native CPU result', { timeout:
     const web = JSON.parse(await page.locator('#selfcheck').textContent());
     assert.equal(web.values.length, native.values.length);
     const diff = Math.max(...web.values.map((v, i) => Math.abs(v - native.values[i])));
-    console.log(`# max |webgpu - cpu| = ${diff.toExponential(2)}`);
+    console.log(`max |webgpu - cpu| = ${diff.toExponential(2)}`);
     assert.ok(diff <= 1e-5, `WebGPU differs from the CPU backend by ${diff}`);
   } finally {
-    await browser.close();
+    await browser?.close();
     server.close();
   }
 });
