@@ -7,6 +7,7 @@
 //! wgpu) and for `wasm32-unknown-unknown` (feature `webgpu`). Every GPU readback in code shared
 //! with the browser is asynchronous (see [`readback`]).
 
+pub mod adapter;
 pub mod checkpoint;
 pub mod device;
 pub mod error;

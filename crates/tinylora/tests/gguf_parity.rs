@@ -76,7 +76,7 @@ fn gguf_model_logits_match_transformers() {
     let model = checkpoint.load(&device).unwrap();
     let mut cache = model.new_cache(vec![0]);
     let ours = block_on(to_vec_f32(
-        model.forward_last(&[expected.ids.clone()], &mut cache),
+        model.forward_last(std::slice::from_ref(&expected.ids), &mut cache),
     ))
     .unwrap();
     let scale = expected

@@ -120,7 +120,11 @@ fn greedy_tokens_match_transformers() {
     for name in VARIANTS {
         let (model, expected) = load(name, &device);
         for case in &expected.greedy {
-            let ours = greedy(&model, &[case.prompt.clone()], case.tokens.len());
+            let ours = greedy(
+                &model,
+                std::slice::from_ref(&case.prompt),
+                case.tokens.len(),
+            );
             assert_eq!(ours[0], case.tokens, "{name} prompt {:?}", case.prompt);
         }
     }

@@ -36,7 +36,13 @@ fn real_qwen_answers_12_times_7() {
         stop_tokens: tokenizer.stop_tokens(&model.config.eos_token_ids),
     };
     let started = Instant::now();
-    let out = block_on(generate(&model, &[prompt.clone()], &config, |_, _| {})).unwrap();
+    let out = block_on(generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        &config,
+        |_, _| {},
+    ))
+    .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     let text = tokenizer.decode(&out[0].tokens).unwrap();
     eprintln!(

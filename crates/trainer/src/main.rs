@@ -20,6 +20,8 @@ enum Command {
     Logits(cmd::logits::Args),
     /// Continue a prompt with the model (greedy or sampled).
     Generate(cmd::generate::Args),
+    /// Export an adapter as a PEFT LoRA, merged weights or a compact link.
+    Export(cmd::export::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +30,7 @@ fn main() -> std::process::ExitCode {
         Command::Devices(args) => cmd::devices::run(args),
         Command::Logits(args) => cmd::logits::run(args),
         Command::Generate(args) => cmd::generate::run(args),
+        Command::Export(args) => cmd::export::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -124,3 +124,85 @@ fn bad_input_exits_non_zero_with_a_message() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+fn last_logits(args: &[&str]) -> Vec<f64> {
+    let json = stdout_json(&trainer(args));
+    json["last_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn adapters_from_peft_and_from_a_compact_link_give_the_same_logits() {
+    let model = fixture("qwen2/untied_bf16_tf5");
+    let peft = fixture("peft/full_tie_u13");
+    let (model, peft) = (model.to_str().unwrap(), peft.to_str().unwrap());
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("peft/full_tie_u13/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<String> = expected["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let ids = ids.join(",");
+    let with_peft = last_logits(&[
+        "logits",
+        "--model",
+        model,
+        "--adapter",
+        peft,
+        "--ids",
+        &ids,
+        "--json",
+    ]);
+    let reference: Vec<f64> = expected["last_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let scale = reference.iter().fold(0f64, |m, x| m.max(x.abs()));
+    let err = with_peft
+        .iter()
+        .zip(&reference)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
+        / scale;
+    assert!(err <= 1e-5, "{err}");
+
+    let out = trainer(&["export", "--model", model, "--adapter", peft, "--compact"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let compact = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        compact.trim().starts_with("tl1.") && compact.trim().len() < 200,
+        "{compact}"
+    );
+    // A compact link of a PEFT import points at PEFT's saved basis, which our SVD does not
+    // reproduce bit for bit: applying it must fail loudly, not silently.
+    let link = std::env::temp_dir().join(format!("tinylora-cli-{}.txt", std::process::id()));
+    std::fs::write(&link, &compact).unwrap();
+    let out = trainer(&[
+        "logits",
+        "--model",
+        model,
+        "--adapter",
+        link.to_str().unwrap(),
+        "--ids",
+        &ids,
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("basis recomputed differently"),
+        "{stderr}"
+    );
+}

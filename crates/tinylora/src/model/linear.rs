@@ -1,26 +1,87 @@
 //! A linear layer holding its weight as `[in, out]` (transposed once at load time from the
-//! checkpoint's `[out, in]`), with an optional bias.
+//! checkpoint's `[out, in]`), with an optional bias and an optional TinyLoRA adapter.
 
 use burn::tensor::Tensor;
 use burn::tensor::module::linear;
 
-/// `y = x·Wᵀ + b` with `W` stored transposed.
+/// Frozen TinyLoRA factors of one layer and the `r×r` matrix that mixes them:
+/// `Δy = ((x·Aᵀ)·mix)·Bᵀ`, i.e. `ΔW = B·mixᵀ·A`.
+#[derive(Debug, Clone)]
+pub struct LinearAdapter {
+    /// `Aᵀ`, `[in, r]`.
+    pub a_t: Tensor<2>,
+    /// `Bᵀ`, `[r, out]`.
+    pub b_t: Tensor<2>,
+    /// The projections `P` flattened to `[u, r·r]`.
+    pub p: Tensor<2>,
+    /// The current mixing matrix, `[r, r]` (derived from `v`; see `adapter::mix_matrix`).
+    pub mix: Tensor<2>,
+    /// Whether `ΔW` has been added into the weight (the adapter path is then skipped).
+    pub merged: bool,
+}
+
+impl LinearAdapter {
+    /// `ΔWᵀ = Aᵀ·mix·Bᵀ`, `[in, out]`.
+    pub fn delta_t(&self) -> Tensor<2> {
+        self.a_t
+            .clone()
+            .matmul(self.mix.clone())
+            .matmul(self.b_t.clone())
+    }
+}
+
+/// `y = x·Wᵀ + b (+ adapter)` with `W` stored transposed.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// `Wᵀ`, shape `[in, out]`.
     pub weight_t: Tensor<2>,
     /// Bias `[out]`, if the layer has one.
     pub bias: Option<Tensor<1>>,
+    /// TinyLoRA adapter, if attached.
+    pub adapter: Option<LinearAdapter>,
 }
 
 impl Linear {
-    /// Applies the layer.
+    /// A plain layer without adapter.
+    pub fn new(weight_t: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Self {
+            weight_t,
+            bias,
+            adapter: None,
+        }
+    }
+
+    /// Applies the layer (and its unmerged adapter).
     ///
     /// # Shapes
     /// - `x`: `[..., in]`
     /// - output: `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight_t.clone(), self.bias.clone())
+        let base = linear(x.clone(), self.weight_t.clone(), self.bias.clone());
+        match &self.adapter {
+            Some(ad) if !ad.merged => {
+                let h = linear(x, ad.a_t.clone(), None);
+                let h = linear(h, ad.mix.clone(), None);
+                base + linear(h, ad.b_t.clone(), None)
+            }
+            _ => base,
+        }
+    }
+
+    /// Adds the adapter's `ΔW` into the weight (fast inference, export). No-op without adapter.
+    pub fn merge_adapter(&mut self) {
+        if let Some(ad) = self.adapter.as_mut().filter(|a| !a.merged) {
+            self.weight_t = self.weight_t.clone() + ad.delta_t();
+            ad.merged = true;
+        }
+    }
+
+    /// Subtracts a merged `ΔW` again, restoring the unmerged forward.
+    pub fn unmerge_adapter(&mut self) {
+        if let Some(ad) = self.adapter.as_mut().filter(|a| a.merged) {
+            self.weight_t = self.weight_t.clone() - ad.delta_t();
+            ad.merged = false;
+        }
     }
 
     /// `(in, out)` features.

@@ -63,10 +63,7 @@ impl Loader<'_> {
         } else {
             None
         };
-        Ok(Linear {
-            weight_t: weight.transpose(),
-            bias,
-        })
+        Ok(Linear::new(weight.transpose(), bias))
     }
 }
 

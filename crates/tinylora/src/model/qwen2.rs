@@ -94,6 +94,66 @@ impl Qwen2ForCausalLM {
         self.logits(hidden)
     }
 
+    /// Every weight under its Hugging Face name with its checkpoint shape (`[out, in]` for
+    /// linear weights), flattened; for export.
+    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, Tensor<1>)> {
+        fn flat<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Tensor<1>) {
+            let shape = t.dims().to_vec();
+            let n = shape.iter().product::<usize>();
+            (shape, t.reshape([n]))
+        }
+        let mut out = Vec::new();
+        let mut push =
+            |name: String, (shape, t): (Vec<usize>, Tensor<1>)| out.push((name, shape, t));
+        let linear =
+            |push: &mut dyn FnMut(String, (Vec<usize>, Tensor<1>)), name: String, l: &Linear| {
+                push(
+                    format!("{name}.weight"),
+                    flat(l.weight_t.clone().transpose()),
+                );
+                if let Some(b) = &l.bias {
+                    push(format!("{name}.bias"), flat(b.clone()));
+                }
+            };
+        push(
+            "model.embed_tokens.weight".into(),
+            flat(self.model.embed_tokens.clone()),
+        );
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            push(
+                format!("{p}.input_layernorm.weight"),
+                flat(layer.input_layernorm.clone()),
+            );
+            push(
+                format!("{p}.post_attention_layernorm.weight"),
+                flat(layer.post_attention_layernorm.clone()),
+            );
+            let a = &layer.self_attn;
+            for (n, l) in [
+                ("q_proj", &a.q_proj),
+                ("k_proj", &a.k_proj),
+                ("v_proj", &a.v_proj),
+                ("o_proj", &a.o_proj),
+            ] {
+                linear(&mut push, format!("{p}.self_attn.{n}"), l);
+            }
+            let m = &layer.mlp;
+            for (n, l) in [
+                ("gate_proj", &m.gate_proj),
+                ("up_proj", &m.up_proj),
+                ("down_proj", &m.down_proj),
+            ] {
+                linear(&mut push, format!("{p}.mlp.{n}"), l);
+            }
+        }
+        push("model.norm.weight".into(), flat(self.model.norm.clone()));
+        if let Some(head) = &self.lm_head {
+            linear(&mut push, "lm_head".into(), head);
+        }
+        out
+    }
+
     /// Logits of the last position only (what sampling needs), continuing `cache`.
     ///
     /// # Shapes

@@ -1,11 +1,15 @@
 //! Arguments and loading steps shared by several subcommands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use tinylora::adapter::TinyLora;
+use tinylora::adapter::file::AdapterFile;
+use tinylora::adapter::peft::{is_peft_dir, load_peft_tinylora};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::model::Qwen2ForCausalLM;
+use tinylora::readback::block_on;
 use tinylora::tokenizer::Tokenizer;
 
 /// Which model to load and where to run it.
@@ -17,6 +21,9 @@ pub struct ModelArgs {
     /// Compute backend: cpu (burn flex) or wgpu.
     #[arg(long, default_value = "cpu")]
     pub backend: BackendKind,
+    /// A TinyLoRA adapter: our JSON or compact file, or a PEFT TinyLoRA directory.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
 }
 
 /// A loaded model and the folder it came from.
@@ -33,14 +40,27 @@ impl ModelArgs {
         let device = init(self.backend)?;
         let checkpoint = Checkpoint::open(&self.model)?;
         let tokenizer_path = checkpoint.tokenizer_path();
-        let model = checkpoint
+        let mut model = checkpoint
             .load(&device)
             .with_context(|| format!("loading {}", self.model.display()))?;
+        if let Some(path) = &self.adapter {
+            load_adapter(path, &mut model)?.attach(&mut model)?;
+        }
         Ok(Loaded {
             model,
             tokenizer_path,
         })
     }
+}
+
+/// Reads an adapter for `model`: a PEFT TinyLoRA directory, or our adapter file (JSON or
+/// compact form), whose base fingerprint and basis hash are checked.
+pub fn load_adapter(path: &Path, model: &mut Qwen2ForCausalLM) -> Result<TinyLora> {
+    if is_peft_dir(path) {
+        return Ok(load_peft_tinylora(path, model)?);
+    }
+    let file = AdapterFile::load(path)?;
+    Ok(block_on(file.instantiate(model, path))?)
 }
 
 /// Parses `5,77,301` into token ids.

@@ -2,5 +2,6 @@
 
 pub mod common;
 pub mod devices;
+pub mod export;
 pub mod generate;
 pub mod logits;

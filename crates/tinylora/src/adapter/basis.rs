@@ -1,0 +1,156 @@
+//! The frozen factors of every adapted module: `A (r×in)`, `B (out×r)` from the top-r SVD of the
+//! module's weight, the projections `P (u×r×r)`, and each module's tie group. Computed on the
+//! host in f64 (see [`super::svd`]) so that native and browser builds get the same bits.
+
+use sha2::{Digest, Sha256};
+
+use super::config::{Convention, TinyLoraConfig};
+use super::projection::projection;
+use super::svd::top_svd;
+use super::targets::{linear_mut, target_modules};
+use crate::model::Qwen2ForCausalLM;
+use crate::model::linear::Linear;
+use crate::readback::to_vec_f32;
+use crate::{Error, Result};
+
+/// The frozen factors of one adapted module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleBasis {
+    /// Hugging Face module path, e.g. `model.layers.0.self_attn.q_proj`.
+    pub path: String,
+    /// Input features.
+    pub d_in: usize,
+    /// Output features.
+    pub d_out: usize,
+    /// `A`, row-major `[r, in]`.
+    pub a: Vec<f32>,
+    /// `B`, row-major `[out, r]`.
+    pub b: Vec<f32>,
+    /// `P`, row-major `[u, r, r]`.
+    pub p: Vec<f32>,
+    /// Index of the `v` this module uses.
+    pub group: usize,
+}
+
+/// The frozen factors of all adapted modules, in checkpoint order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Basis {
+    /// Frozen rank.
+    pub r: usize,
+    /// Length of each `v`.
+    pub u: usize,
+    /// Number of distinct `v` vectors.
+    pub groups: usize,
+    /// One entry per adapted module.
+    pub modules: Vec<ModuleBasis>,
+}
+
+/// The weight of a linear layer as a row-major `[out, in]` host matrix.
+pub async fn host_weight(linear: &Linear) -> Result<Vec<f32>> {
+    let (d_in, d_out) = linear.dims();
+    let wt = to_vec_f32(linear.weight_t.clone()).await?;
+    let mut w = vec![0f32; d_in * d_out];
+    for i in 0..d_in {
+        for o in 0..d_out {
+            w[o * d_in + i] = wt[i * d_out + o];
+        }
+    }
+    Ok(w)
+}
+
+impl Basis {
+    /// Computes the basis of `model` for `config`: SVD factors per the convention, projections
+    /// from the config's seed, groups from its tying.
+    pub async fn compute(model: &mut Qwen2ForCausalLM, config: &TinyLoraConfig) -> Result<Self> {
+        config.validate()?;
+        let modules = target_modules(model.config.num_hidden_layers, &config.targets);
+        let kinds: Vec<&str> = modules.iter().map(|m| m.1).collect();
+        let groups_of = config
+            .tying
+            .groups(&kinds)
+            .map_err(|e| Error::InvalidInput(format!("adapter config: {e}")))?;
+        let mut out = Vec::with_capacity(modules.len());
+        for (index, ((path, kind, layer), group)) in modules.into_iter().zip(groups_of).enumerate()
+        {
+            let linear = linear_mut(model, layer, kind);
+            let (d_in, d_out) = linear.dims();
+            let r = config.r.min(d_in).min(d_out);
+            let w = host_weight(linear).await?;
+            let svd = top_svd(&w, d_out, d_in, r);
+            let (mut a, mut b) = (vec![0f32; r * d_in], vec![0f32; d_out * r]);
+            for k in 0..r {
+                // PEFT rounds σ to the weight dtype before the square root; so do we.
+                let (left, right) = match config.convention {
+                    Convention::Peft => {
+                        let s = (svd.sigma[k] as f32).sqrt();
+                        (s, s)
+                    }
+                    Convention::Verl { .. } => (1.0, svd.sigma[k] as f32),
+                };
+                for j in 0..d_in {
+                    a[k * d_in + j] = right * svd.v[k][j] as f32;
+                }
+                for i in 0..d_out {
+                    b[i * r + k] = svd.u[k][i] as f32 * left;
+                }
+            }
+            let p = projection(config.seed, index, config.u, r, config.projection_std());
+            out.push(ModuleBasis {
+                path,
+                d_in,
+                d_out,
+                a,
+                b,
+                p,
+                group,
+            });
+        }
+        let groups = out.iter().map(|m| m.group + 1).max().unwrap_or(0);
+        Ok(Self {
+            r: config.r,
+            u: config.u,
+            groups,
+            modules: out,
+        })
+    }
+
+    /// SHA-256 (hex) of the factors' f32 bits, shapes and groups, in module order.
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(format!(
+            "tinylora-basis r={} u={} groups={}",
+            self.r, self.u, self.groups
+        ));
+        for m in &self.modules {
+            h.update(format!("|{} {}x{} g{}|", m.path, m.d_out, m.d_in, m.group));
+            for values in [&m.a, &m.b, &m.p] {
+                for x in values.iter() {
+                    h.update(x.to_le_bytes());
+                }
+            }
+        }
+        hex(&h.finalize())
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 (hex) identifying the base model's adapted weights: each target's path, shape and
+/// up to 4096 evenly strided values of its weight.
+pub async fn fingerprint(model: &mut Qwen2ForCausalLM, targets: &[String]) -> Result<String> {
+    let mut h = Sha256::new();
+    for (path, kind, layer) in target_modules(model.config.num_hidden_layers, targets) {
+        let linear = linear_mut(model, layer, kind);
+        let (d_in, d_out) = linear.dims();
+        let w = host_weight(linear).await?;
+        h.update(format!("|{path} {d_out}x{d_in}|"));
+        let stride = (w.len() / 4096).max(1);
+        for x in w.iter().step_by(stride) {
+            h.update(x.to_le_bytes());
+        }
+    }
+    Ok(hex(&h.finalize()))
+}

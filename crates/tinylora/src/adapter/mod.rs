@@ -1,0 +1,147 @@
+//! TinyLoRA: `W' = W + B·R·A`, `R = Σᵢ vᵢ Pᵢ`, with `A`, `B` from the truncated SVD of the frozen
+//! `W`, `P` fixed random and `v` (a few floats, shared by tied modules) the only trainable part.
+
+pub mod basis;
+pub mod config;
+pub mod export;
+pub mod file;
+pub mod peft;
+pub mod projection;
+pub mod svd;
+pub mod targets;
+pub mod tying;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use self::basis::Basis;
+use self::config::{Convention, TinyLoraConfig};
+use self::targets::{linear_mut, target_modules};
+use crate::model::Qwen2ForCausalLM;
+use crate::model::linear::LinearAdapter;
+use crate::{Error, Result};
+
+/// An adapter: its config, its frozen basis and its trainable vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TinyLora {
+    /// Shape and conventions.
+    pub config: TinyLoraConfig,
+    /// Frozen factors per module.
+    pub basis: Basis,
+    /// One vector of length `u` per tie group.
+    pub v: Vec<Vec<f32>>,
+}
+
+/// The `r×r` matrix applied between `A` and `B` in row form (`Δy = ((x Aᵀ) mix) Bᵀ`).
+///
+/// PEFT: `mix = Rᵀ`, `R = Σᵢ vᵢ Pᵢ`. verl: `mix = (α/r)·M`, `M = Σᵢ vᵢ Pᵢ / √u` (the authors'
+/// training forward `h @ M`).
+///
+/// # Shapes
+/// - `v`: `[u]`; `p`: `[u, r·r]`; output `[r, r]`
+pub fn mix_matrix(v: Tensor<1>, p: Tensor<2>, r: usize, config: &TinyLoraConfig) -> Tensor<2> {
+    let u = config.u;
+    let sum = v.reshape([1, u]).matmul(p).reshape([r, r]);
+    match config.convention {
+        Convention::Peft => sum.transpose(),
+        Convention::Verl { alpha } => sum.mul_scalar(alpha / config.r as f64 / (u as f64).sqrt()),
+    }
+}
+
+impl TinyLora {
+    /// A fresh adapter with `v = 0` (PEFT's default: the adapted model equals the base).
+    pub fn new(config: TinyLoraConfig, basis: Basis) -> Self {
+        let v = vec![vec![0.0; config.u]; basis.groups];
+        Self { config, basis, v }
+    }
+
+    /// Computes the basis from `model`'s weights and returns a fresh adapter.
+    pub async fn init(model: &mut Qwen2ForCausalLM, config: TinyLoraConfig) -> Result<Self> {
+        let basis = Basis::compute(model, &config).await?;
+        Ok(Self::new(config, basis))
+    }
+
+    /// Trainable parameters, counted as the paper does: `u ×` number of tie groups.
+    pub fn trainable_count(&self) -> usize {
+        self.config.u * self.basis.groups
+    }
+
+    /// `v` as device tensors (one `[u]` per group), for training.
+    pub fn v_tensors(&self, device: &Device) -> Vec<Tensor<1>> {
+        self.v
+            .iter()
+            .map(|v| Tensor::from_data(TensorData::new(v.clone(), [v.len()]), device))
+            .collect()
+    }
+
+    /// Uploads the frozen factors into `model`'s target layers and sets their mixing matrices
+    /// from this adapter's `v`. Replaces any adapter already attached.
+    pub fn attach(&self, model: &mut Qwen2ForCausalLM) -> Result<()> {
+        let device = model.device.clone();
+        let modules = target_modules(model.config.num_hidden_layers, &self.config.targets);
+        if modules.len() != self.basis.modules.len() {
+            return Err(Error::InvalidInput(format!(
+                "the adapter has {} modules, the model has {} matching targets",
+                self.basis.modules.len(),
+                modules.len()
+            )));
+        }
+        let v = self.v_tensors(&device);
+        for ((path, kind, layer), m) in modules.into_iter().zip(&self.basis.modules) {
+            let linear = linear_mut(model, layer, kind);
+            let (d_in, d_out) = linear.dims();
+            if path != m.path || (d_in, d_out) != (m.d_in, m.d_out) {
+                return Err(Error::InvalidInput(format!(
+                    "adapter module {} ({}×{}) does not fit the model's {path} ({d_out}×{d_in})",
+                    m.path, m.d_out, m.d_in
+                )));
+            }
+            let r = m.a.len() / m.d_in;
+            let upload = |values: &[f32], shape: [usize; 2]| {
+                Tensor::<2>::from_data(TensorData::new(values.to_vec(), shape), &device)
+            };
+            let a_t = upload(&m.a, [r, d_in]).transpose();
+            let b_t = upload(&m.b, [d_out, r]).transpose();
+            let p = upload(&m.p, [self.config.u, r * r]);
+            let mix = mix_matrix(v[m.group].clone(), p.clone(), r, &self.config);
+            linear.unmerge_adapter();
+            linear.adapter = Some(LinearAdapter {
+                a_t,
+                b_t,
+                p,
+                mix,
+                merged: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Recomputes every attached layer's mixing matrix from `v` (one `[u]` tensor per group),
+    /// e.g. tensors that require gradients. Layers must be unmerged.
+    pub fn set_v(&self, model: &mut Qwen2ForCausalLM, v: &[Tensor<1>]) {
+        let modules = target_modules(model.config.num_hidden_layers, &self.config.targets);
+        for ((_, kind, layer), m) in modules.into_iter().zip(&self.basis.modules) {
+            if let Some(ad) = linear_mut(model, layer, kind).adapter.as_mut() {
+                let r = m.a.len() / m.d_in;
+                ad.mix = mix_matrix(v[m.group].clone(), ad.p.clone(), r, &self.config);
+            }
+        }
+    }
+}
+
+/// Adds every attached adapter's `ΔW` into its layer's weight.
+pub fn merge(model: &mut Qwen2ForCausalLM) {
+    for layer in 0..model.config.num_hidden_layers {
+        for kind in config::ALL_TARGETS {
+            linear_mut(model, layer, kind).merge_adapter();
+        }
+    }
+}
+
+/// Undoes [`merge`].
+pub fn unmerge(model: &mut Qwen2ForCausalLM) {
+    for layer in 0..model.config.num_hidden_layers {
+        for kind in config::ALL_TARGETS {
+            linear_mut(model, layer, kind).unmerge_adapter();
+        }
+    }
+}

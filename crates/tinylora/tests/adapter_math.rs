@@ -1,0 +1,157 @@
+//! TinyLoRA on a tiny Qwen2 fixture: a zero `v` is the base model, merged equals unmerged, and
+//! the gradients of `v` equal finite differences of the loss.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use tinylora::adapter::config::TinyLoraConfig;
+use tinylora::adapter::tying::Tying;
+use tinylora::adapter::{TinyLora, merge, unmerge};
+use tinylora::checkpoint::Checkpoint;
+use tinylora::model::Qwen2ForCausalLM;
+use tinylora::readback::{block_on, to_vec_f32};
+use tinylora::rng::SplitMix64;
+
+const IDS: [u32; 6] = [5, 77, 301, 12, 9, 400];
+
+fn model(device: &Device) -> Qwen2ForCausalLM {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2/untied_bf16_tf5");
+    Checkpoint::open(&dir).unwrap().load(device).unwrap()
+}
+
+fn logits(model: &Qwen2ForCausalLM) -> Vec<f32> {
+    let mut cache = model.new_cache(vec![0]);
+    block_on(to_vec_f32(model.forward(&[IDS.to_vec()], &mut cache))).unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+fn random_v(adapter: &mut TinyLora, seed: u64, scale: f64) {
+    let mut rng = SplitMix64::new(seed);
+    for v in &mut adapter.v {
+        for x in v.iter_mut() {
+            *x = ((rng.next_f64() - 0.5) * 2.0 * scale) as f32;
+        }
+    }
+}
+
+#[test]
+fn zero_v_is_the_base_model_and_merging_changes_nothing() {
+    let device = Device::flex();
+    let mut m = model(&device);
+    let base = logits(&m);
+    let config = TinyLoraConfig {
+        tying: Tying::Tiled { n_tie: 3 },
+        ..TinyLoraConfig::default()
+    };
+    let mut adapter = block_on(TinyLora::init(&mut m, config)).unwrap();
+    assert_eq!(adapter.basis.modules.len(), 14);
+    assert_eq!(
+        adapter.trainable_count(),
+        13 * 5,
+        "14 modules in chunks of 3"
+    );
+    adapter.attach(&mut m).unwrap();
+    assert_eq!(max_abs_diff(&logits(&m), &base), 0.0);
+
+    random_v(&mut adapter, 1, 2.0);
+    adapter.attach(&mut m).unwrap();
+    let unmerged = logits(&m);
+    assert!(
+        max_abs_diff(&unmerged, &base) > 1e-3,
+        "a non-zero v changes the output"
+    );
+    merge(&mut m);
+    let merged = logits(&m);
+    let scale = unmerged.iter().fold(0f32, |s, x| s.max(x.abs()));
+    assert!(max_abs_diff(&merged, &unmerged) <= 1e-5 * scale);
+    unmerge(&mut m);
+    assert!(max_abs_diff(&logits(&m), &unmerged) <= 1e-5 * scale);
+}
+
+#[test]
+fn v_gradients_match_finite_differences() {
+    let device = Device::flex().autodiff();
+    let mut m = model(&device);
+    let config = TinyLoraConfig {
+        u: 3,
+        tying: Tying::Tiled { n_tie: 7 },
+        ..TinyLoraConfig::default()
+    };
+    let mut adapter = block_on(TinyLora::init(&mut m, config)).unwrap();
+    random_v(&mut adapter, 2, 1.0);
+    adapter.attach(&mut m).unwrap();
+    // A fixed random linear functional of the logits.
+    let vocab = m.config.vocab_size;
+    let mut rng = SplitMix64::new(3);
+    let weights: Vec<f32> = (0..IDS.len() * vocab)
+        .map(|_| (rng.next_f64() - 0.5) as f32)
+        .collect();
+    let weights = Tensor::<3>::from_data(TensorData::new(weights, [1, IDS.len(), vocab]), &device);
+    let loss = |m: &mut Qwen2ForCausalLM, v: &[Tensor<1>]| -> Tensor<1> {
+        adapter.set_v(m, v);
+        let mut cache = m.new_cache(vec![0]);
+        (m.forward(&[IDS.to_vec()], &mut cache) * weights.clone()).sum()
+    };
+    let v: Vec<Tensor<1>> = adapter
+        .v_tensors(&device)
+        .into_iter()
+        .map(|t| t.require_grad())
+        .collect();
+    let grads = loss(&mut m, &v).backward();
+    let analytic: Vec<Vec<f32>> = v
+        .iter()
+        .map(|t| block_on(to_vec_f32(t.grad(&grads).unwrap())).unwrap())
+        .collect();
+    assert_eq!(analytic.len(), 2, "14 modules in chunks of 7");
+    let h = 1e-2f32;
+    for g in 0..adapter.v.len() {
+        for i in 0..adapter.config.u {
+            let mut eval = |delta: f32| {
+                let mut values = adapter.v.clone();
+                values[g][i] += delta;
+                let vs: Vec<Tensor<1>> = values
+                    .iter()
+                    .map(|x| Tensor::from_data(TensorData::new(x.clone(), [x.len()]), &device))
+                    .collect();
+                f64::from(block_on(to_vec_f32(loss(&mut m, &vs))).unwrap()[0])
+            };
+            let numeric = (eval(h) - eval(-h)) / (2.0 * f64::from(h));
+            let a = f64::from(analytic[g][i]);
+            assert!(
+                (a - numeric).abs() <= 2e-3 * numeric.abs().max(1.0),
+                "group {g} component {i}: autodiff {a}, finite difference {numeric}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_shared_link_rebuilds_the_same_adapter() {
+    use tinylora::adapter::basis::fingerprint;
+    use tinylora::adapter::file::AdapterFile;
+    let device = Device::flex();
+    let mut m = model(&device);
+    let mut adapter = block_on(TinyLora::init(&mut m, TinyLoraConfig::default())).unwrap();
+    assert_eq!(adapter.trainable_count(), 13);
+    random_v(&mut adapter, 5, 1.0);
+    let print = block_on(fingerprint(&mut m, &adapter.config.targets)).unwrap();
+    let link = AdapterFile::new(&adapter, print).to_compact();
+    assert!(link.len() < 200, "{link}");
+    // A fresh load of the same base model recomputes the same basis from the link.
+    let mut fresh = model(&device);
+    let origin = Path::new("#adapter");
+    let rebuilt = block_on(
+        AdapterFile::from_compact(&link, origin)
+            .unwrap()
+            .instantiate(&mut fresh, origin),
+    )
+    .unwrap();
+    assert_eq!(rebuilt, adapter);
+    adapter.attach(&mut m).unwrap();
+    rebuilt.attach(&mut fresh).unwrap();
+    assert_eq!(logits(&m), logits(&fresh));
+}

@@ -1,0 +1,161 @@
+//! PEFT interop against fixtures from `tests/fixtures/make_peft_fixtures.py` (peft 0.21):
+//! imported TinyLoRA adapters reproduce PEFT's logits, and the LoRA and merged exports keep them.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Deserialize;
+use tinylora::adapter::basis::fingerprint;
+use tinylora::adapter::export::{export_merged, export_peft_lora};
+use tinylora::adapter::file::AdapterFile;
+use tinylora::adapter::peft::load_peft_tinylora;
+use tinylora::adapter::targets::{linear_mut, target_modules};
+use tinylora::checkpoint::Checkpoint;
+use tinylora::model::Qwen2ForCausalLM;
+use tinylora::readback::{block_on, to_vec_f32};
+use tinylora::weights::TensorSource;
+use tinylora::weights::safetensors::SafetensorsFile;
+
+/// max |ours − PEFT| / max |PEFT| for the imported adapter on the CPU backend.
+const TOLERANCE: f32 = 1e-5;
+/// The same after an f32 merge or a LoRA re-factorisation (different rounding order).
+const EXPORT_TOLERANCE: f32 = 1e-4;
+
+const VARIANTS: [&str; 3] = ["full_tie_u13", "partial_tie_u4", "no_tie_u2"];
+
+#[derive(Deserialize)]
+struct Expected {
+    ids: Vec<u32>,
+    last_logits: Vec<f32>,
+    base_last_logits: Vec<f32>,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn base(device: &Device) -> Qwen2ForCausalLM {
+    Checkpoint::open(&fixtures().join("qwen2/untied_bf16_tf5"))
+        .unwrap()
+        .load(device)
+        .unwrap()
+}
+
+fn expected(name: &str) -> Expected {
+    let text =
+        std::fs::read_to_string(fixtures().join("peft").join(name).join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn last_logits(model: &Qwen2ForCausalLM, ids: &[u32]) -> Vec<f32> {
+    let mut cache = model.new_cache(vec![0]);
+    block_on(to_vec_f32(model.forward_last(&[ids.to_vec()], &mut cache))).unwrap()
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tinylora-peft-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn imported_adapters_reproduce_peft_logits() {
+    let device = Device::flex();
+    for name in VARIANTS {
+        let exp = expected(name);
+        let mut model = base(&device);
+        assert!(rel_err(&last_logits(&model, &exp.ids), &exp.base_last_logits) <= TOLERANCE);
+        let adapter = load_peft_tinylora(&fixtures().join("peft").join(name), &mut model).unwrap();
+        adapter.attach(&mut model).unwrap();
+        let err = rel_err(&last_logits(&model, &exp.ids), &exp.last_logits);
+        println!(
+            "{name}: {} trainable, max rel err {err:.2e}",
+            adapter.trainable_count()
+        );
+        assert!(err <= TOLERANCE, "{name}: {err:e}");
+    }
+    let mut model = base(&device);
+    let full = load_peft_tinylora(&fixtures().join("peft/full_tie_u13"), &mut model).unwrap();
+    assert_eq!(full.trainable_count(), 13, "the paper's 13 parameters");
+}
+
+#[test]
+fn lora_export_keeps_the_logits() {
+    let device = Device::flex();
+    for name in VARIANTS {
+        let exp = expected(name);
+        let mut model = base(&device);
+        let adapter = load_peft_tinylora(&fixtures().join("peft").join(name), &mut model).unwrap();
+        let dir = temp_dir(name);
+        export_peft_lora(&adapter, &dir).unwrap();
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["peft_type"], "LORA");
+        assert_eq!(config["lora_alpha"], config["r"]);
+        // Apply W += lora_B · lora_A as PEFT would, then compare with PEFT's TinyLoRA logits.
+        let mut lora = SafetensorsFile::open(&dir.join("adapter_model.safetensors")).unwrap();
+        for (path, kind, layer) in
+            target_modules(model.config.num_hidden_layers, &adapter.config.targets)
+        {
+            let a = lora
+                .read(&format!("base_model.model.{path}.lora_A.weight"))
+                .unwrap();
+            let b = lora
+                .read(&format!("base_model.model.{path}.lora_B.weight"))
+                .unwrap();
+            let (r, d_in, d_out) = (a.shape[0], a.shape[1], b.shape[0]);
+            let a = Tensor::<2>::from_data(TensorData::new(a.values, [r, d_in]), &device);
+            let b = Tensor::<2>::from_data(TensorData::new(b.values, [d_out, r]), &device);
+            let linear = linear_mut(&mut model, layer, kind);
+            linear.weight_t = linear.weight_t.clone() + b.matmul(a).transpose();
+        }
+        let err = rel_err(&last_logits(&model, &exp.ids), &exp.last_logits);
+        assert!(err <= EXPORT_TOLERANCE, "{name}: {err:e}");
+    }
+}
+
+#[test]
+fn merged_export_is_a_loadable_checkpoint_with_the_same_logits() {
+    let device = Device::flex();
+    let exp = expected("partial_tie_u4");
+    let mut model = base(&device);
+    let adapter = load_peft_tinylora(&fixtures().join("peft/partial_tie_u4"), &mut model).unwrap();
+    adapter.attach(&mut model).unwrap();
+    let dir = temp_dir("merged");
+    block_on(export_merged(&mut model, &dir)).unwrap();
+    let merged = Checkpoint::open(&dir).unwrap().load(&device).unwrap();
+    assert!(rel_err(&last_logits(&merged, &exp.ids), &exp.last_logits) <= EXPORT_TOLERANCE);
+    // The live model is unmerged again and still gives the adapter's logits.
+    assert!(rel_err(&last_logits(&model, &exp.ids), &exp.last_logits) <= TOLERANCE);
+}
+
+#[test]
+fn adapter_files_refuse_another_base_model() {
+    let device = Device::flex();
+    let mut model = base(&device);
+    let adapter = load_peft_tinylora(&fixtures().join("peft/full_tie_u13"), &mut model).unwrap();
+    let print = block_on(fingerprint(&mut model, &adapter.config.targets)).unwrap();
+    let file = AdapterFile::new(&adapter, print);
+    let compact = AdapterFile::from_compact(&file.to_compact(), Path::new("#adapter")).unwrap();
+    // The PEFT basis was saved, not recomputed: its hash matches the imported one only.
+    assert!(
+        compact
+            .with_basis(adapter.basis.clone(), Path::new("#adapter"))
+            .is_ok()
+    );
+    let mut other = Checkpoint::open(&fixtures().join("qwen2/untied_f16_sharded_hub"))
+        .unwrap()
+        .load(&device)
+        .unwrap();
+    let err = block_on(compact.instantiate(&mut other, Path::new("#adapter")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("trained on another base model"), "{err}");
+}
