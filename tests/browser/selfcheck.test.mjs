@@ -1,5 +1,6 @@
 // The wasm build runs the backend self-check (RMSNorm → matmul → softmax) on WebGPU in
-// headless Chromium; its result must equal the native CPU backend's (`trainer devices`).
+// headless Chromium; its result must equal the native CPU backend's (`trainer devices`), and
+// the adapter basis computation must give the same bits in wasm as natively.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -40,6 +41,8 @@ test('WebGPU self-check in the browser equals the native CPU result', { timeout:
     const diff = Math.max(...web.values.map((v, i) => Math.abs(v - native.values[i])));
     console.log(`max |webgpu - cpu| = ${diff.toExponential(2)}`);
     assert.ok(diff <= 1e-5, `WebGPU differs from the CPU backend by ${diff}`);
+    // The adapter basis (SVD + projections) must be bit-identical in wasm and natively.
+    assert.equal(web.basis_hash, native.basis_hash);
   } finally {
     await browser?.close();
     server.close();

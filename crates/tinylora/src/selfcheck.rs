@@ -65,6 +65,32 @@ pub fn reference() -> Vec<f64> {
     out
 }
 
+/// SHA-256 (hex) of a top-2 SVD of a fixed 48×40 matrix and of one module's projections, as
+/// the adapter basis code computes them. Equal on every platform, or adapters shared between
+/// the trainer and the browser would not apply.
+pub fn basis_determinism_hash() -> String {
+    use sha2::{Digest, Sha256};
+    let mut rng = crate::rng::SplitMix64::new(2024);
+    let w: Vec<f32> = (0..48 * 40)
+        .map(|_| (rng.next_f64() - 0.5) as f32)
+        .collect();
+    let svd = crate::adapter::svd::top_svd(&w, 48, 40, 2);
+    let p = crate::adapter::projection::projection(42, 3, 13, 2, std::f64::consts::FRAC_1_SQRT_2);
+    let mut h = Sha256::new();
+    for x in svd
+        .sigma
+        .iter()
+        .chain(svd.u.iter().flatten())
+        .chain(svd.v.iter().flatten())
+    {
+        h.update(x.to_bits().to_le_bytes());
+    }
+    for x in p {
+        h.update(x.to_bits().to_le_bytes());
+    }
+    crate::adapter::basis::hex(&h.finalize())
+}
+
 /// The probe's result on one device, with its largest deviation from [`reference`].
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SelfCheck {
@@ -72,6 +98,8 @@ pub struct SelfCheck {
     pub values: Vec<f32>,
     /// `max |value − reference|`.
     pub max_abs_err: f64,
+    /// [`basis_determinism_hash`] as computed by this build.
+    pub basis_hash: String,
 }
 
 /// Runs the probe on `device` and compares it with the f64 reference.
@@ -85,6 +113,7 @@ pub async fn run(device: &Device) -> Result<SelfCheck> {
     Ok(SelfCheck {
         values,
         max_abs_err,
+        basis_hash: basis_determinism_hash(),
     })
 }
 

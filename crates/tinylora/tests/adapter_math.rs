@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use tinylora::adapter::config::TinyLoraConfig;
+use tinylora::adapter::config::{Convention, TinyLoraConfig};
 use tinylora::adapter::tying::Tying;
 use tinylora::adapter::{TinyLora, merge, unmerge};
 use tinylora::checkpoint::Checkpoint;
@@ -41,35 +41,44 @@ fn random_v(adapter: &mut TinyLora, seed: u64, scale: f64) {
 #[test]
 fn zero_v_is_the_base_model_and_merging_changes_nothing() {
     let device = Device::flex();
-    let mut m = model(&device);
-    let base = logits(&m);
-    let config = TinyLoraConfig {
-        tying: Tying::Tiled { n_tie: 3 },
-        ..TinyLoraConfig::default()
-    };
-    let mut adapter = block_on(TinyLora::init(&mut m, config)).unwrap();
-    assert_eq!(adapter.basis.modules.len(), 14);
-    assert_eq!(
-        adapter.trainable_count(),
-        13 * 5,
-        "14 modules in chunks of 3"
-    );
-    adapter.attach(&mut m).unwrap();
-    assert_eq!(max_abs_diff(&logits(&m), &base), 0.0);
+    for convention in [Convention::Peft, Convention::Verl { alpha: 32.0 }] {
+        let mut m = model(&device);
+        let base = logits(&m);
+        let config = TinyLoraConfig {
+            tying: Tying::Tiled { n_tie: 3 },
+            convention: convention.clone(),
+            ..TinyLoraConfig::default()
+        };
+        let mut adapter = block_on(TinyLora::init(&mut m, config)).unwrap();
+        assert_eq!(adapter.basis.modules.len(), 14);
+        assert_eq!(
+            adapter.trainable_count(),
+            13 * 5,
+            "14 modules in chunks of 3"
+        );
+        adapter.attach(&mut m).unwrap();
+        assert_eq!(max_abs_diff(&logits(&m), &base), 0.0);
 
-    random_v(&mut adapter, 1, 2.0);
-    adapter.attach(&mut m).unwrap();
-    let unmerged = logits(&m);
-    assert!(
-        max_abs_diff(&unmerged, &base) > 1e-3,
-        "a non-zero v changes the output"
-    );
-    merge(&mut m);
-    let merged = logits(&m);
-    let scale = unmerged.iter().fold(0f32, |s, x| s.max(x.abs()));
-    assert!(max_abs_diff(&merged, &unmerged) <= 1e-5 * scale);
-    unmerge(&mut m);
-    assert!(max_abs_diff(&logits(&m), &unmerged) <= 1e-5 * scale);
+        random_v(&mut adapter, 1, 0.5);
+        adapter.attach(&mut m).unwrap();
+        let unmerged = logits(&m);
+        assert!(
+            max_abs_diff(&unmerged, &base) > 1e-3,
+            "{convention:?}: a non-zero v changes the output"
+        );
+        merge(&mut m);
+        let merged = logits(&m);
+        let scale = unmerged.iter().fold(0f32, |s, x| s.max(x.abs()));
+        assert!(
+            max_abs_diff(&merged, &unmerged) <= 1e-5 * scale,
+            "{convention:?}"
+        );
+        unmerge(&mut m);
+        assert!(
+            max_abs_diff(&logits(&m), &unmerged) <= 1e-5 * scale,
+            "{convention:?}"
+        );
+    }
 }
 
 #[test]

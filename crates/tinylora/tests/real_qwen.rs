@@ -52,3 +52,30 @@ fn real_qwen_answers_12_times_7() {
     );
     assert!(text.contains("84"), "{text:?}");
 }
+
+/// Opt-in: time of the TinyLoRA basis (168 SVDs of the 0.5B model's projections) on this CPU,
+/// printed for the notes; the product's goal is ≤ 60 s, not asserted here.
+#[test]
+fn real_qwen_basis_time() {
+    use tinylora::adapter::TinyLora;
+    use tinylora::adapter::config::TinyLoraConfig;
+    let Some(dir) = std::env::var_os("TINYLORA_REAL_QWEN").map(PathBuf::from) else {
+        eprintln!("TINYLORA_REAL_QWEN not set: skipping the real-model basis timing");
+        return;
+    };
+    let device = init(BackendKind::Cpu).unwrap();
+    let mut model = Checkpoint::open(&dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
+        .unwrap()
+        .load(&device)
+        .unwrap();
+    let started = Instant::now();
+    let adapter = block_on(TinyLora::init(&mut model, TinyLoraConfig::default())).unwrap();
+    eprintln!(
+        "basis of {} modules in {:.1} s; {} trainable parameters",
+        adapter.basis.modules.len(),
+        started.elapsed().as_secs_f64(),
+        adapter.trainable_count()
+    );
+    assert_eq!(adapter.trainable_count(), 13);
+    assert_eq!(adapter.basis.modules.len(), 24 * 7);
+}

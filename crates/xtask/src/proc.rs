@@ -4,8 +4,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The workspace root (the folder holding the workspace `Cargo.toml`).
+///
+/// Taken from `CARGO_MANIFEST_DIR` as `cargo run` sets it at run time, not as it was at compile
+/// time: clones sharing one target directory share one `xtask` binary.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Path::new(&manifest_dir)
         .ancestors()
         .nth(2)
         .expect("xtask lives two levels below the workspace root")

@@ -44,7 +44,16 @@ impl ModelArgs {
             .load(&device)
             .with_context(|| format!("loading {}", self.model.display()))?;
         if let Some(path) = &self.adapter {
-            load_adapter(path, &mut model)?.attach(&mut model)?;
+            let adapter = load_adapter(path, &mut model)?;
+            eprintln!(
+                "adapter {}: {} trainable parameters ({} vector(s) of u = {} over {} modules)",
+                path.display(),
+                adapter.trainable_count(),
+                adapter.basis.groups,
+                adapter.config.u,
+                adapter.basis.modules.len()
+            );
+            adapter.attach(&mut model)?;
         }
         Ok(Loaded {
             model,

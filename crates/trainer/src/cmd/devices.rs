@@ -32,7 +32,8 @@ pub fn run(args: Args) -> Result<()> {
             (Ok(check), true) => println!(
                 "{}",
                 serde_json::json!({"backend": kind.name(), "ok": check.max_abs_err <= TOLERANCE,
-                    "values": check.values, "max_abs_err": check.max_abs_err})
+                    "values": check.values, "max_abs_err": check.max_abs_err,
+                    "basis_hash": check.basis_hash})
             ),
             (Err(err), true) => println!(
                 "{}",
