@@ -13,6 +13,8 @@ pub mod device;
 pub mod error;
 pub mod fsutil;
 pub mod generate;
+pub mod grpo;
+pub mod gsm8k;
 pub mod model;
 pub mod ops;
 pub mod readback;

@@ -164,3 +164,16 @@ fn a_shared_link_rebuilds_the_same_adapter() {
     rebuilt.attach(&mut fresh).unwrap();
     assert_eq!(logits(&m), logits(&fresh));
 }
+
+#[test]
+fn an_adapter_for_other_shapes_does_not_attach() {
+    let device = Device::flex();
+    let mut m = model(&device);
+    let mut adapter = block_on(TinyLora::init(&mut m, TinyLoraConfig::default())).unwrap();
+    adapter.basis.modules[3].d_in += 1;
+    let err = adapter.attach(&mut m).unwrap_err().to_string();
+    assert!(
+        err.contains("does not fit the model's model.layers.0.self_attn.o_proj"),
+        "{err}"
+    );
+}

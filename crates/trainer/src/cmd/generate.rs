@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Result, bail};
 use tinylora::generate::{GenerateConfig, generate};
@@ -97,7 +98,11 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut streamed = Vec::new();
     let mut printed = 0;
+    let prompt_len = prompt.len();
+    let started = Instant::now();
+    let mut first_token_at = None;
     let generation = block_on(generate(model, &[prompt], &config, |_, token| {
+        first_token_at.get_or_insert_with(Instant::now);
         if args.json {
             return;
         }
@@ -115,10 +120,25 @@ pub fn run(args: Args) -> Result<()> {
         }
     }))?
     .remove(0);
+    let finished = Instant::now();
     let text = match &tokenizer {
         Some(tok) => tok.decode(&generation.tokens)?,
         None => String::new(),
     };
+    if let Some(first) = first_token_at {
+        let prefill = (first - started).as_secs_f64();
+        let decoded = generation.tokens.len().saturating_sub(1);
+        let decode = (finished - first).as_secs_f64();
+        eprintln!(
+            "\nprefill {prompt_len} tokens in {prefill:.2} s ({:.1} tok/s); decode {decoded} tokens in {decode:.2} s ({:.2} tok/s)",
+            prompt_len as f64 / prefill,
+            if decode > 0.0 {
+                decoded as f64 / decode
+            } else {
+                0.0
+            }
+        );
+    }
     if args.json {
         println!(
             "{}",

@@ -1,0 +1,205 @@
+//! GRPO's pieces that are pure arithmetic: group-normalised advantages and the clipped
+//! token-level policy loss (verl `core_algos.py`: `compute_grpo_outcome_advantage`,
+//! `compute_policy_loss_vanilla`), with the loss aggregations of TRL's `loss_type`.
+
+use burn::tensor::{Tensor, TensorData};
+
+/// How per-token losses are reduced to one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossType {
+    /// Mean over each sequence's tokens, then over sequences (the original GRPO).
+    Grpo,
+    /// Mean over all tokens of the batch (verl `token-mean`, DAPO; the paper's runs).
+    Dapo,
+    /// Sum over tokens divided by `batch × max_len` (Dr. GRPO: no length bias).
+    DrGrpo,
+}
+
+/// Clipping of the importance ratio.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Clip {
+    /// Lower clip ε (ratio ≥ 1 − ε); the paper's runs use 0.2.
+    pub low: f64,
+    /// Upper clip ε (ratio ≤ 1 + ε); the paper's runs use 0.4 ("clip-higher").
+    pub high: f64,
+    /// Dual clip `c` for negative advantages (verl default 3.0); `None` disables it.
+    pub dual: Option<f64>,
+}
+
+impl Default for Clip {
+    fn default() -> Self {
+        Self {
+            low: 0.2,
+            high: 0.4,
+            dual: Some(3.0),
+        }
+    }
+}
+
+/// Group-normalised advantages: `(r − mean) / (max(std, floor) + eps)` over consecutive groups
+/// of `group_size` rewards, `std` unbiased (as `torch.std`). A group of one gets `r − 0` over 1,
+/// as in verl.
+pub fn group_advantages(rewards: &[f32], group_size: usize, eps: f64, std_floor: f64) -> Vec<f32> {
+    assert!(group_size > 0, "group size");
+    let mut out = Vec::with_capacity(rewards.len());
+    for group in rewards.chunks(group_size) {
+        let n = group.len() as f64;
+        let (mean, std) = if group.len() == 1 {
+            (0.0, 1.0)
+        } else {
+            let mean = group.iter().map(|&r| f64::from(r)).sum::<f64>() / n;
+            let var = group
+                .iter()
+                .map(|&r| (f64::from(r) - mean).powi(2))
+                .sum::<f64>()
+                / (n - 1.0);
+            (mean, var.sqrt())
+        };
+        out.extend(
+            group
+                .iter()
+                .map(|&r| ((f64::from(r) - mean) / (std.max(std_floor) + eps)) as f32),
+        );
+    }
+    out
+}
+
+/// Statistics of one loss evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossStats {
+    /// Fraction of response tokens whose ratio was clipped.
+    pub clip_fraction: f64,
+}
+
+/// The clipped policy-gradient loss.
+///
+/// `ρ = exp(clamp(logπ − logπ_old, −20, 20))`, per token `L = max(−Aρ, −A·clip(ρ, 1−low, 1+high))`,
+/// and for `A < 0` with dual clip `L = min(L, −A·c)`; then reduced by `loss_type` over the
+/// response tokens (`mask = 1`).
+///
+/// # Shapes
+/// - `logp`, `old_logp`, `mask`: `[batch, len]`
+/// - `advantages`: `[batch]`
+/// - output: `[1]`
+pub fn policy_loss(
+    logp: Tensor<2>,
+    old_logp: Tensor<2>,
+    advantages: &[f32],
+    mask: Tensor<2>,
+    clip: &Clip,
+    loss_type: LossType,
+) -> Tensor<1> {
+    let [batch, len] = logp.dims();
+    let device = logp.device();
+    let adv = Tensor::<2>::from_data(TensorData::new(advantages.to_vec(), [batch, 1]), &device);
+    let ratio = (logp - old_logp).clamp(-20.0, 20.0).exp();
+    let unclipped = -adv.clone() * ratio.clone();
+    let clipped = -adv.clone() * ratio.clamp(1.0 - clip.low, 1.0 + clip.high);
+    let mut per_token = unclipped.max_pair(clipped);
+    if let Some(c) = clip.dual {
+        let capped = per_token.clone().min_pair(-adv.clone() * c);
+        per_token = per_token.mask_where(adv.lower_elem(0.0).expand([batch, len]), capped);
+    }
+    let masked = per_token * mask.clone();
+    match loss_type {
+        LossType::Dapo => masked.sum().div(mask.sum().clamp_min(1.0)),
+        LossType::Grpo => masked
+            .sum_dim(1)
+            .div(mask.sum_dim(1).clamp_min(1.0))
+            .mean()
+            .reshape([1]),
+        LossType::DrGrpo => masked.sum().div_scalar((batch * len) as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    #[test]
+    fn advantages_by_hand() {
+        // Group [1, 0, 0, 1]: mean 0.5, unbiased std √(1/3) ≈ 0.57735.
+        let a = group_advantages(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0], 4, 1e-6, 0.0);
+        let s = (1.0f64 / 3.0).sqrt();
+        for (got, want) in a[..4].iter().zip([0.5 / s, -0.5 / s, -0.5 / s, 0.5 / s]) {
+            assert!((f64::from(*got) - want).abs() < 1e-5, "{a:?}");
+        }
+        assert!(
+            a[4..].iter().all(|&x| x == 0.0),
+            "a zero-std group has no signal"
+        );
+        let single = f64::from(group_advantages(&[0.7], 1, 1e-6, 0.0)[0]);
+        assert!((single - f64::from(0.7f32) / (1.0 + 1e-6)).abs() < 1e-7);
+        let floored = group_advantages(&[1.0, 0.0], 2, 0.0, 10.0);
+        assert!((floored[0] - 0.05).abs() < 1e-7);
+    }
+
+    /// The same loss in scalar f64, written out from the formula.
+    fn reference(
+        logp: &[[f64; 3]; 2],
+        old: &[[f64; 3]; 2],
+        adv: [f64; 2],
+        mask: &[[f64; 3]; 2],
+        clip: &Clip,
+        kind: LossType,
+    ) -> f64 {
+        let mut per_seq = [0.0; 2];
+        let (mut total, mut count) = (0.0, 0.0);
+        for b in 0..2 {
+            let mut tokens = 0.0;
+            for t in 0..3 {
+                let ratio = (logp[b][t] - old[b][t]).clamp(-20.0, 20.0).exp();
+                let mut l =
+                    (-adv[b] * ratio).max(-adv[b] * ratio.clamp(1.0 - clip.low, 1.0 + clip.high));
+                if let (Some(c), true) = (clip.dual, adv[b] < 0.0) {
+                    l = l.min(-adv[b] * c);
+                }
+                per_seq[b] += l * mask[b][t];
+                total += l * mask[b][t];
+                tokens += mask[b][t];
+                count += mask[b][t];
+            }
+            per_seq[b] /= tokens;
+        }
+        match kind {
+            LossType::Dapo => total / count,
+            LossType::Grpo => (per_seq[0] + per_seq[1]) / 2.0,
+            LossType::DrGrpo => total / 6.0,
+        }
+    }
+
+    #[test]
+    fn loss_matches_the_formula_for_every_aggregation() {
+        let device = Device::flex();
+        // Ratios exp(±0.5), exp(1.5) (clipped high), exp(−2) (clipped low), one beyond the dual clip.
+        let logp = [[-1.0, -0.5, 0.0], [-2.0, -3.5, -0.2]];
+        let old = [[-1.5, -1.0, -1.5], [-0.5, -1.5, -1.4]];
+        let mask = [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]];
+        let adv = [1.3, -0.8];
+        let t = |v: &[[f64; 3]; 2]| {
+            let flat: Vec<f32> = v.iter().flatten().map(|&x| x as f32).collect();
+            Tensor::<2>::from_data(TensorData::new(flat, [2, 3]), &device)
+        };
+        for clip in [
+            Clip::default(),
+            Clip {
+                dual: None,
+                ..Clip::default()
+            },
+        ] {
+            for kind in [LossType::Grpo, LossType::Dapo, LossType::DrGrpo] {
+                let ours = policy_loss(t(&logp), t(&old), &[1.3, -0.8], t(&mask), &clip, kind)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap()[0];
+                let want = reference(&logp, &old, adv, &mask, &clip, kind);
+                assert!(
+                    (f64::from(ours) - want).abs() < 1e-5,
+                    "{kind:?} {clip:?}: {ours} vs {want}"
+                );
+            }
+        }
+    }
+}
