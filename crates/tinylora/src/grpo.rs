@@ -2,7 +2,10 @@
 //! token-level policy loss (verl `core_algos.py`: `compute_grpo_outcome_advantage`,
 //! `compute_policy_loss_vanilla`), with the loss aggregations of TRL's `loss_type`.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::model::Qwen2ForCausalLM;
 
 /// How per-token losses are reduced to one number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -111,6 +114,51 @@ pub fn policy_loss(
             .reshape([1]),
         LossType::DrGrpo => masked.sum().div_scalar((batch * len) as f64),
     }
+}
+
+/// Log-probabilities of each completion token under `model` (differentiable in whatever the
+/// model's adapter depends on), with the mask of real tokens.
+///
+/// Rows are laid out as `[left padding, prompt, completion, right padding]`: prompts aligned
+/// on the right, completions on the left, so one causal forward serves the whole batch.
+///
+/// # Shapes
+/// - output: `([batch, max_completion], [batch, max_completion])` log-probs and 0/1 mask
+pub fn completion_logprobs(
+    model: &Qwen2ForCausalLM,
+    prompts: &[Vec<u32>],
+    completions: &[Vec<u32>],
+) -> (Tensor<2>, Tensor<2>) {
+    let batch = prompts.len();
+    let p_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let c_len = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut rows = Vec::with_capacity(batch);
+    let mut targets = Vec::with_capacity(batch * c_len);
+    let mut mask = Vec::with_capacity(batch * c_len);
+    for (prompt, completion) in prompts.iter().zip(completions) {
+        let filler = prompt[0];
+        let mut row = vec![filler; p_len - prompt.len()];
+        row.extend_from_slice(prompt);
+        for j in 0..c_len {
+            let token = completion.get(j).copied();
+            row.push(token.unwrap_or(filler));
+            targets.push(token.unwrap_or(0) as i32);
+            mask.push(if token.is_some() { 1.0f32 } else { 0.0 });
+        }
+        rows.push(row);
+    }
+    let pads = prompts.iter().map(|p| p_len - p.len()).collect();
+    let mut cache = model.new_cache(pads);
+    // Logits at positions p_len − 1 .. p_len + c_len − 1 predict the completion tokens.
+    let hidden = model.hidden_states(&rows, &mut cache);
+    let [_, _, h] = hidden.dims();
+    let hidden = hidden.slice([0..batch, p_len - 1..p_len + c_len - 1, 0..h]);
+    let logp = log_softmax(model.logits(hidden), 2);
+    let device = &model.device;
+    let index = Tensor::<3, Int>::from_data(TensorData::new(targets, [batch, c_len, 1]), device);
+    let picked = logp.gather(2, index).reshape([batch, c_len]);
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [batch, c_len]), device);
+    (picked * mask.clone(), mask)
 }
 
 #[cfg(test)]
