@@ -97,6 +97,37 @@ fn is_installed(package: &str) -> bool {
         .is_some_and(|status| status.trim() == "install ok installed")
 }
 
+/// How missing Debian packages get installed, or why they cannot be.
+#[derive(Debug, PartialEq, Eq)]
+enum AptPlan {
+    /// Nothing is missing.
+    Nothing,
+    /// Run apt-get, through sudo when not root.
+    Install { sudo: bool },
+    /// The user must act; the message says exactly what to run.
+    Refuse(String),
+}
+
+fn plan_apt(missing: &[&str], has_apt: bool, is_root: bool, has_sudo: bool) -> AptPlan {
+    if missing.is_empty() {
+        return AptPlan::Nothing;
+    }
+    let list = missing.join(" ");
+    if !has_apt {
+        return AptPlan::Refuse(format!(
+            "missing packages: {list}. This set-up expects Debian 12 with apt-get; install the \
+             equivalents with your package manager, then run the command again."
+        ));
+    }
+    if !is_root && !has_sudo {
+        return AptPlan::Refuse(format!(
+            "missing Debian packages: {list}\nInstalling them needs root. Run:\n\n    \
+             sudo apt-get update && sudo apt-get install -y {list}\n\nthen run this command again."
+        ));
+    }
+    AptPlan::Install { sudo: !is_root }
+}
+
 /// Installs the missing Debian packages with apt-get (as root, or through passwordless sudo).
 fn ensure_apt(packages: &[&str]) -> Result<(), String> {
     let missing: Vec<&str> = packages
@@ -104,32 +135,23 @@ fn ensure_apt(packages: &[&str]) -> Result<(), String> {
         .copied()
         .filter(|p| !is_installed(p))
         .collect();
-    if missing.is_empty() {
-        eprintln!("xtask: Debian packages present: {}", packages.join(" "));
-        return Ok(());
-    }
-    let list = missing.join(" ");
-    if !on_path("apt-get") {
-        return Err(format!(
-            "missing packages: {list}. This set-up expects Debian 12 with apt-get; install the \
-             equivalents with your package manager, then run the command again."
-        ));
-    }
     let is_root = output(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0");
-    let sudo = !is_root
+    let has_sudo = !is_root
         && Command::new("sudo")
             .args(["-n", "true"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-    if !is_root && !sudo {
-        return Err(format!(
-            "missing Debian packages: {list}\nInstalling them needs root. Run:\n\n    \
-             sudo apt-get update && sudo apt-get install -y {list}\n\nthen run this command again."
-        ));
-    }
-    eprintln!("xtask: installing Debian packages: {list}");
+    let sudo = match plan_apt(&missing, on_path("apt-get"), is_root, has_sudo) {
+        AptPlan::Nothing => {
+            eprintln!("xtask: Debian packages present: {}", packages.join(" "));
+            return Ok(());
+        }
+        AptPlan::Refuse(message) => return Err(message),
+        AptPlan::Install { sudo } => sudo,
+    };
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
     let apt = |args: &[&str]| {
         let mut cmd = if sudo {
             let mut c = Command::new("sudo");
@@ -227,4 +249,30 @@ fn ensure_npm() -> Result<(), String> {
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apt_plan_names_the_exact_command_when_it_cannot_install() {
+        assert_eq!(plan_apt(&[], false, false, false), AptPlan::Nothing);
+        assert_eq!(
+            plan_apt(&["chromium"], true, true, false),
+            AptPlan::Install { sudo: false }
+        );
+        assert_eq!(
+            plan_apt(&["chromium"], true, false, true),
+            AptPlan::Install { sudo: true }
+        );
+        let AptPlan::Refuse(message) = plan_apt(&["chromium", "npm"], true, false, false) else {
+            panic!("no root, no sudo: must refuse");
+        };
+        assert!(message.contains("sudo apt-get update && sudo apt-get install -y chromium npm"));
+        let AptPlan::Refuse(message) = plan_apt(&["chromium"], false, true, false) else {
+            panic!("no apt-get: must refuse");
+        };
+        assert!(message.contains("expects Debian 12 with apt-get"));
+    }
 }
