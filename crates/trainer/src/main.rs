@@ -22,6 +22,8 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Export an adapter as a PEFT LoRA, merged weights or a compact link.
     Export(cmd::export::Args),
+    /// GSM8K accuracy under the strict reward (greedy decoding).
+    Eval(cmd::eval::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +33,7 @@ fn main() -> std::process::ExitCode {
         Command::Logits(args) => cmd::logits::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Export(args) => cmd::export::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

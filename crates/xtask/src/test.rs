@@ -89,7 +89,18 @@ pub fn build_wasm(env: &Env) -> Result<(), String> {
     cmd.args(["build", "--release", "--offline"])
         .current_dir(root());
     if env.wasm == WasmRoute::Debian {
-        // Debian's rustc-web builds std for wasm32 itself (`../shared/toolchain.md`).
+        // Debian's rustc-web builds std for wasm32 itself (`../shared/toolchain.md`); std's own
+        // dependencies must be fetched first, since trunk runs cargo offline.
+        proc::run(
+            Command::new("/usr/bin/cargo")
+                .args([
+                    "fetch",
+                    "--manifest-path",
+                    "/usr/lib/rustlib/src/rust/library/Cargo.toml",
+                ])
+                .env("RUSTC", "/usr/bin/rustc")
+                .env_remove("RUSTUP_TOOLCHAIN"),
+        )?;
         let path = std::env::var("PATH").unwrap_or_default();
         cmd.env("PATH", format!("/usr/bin:{path}"))
             .env("RUSTC", "/usr/bin/rustc")
