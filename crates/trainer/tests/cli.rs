@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde_json::Value;
+
 fn trainer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trainer"))
         .args(args)
@@ -16,7 +18,11 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn stdout_json(out: &Output) -> serde_json::Value {
+fn expected(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
+}
+
+fn stdout_json(out: &Output) -> Value {
     assert!(
         out.status.success(),
         "stderr: {}",
@@ -25,60 +31,65 @@ fn stdout_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
-#[test]
-fn logits_json_matches_the_transformers_fixture() {
-    let dir = fixture("qwen2/untied_bf16_tf5");
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let case = &expected["logits"][1];
-    let ids: Vec<String> = case["ids"]
+/// A JSON array of ids as the `--ids` argument, e.g. `5,77,301`.
+fn ids_arg(ids: &Value) -> String {
+    let ids: Vec<String> = ids
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.to_string())
         .collect();
+    ids.join(",")
+}
+
+fn floats(values: &Value) -> Vec<f64> {
+    values
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+/// max |ours − reference| / max |reference|.
+fn max_rel_err(ours: &[f64], reference: &[f64]) -> f64 {
+    assert_eq!(ours.len(), reference.len());
+    let scale = reference.iter().fold(0f64, |m, x| m.max(x.abs()));
+    ours.iter()
+        .zip(reference)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+#[test]
+fn logits_json_matches_the_transformers_fixture() {
+    let dir = fixture("qwen2/untied_bf16_tf5");
+    let case = &expected(&dir)["logits"][1];
     let out = trainer(&[
         "logits",
         "--model",
         dir.to_str().unwrap(),
         "--ids",
-        &ids.join(","),
+        &ids_arg(&case["ids"]),
         "--json",
     ]);
-    let ours = stdout_json(&out);
-    let ours = ours["last_logits"].as_array().unwrap();
-    let reference = case["last_logits"].as_array().unwrap();
-    assert_eq!(ours.len(), reference.len());
-    let scale = reference
-        .iter()
-        .map(|v| v.as_f64().unwrap().abs())
-        .fold(0.0, f64::max);
-    let err = ours
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs())
-        .fold(0.0, f64::max);
-    assert!(err / scale <= 1e-4, "{}", err / scale);
+    let err = max_rel_err(
+        &floats(&stdout_json(&out)["last_logits"]),
+        &floats(&case["last_logits"]),
+    );
+    assert!(err <= 1e-4, "{err}");
 }
 
 #[test]
 fn generate_ids_json_is_greedy_by_default() {
     let dir = fixture("qwen2/tied_f32_hub");
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let case = &expected["greedy"][0];
-    let prompt: Vec<String> = case["prompt"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
+    let case = &expected(&dir)["greedy"][0];
     let out = trainer(&[
         "generate",
         "--model",
         dir.to_str().unwrap(),
         "--ids",
-        &prompt.join(","),
+        &ids_arg(&case["prompt"]),
         "--max-new-tokens",
         "16",
         "--json",
@@ -125,57 +136,37 @@ fn bad_input_exits_non_zero_with_a_message() {
     }
 }
 
-fn last_logits(args: &[&str]) -> Vec<f64> {
-    let json = stdout_json(&trainer(args));
-    json["last_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect()
-}
-
 #[test]
 fn adapters_from_peft_and_from_a_compact_link_give_the_same_logits() {
     let model = fixture("qwen2/untied_bf16_tf5");
     let peft = fixture("peft/full_tie_u13");
-    let (model, peft) = (model.to_str().unwrap(), peft.to_str().unwrap());
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("peft/full_tie_u13/expected.json")).unwrap(),
-    )
-    .unwrap();
-    let ids: Vec<String> = expected["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
-    let ids = ids.join(",");
-    let with_peft = last_logits(&[
+    let (model, peft_dir) = (model.to_str().unwrap(), peft.to_str().unwrap());
+    let expected = expected(&peft);
+    let ids = ids_arg(&expected["ids"]);
+    let out = trainer(&[
         "logits",
         "--model",
         model,
         "--adapter",
-        peft,
+        peft_dir,
         "--ids",
         &ids,
         "--json",
     ]);
-    let reference: Vec<f64> = expected["last_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let scale = reference.iter().fold(0f64, |m, x| m.max(x.abs()));
-    let err = with_peft
-        .iter()
-        .zip(&reference)
-        .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
-        / scale;
+    let err = max_rel_err(
+        &floats(&stdout_json(&out)["last_logits"]),
+        &floats(&expected["last_logits"]),
+    );
     assert!(err <= 1e-5, "{err}");
 
-    let out = trainer(&["export", "--model", model, "--adapter", peft, "--compact"]);
+    let out = trainer(&[
+        "export",
+        "--model",
+        model,
+        "--adapter",
+        peft_dir,
+        "--compact",
+    ]);
     assert!(
         out.status.success(),
         "{}",
