@@ -39,6 +39,22 @@ fn model_with_tokenizer() -> PathBuf {
     dir
 }
 
+/// Runs `trainer eval` on `model` and `data`, writing per-problem results to `out`.
+fn eval(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args([
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn eval_writes_one_line_per_problem_and_a_consistent_summary() {
     let dir = model_with_tokenizer();
@@ -51,25 +67,12 @@ fn eval_writes_one_line_per_problem_and_a_consistent_summary() {
     )
     .unwrap();
     let out = dir.join("results.jsonl");
-    let run = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args([
-            "eval",
-            "--model",
-            dir.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ])
-        .args([
-            "--max-new-tokens",
-            "6",
-            "--batch-size",
-            "2",
-            "--json",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let run = eval(
+        &dir,
+        &data,
+        &out,
+        &["--max-new-tokens", "6", "--batch-size", "2", "--json"],
+    );
     assert!(
         run.status.success(),
         "{}",
@@ -98,18 +101,7 @@ fn eval_writes_one_line_per_problem_and_a_consistent_summary() {
         "{\"question\": \"Q\", \"answer\": \"#### 1\"}\nnot json\n",
     )
     .unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args([
-            "eval",
-            "--model",
-            dir.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let run = eval(&dir, &data, &out, &[]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         !run.status.success() && stderr.contains("mini.jsonl: line 2"),

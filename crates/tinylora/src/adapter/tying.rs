@@ -90,18 +90,10 @@ impl Tying {
 mod tests {
     use super::*;
 
-    const SEVEN: [&str; 7] = [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ];
+    use crate::adapter::config::ALL_TARGETS;
 
     fn qwen(layers: usize) -> Vec<&'static str> {
-        (0..layers).flat_map(|_| SEVEN).collect()
+        (0..layers).flat_map(|_| ALL_TARGETS).collect()
     }
 
     fn count(groups: &[usize]) -> usize {

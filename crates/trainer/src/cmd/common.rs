@@ -26,6 +26,14 @@ pub struct ModelArgs {
     pub adapter: Option<PathBuf>,
 }
 
+/// Where the tokenizer comes from.
+#[derive(clap::Args)]
+pub struct TokenizerArgs {
+    /// tokenizer.json (default: next to the model).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
 /// A loaded model and the folder it came from.
 pub struct Loaded {
     /// The model, on the chosen device.

@@ -10,16 +10,15 @@ use tinylora::gsm8k::{BadLines, load_jsonl, prompt, strict_reward};
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
 
-use super::common::{ModelArgs, load_tokenizer};
+use super::common::{ModelArgs, TokenizerArgs, load_tokenizer};
 
 /// Arguments of `trainer eval`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// tokenizer.json (default: next to the model).
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
     /// GSM8K JSONL file (`question`, `answer` with `#### N`).
     #[arg(long)]
     data: PathBuf,
@@ -66,7 +65,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     let loaded = args.model.load()?;
     let model = &loaded.model;
-    let tokenizer = load_tokenizer(args.tokenizer.as_ref(), &loaded.tokenizer_path)?;
+    let tokenizer = load_tokenizer(args.tokenizer.tokenizer.as_ref(), &loaded.tokenizer_path)?;
     let config = GenerateConfig {
         max_new_tokens: args.max_new_tokens,
         sampling: SamplingConfig::greedy(),

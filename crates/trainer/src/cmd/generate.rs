@@ -1,7 +1,6 @@
 //! `trainer generate`: continue a prompt (text or token ids) with the model.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -10,16 +9,15 @@ use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
 use tinylora::tokenizer::chat_prompt;
 
-use super::common::{ModelArgs, load_tokenizer, parse_ids};
+use super::common::{ModelArgs, TokenizerArgs, load_tokenizer, parse_ids};
 
 /// Arguments of `trainer generate`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// tokenizer.json (default: next to the model).
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
     /// The prompt text.
     #[arg(long, conflicts_with = "ids")]
     prompt: Option<String>,
@@ -63,10 +61,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let loaded = args.model.load()?;
     let model = &loaded.model;
-    let tokenizer = match (&args.prompt, &args.tokenizer) {
+    let tokenizer = match (&args.prompt, &args.tokenizer.tokenizer) {
         (None, None) if !loaded.tokenizer_path.is_file() => None,
         _ => Some(load_tokenizer(
-            args.tokenizer.as_ref(),
+            args.tokenizer.tokenizer.as_ref(),
             &loaded.tokenizer_path,
         )?),
     };
