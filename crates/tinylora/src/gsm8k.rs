@@ -48,8 +48,8 @@ struct Record {
     answer: String,
 }
 
-/// The first `#### <number>` of `text` (verl's `#### (\-?[0-9\.\,]+)`), or of its last `window`
-/// characters; `last` picks the last match instead of the first.
+/// The first `#### <number>` of `text` (verl's `#### (\-?[0-9\.\,]+)`); `last` picks the last
+/// match instead of the first.
 fn hash_number(text: &str, last: bool) -> Option<String> {
     let mut found = None;
     let mut rest = text;
