@@ -22,6 +22,9 @@ pub enum Error {
     /// An argument or input that cannot be used (empty prompt, token outside the vocabulary...).
     #[error("{0}")]
     InvalidInput(String),
+    /// Training produced a non-finite loss or gradient; nothing was updated.
+    #[error("training diverged: {0}")]
+    Diverged(String),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

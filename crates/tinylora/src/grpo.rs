@@ -68,23 +68,80 @@ pub fn group_advantages(rewards: &[f32], group_size: usize, eps: f64, std_floor:
     out
 }
 
-/// Statistics of one loss evaluation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LossStats {
-    /// Fraction of response tokens whose ratio was clipped.
-    pub clip_fraction: f64,
+/// The denominators of a loss over a whole mini-batch. Micro-batches reduce with the
+/// mini-batch's denominators, so their losses (and gradients) add up to the mini-batch's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denominators {
+    /// Sequences in the mini-batch.
+    pub sequences: usize,
+    /// Response tokens in the mini-batch.
+    pub tokens: usize,
+    /// The generation budget (`max_new_tokens`), Dr. GRPO's constant length.
+    pub max_len: usize,
+}
+
+impl Denominators {
+    /// The denominators of a mini-batch with responses of `lengths` tokens.
+    pub fn of(lengths: impl IntoIterator<Item = usize>, max_len: usize) -> Self {
+        let (mut sequences, mut tokens) = (0, 0);
+        for len in lengths {
+            sequences += 1;
+            tokens += len;
+        }
+        Self {
+            sequences,
+            tokens,
+            max_len,
+        }
+    }
+}
+
+/// Reduces per-token values over the response tokens (`mask = 1`) by `loss_type`:
+/// `grpo` sums per-sequence means and divides by the sequences, `dapo` sums and divides by the
+/// tokens, `dr_grpo` sums and divides by `sequences × max_len` (TRL's Dr. GRPO).
+///
+/// # Shapes
+/// - `values`, `mask`: `[batch, len]`
+/// - output: `[1]`
+pub fn reduce(
+    values: Tensor<2>,
+    mask: Tensor<2>,
+    loss_type: LossType,
+    denominators: &Denominators,
+) -> Tensor<1> {
+    let masked = values * mask.clone();
+    let d = denominators;
+    match loss_type {
+        LossType::Dapo => masked.sum().div_scalar(d.tokens.max(1) as f64),
+        LossType::Grpo => masked
+            .sum_dim(1)
+            .div(mask.sum_dim(1).clamp_min(1.0))
+            .sum()
+            .div_scalar(d.sequences.max(1) as f64),
+        LossType::DrGrpo => masked
+            .sum()
+            .div_scalar((d.sequences * d.max_len).max(1) as f64),
+    }
+}
+
+/// The clipped policy-gradient loss and how many tokens the clip bound.
+pub struct PolicyLoss {
+    /// The reduced loss, `[1]`.
+    pub loss: Tensor<1>,
+    /// Response tokens whose clipped term was the active one, `[1]` (verl's `pg_clipfrac`
+    /// numerator).
+    pub clipped_tokens: Tensor<1>,
 }
 
 /// The clipped policy-gradient loss.
 ///
 /// `ρ = exp(clamp(logπ − logπ_old, −20, 20))`, per token `L = max(−Aρ, −A·clip(ρ, 1−low, 1+high))`,
-/// and for `A < 0` with dual clip `L = min(L, −A·c)`; then reduced by `loss_type` over the
+/// and for `A < 0` with dual clip `L = min(L, −A·c)`; then reduced by [`reduce`] over the
 /// response tokens (`mask = 1`).
 ///
 /// # Shapes
 /// - `logp`, `old_logp`, `mask`: `[batch, len]`
 /// - `advantages`: `[batch]`
-/// - output: `[1]`
 pub fn policy_loss(
     logp: Tensor<2>,
     old_logp: Tensor<2>,
@@ -92,32 +149,40 @@ pub fn policy_loss(
     mask: Tensor<2>,
     clip: &Clip,
     loss_type: LossType,
-) -> Tensor<1> {
+    denominators: &Denominators,
+) -> PolicyLoss {
     let [batch, len] = logp.dims();
     let device = logp.device();
     let adv = Tensor::<2>::from_data(TensorData::new(advantages.to_vec(), [batch, 1]), &device);
     let ratio = (logp - old_logp).clamp(-20.0, 20.0).exp();
     let unclipped = -adv.clone() * ratio.clone();
     let clipped = -adv.clone() * ratio.clamp(1.0 - clip.low, 1.0 + clip.high);
+    let clipped_tokens = (clipped.clone().greater(unclipped.clone()).float() * mask.clone()).sum();
     let mut per_token = unclipped.max_pair(clipped);
     if let Some(c) = clip.dual {
         let capped = per_token.clone().min_pair(-adv.clone() * c);
         per_token = per_token.mask_where(adv.lower_elem(0.0).expand([batch, len]), capped);
     }
-    let masked = per_token * mask.clone();
-    match loss_type {
-        LossType::Dapo => masked.sum().div(mask.sum().clamp_min(1.0)),
-        LossType::Grpo => masked
-            .sum_dim(1)
-            .div(mask.sum_dim(1).clamp_min(1.0))
-            .mean()
-            .reshape([1]),
-        LossType::DrGrpo => masked.sum().div_scalar((batch * len) as f64),
+    PolicyLoss {
+        loss: reduce(per_token, mask, loss_type, denominators),
+        clipped_tokens,
     }
 }
 
-/// Log-probabilities of each completion token under `model` (differentiable in whatever the
-/// model's adapter depends on), with the mask of real tokens.
+/// verl's `low_var_kl` (Schulman's k3) to a reference policy, per token:
+/// `d = clamp(ref − logπ, −20, 20)`, `kl = clamp(exp(d) − d − 1, −10, 10)`. Non-negative, zero
+/// where the policies agree; its gradient is an unbiased estimate of the KL's.
+///
+/// # Shapes
+/// - `logp`, `ref_logp`, output: `[batch, len]`
+pub fn kl_k3(logp: Tensor<2>, ref_logp: Tensor<2>) -> Tensor<2> {
+    let d = (ref_logp - logp).clamp(-20.0, 20.0);
+    (d.clone().exp() - d - 1.0).clamp(-10.0, 10.0)
+}
+
+/// Log-probabilities of each completion token under `model` with its logits divided by
+/// `temperature` (as the tokens were sampled; differentiable in whatever the model's adapter
+/// depends on), with the mask of real tokens.
 ///
 /// Rows are laid out as `[left padding, prompt, completion, right padding]`: prompts aligned
 /// on the right, completions on the left, so one causal forward serves the whole batch.
@@ -128,6 +193,7 @@ pub fn completion_logprobs(
     model: &Qwen2ForCausalLM,
     prompts: &[Vec<u32>],
     completions: &[Vec<u32>],
+    temperature: f32,
 ) -> (Tensor<2>, Tensor<2>) {
     let batch = prompts.len();
     let p_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -153,7 +219,13 @@ pub fn completion_logprobs(
     let hidden = model.hidden_states(&rows, &mut cache);
     let [_, _, h] = hidden.dims();
     let hidden = hidden.slice([0..batch, p_len - 1..p_len + c_len - 1, 0..h]);
-    let logp = log_softmax(model.logits(hidden), 2);
+    let logits = model.logits(hidden);
+    let logits = if temperature == 1.0 {
+        logits
+    } else {
+        logits.div_scalar(f64::from(temperature))
+    };
+    let logp = log_softmax(logits, 2);
     let device = &model.device;
     let index = Tensor::<3, Int>::from_data(TensorData::new(targets, [batch, c_len, 1]), device);
     let picked = logp.gather(2, index).reshape([batch, c_len]);
@@ -214,7 +286,7 @@ mod tests {
         match kind {
             LossType::Dapo => total / count,
             LossType::Grpo => (per_seq[0] + per_seq[1]) / 2.0,
-            LossType::DrGrpo => total / 6.0,
+            LossType::DrGrpo => total / (2.0 * 4.0),
         }
     }
 
@@ -238,16 +310,93 @@ mod tests {
             },
         ] {
             for kind in [LossType::Grpo, LossType::Dapo, LossType::DrGrpo] {
-                let ours = policy_loss(t(&logp), t(&old), &[1.3, -0.8], t(&mask), &clip, kind)
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .unwrap()[0];
+                let denominators = Denominators::of([2, 3], 4);
+                let ours = policy_loss(
+                    t(&logp),
+                    t(&old),
+                    &[1.3, -0.8],
+                    t(&mask),
+                    &clip,
+                    kind,
+                    &denominators,
+                )
+                .loss
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()[0];
                 let want = reference(&logp, &old, adv, &mask, &clip, kind);
                 assert!(
                     (f64::from(ours) - want).abs() < 1e-5,
                     "{kind:?} {clip:?}: {ours} vs {want}"
                 );
             }
+        }
+    }
+
+    fn tensor(rows: &[&[f32]], device: &Device) -> Tensor<2> {
+        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Tensor::from_data(TensorData::new(flat, [rows.len(), rows[0].len()]), device)
+    }
+
+    fn scalar(t: Tensor<1>) -> f32 {
+        t.into_data().try_to_vec::<f32>().unwrap()[0]
+    }
+
+    #[test]
+    fn micro_batches_add_up_and_clipped_tokens_are_counted() {
+        let device = Device::flex();
+        let logp: [&[f32]; 2] = [&[-1.0, -0.5, 0.0], &[-2.0, -3.5, -0.2]];
+        let old: [&[f32]; 2] = [&[-1.5, -1.0, -1.5], &[-0.5, -1.5, -1.4]];
+        let mask: [&[f32]; 2] = [&[1.0, 1.0, 0.0], &[1.0, 1.0, 1.0]];
+        let adv = [1.3f32, -0.8];
+        let d = Denominators::of([2, 3], 4);
+        let clip = Clip::default();
+        for kind in [LossType::Grpo, LossType::Dapo, LossType::DrGrpo] {
+            let whole = policy_loss(
+                tensor(&logp, &device),
+                tensor(&old, &device),
+                &adv,
+                tensor(&mask, &device),
+                &clip,
+                kind,
+                &d,
+            );
+            let parts: f32 = (0..2)
+                .map(|i| {
+                    scalar(
+                        policy_loss(
+                            tensor(&logp[i..=i], &device),
+                            tensor(&old[i..=i], &device),
+                            &adv[i..=i],
+                            tensor(&mask[i..=i], &device),
+                            &clip,
+                            kind,
+                            &d,
+                        )
+                        .loss,
+                    )
+                })
+                .sum();
+            assert!((scalar(whole.loss) - parts).abs() < 1e-6, "{kind:?}");
+            // Row 0 (A > 0): ratios e^0.5, e^0.5 — e^0.5 ≈ 1.65 > 1.4 is clipped, both tokens.
+            // Row 1 (A < 0): ratios e^−1.5, e^−2, e^1.2 — the first two fall below 0.8 and
+            // the clipped term −A·0.8 is larger; e^1.2 is above 1.4, where the unclipped term
+            // is larger. So 2 + 2 = 4 clipped tokens.
+            assert_eq!(scalar(whole.clipped_tokens), 4.0);
+        }
+    }
+
+    #[test]
+    fn k3_by_hand() {
+        let device = Device::flex();
+        let kl = kl_k3(
+            tensor(&[&[-1.0, -2.0, -0.3]], &device),
+            tensor(&[&[-1.5, -1.0, -0.3]], &device),
+        );
+        let got = kl.into_data().try_to_vec::<f32>().unwrap();
+        let want = [(-0.5f64).exp() + 0.5 - 1.0, 1.0f64.exp() - 1.0 - 1.0, 0.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-6, "{got:?}");
         }
     }
 }

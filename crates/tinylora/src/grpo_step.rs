@@ -1,18 +1,25 @@
-//! One GRPO step on a TinyLoRA adapter: sample a group of completions per prompt with the
-//! adapted model itself (unmerged, so rollouts and training share one forward), score them,
-//! normalise rewards within groups, and update `v` with the clipped loss and AdamW.
+//! One GRPO step on a TinyLoRA adapter, in three phases a trainer can time separately:
+//! [`rollout`] samples a group of completions per prompt with the adapted model itself
+//! (unmerged, so rollouts and training share one forward) and scores them;
+//! [`reference_logprobs`] scores them under the base model when a KL penalty is on;
+//! [`update`] takes one optimizer step on a mini-batch of the rollouts, in micro-batches whose
+//! gradients add up. [`grpo_step`] chains them as verl does (`ppo_epochs` passes over
+//! `mini_batches` mini-batches).
 
 use burn::tensor::{Tensor, TensorData};
 
 use crate::adapter::TinyLora;
 use crate::generate::{GenerateConfig, generate};
-use crate::grpo::{Clip, LossType, completion_logprobs, group_advantages, policy_loss};
+use crate::grpo::{
+    Clip, Denominators, LossType, completion_logprobs, group_advantages, kl_k3, policy_loss, reduce,
+};
 use crate::model::Qwen2ForCausalLM;
 use crate::optim::{AdamW, clip_grad_norm};
 use crate::readback::to_vec_f32;
+use crate::vgrad::{accumulate, leaves};
 use crate::{Error, Result};
 
-/// The knobs of one step (defaults: the paper's GSM8K runs, `tinylora-spec.md` §5.1).
+/// The knobs of a step (defaults: the paper's GSM8K runs, `tinylora-spec.md` §5.1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrpoStepConfig {
     /// Completions sampled per prompt (the paper: 4).
@@ -29,6 +36,15 @@ pub struct GrpoStepConfig {
     pub adv_eps: f64,
     /// Lower bound on the group std before dividing.
     pub std_floor: f64,
+    /// Weight β of the k3 KL penalty to the base model (the paper: 0, off).
+    pub kl_beta: f64,
+    /// Optimizer updates per rollout batch: the batch is cut into this many mini-batches of
+    /// whole groups (the paper: 2, i.e. 32 of 64 prompts each).
+    pub mini_batches: usize,
+    /// Passes over the mini-batches (verl `ppo_epochs`, the paper: 1).
+    pub epochs: usize,
+    /// Most sequences in one forward/backward; gradients of micro-batches are summed.
+    pub micro_batch: usize,
 }
 
 impl Default for GrpoStepConfig {
@@ -41,27 +57,316 @@ impl Default for GrpoStepConfig {
             max_grad_norm: 1.0,
             adv_eps: 1e-6,
             std_floor: 0.0,
+            kl_beta: 0.0,
+            mini_batches: 1,
+            epochs: 1,
+            micro_batch: usize::MAX,
         }
     }
 }
 
-/// What one step measured.
+/// A scored batch of completions: row `i` continues prompt `i / group_size`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollouts {
+    /// The prompt of each row (each prompt repeated `group_size` times).
+    pub prompts: Vec<Vec<u32>>,
+    /// The sampled completion of each row.
+    pub completions: Vec<Vec<u32>>,
+    /// Log-probabilities of the sampled tokens under the sampling policy (π_old).
+    pub logprobs: Vec<Vec<f32>>,
+    /// Whether each row ended with a stop token.
+    pub stopped: Vec<bool>,
+    /// The reward of each row.
+    pub rewards: Vec<f32>,
+    /// Group-normalised advantages.
+    pub advantages: Vec<f32>,
+    /// Log-probabilities of the sampled tokens under the base model (KL penalty only).
+    pub ref_logprobs: Option<Vec<Vec<f32>>>,
+    /// The temperature the tokens were sampled at.
+    pub temperature: f32,
+    /// The generation budget (Dr. GRPO's constant length).
+    pub max_new_tokens: usize,
+}
+
+impl Rollouts {
+    /// Mean and population standard deviation of the rewards.
+    pub fn reward_mean_std(&self) -> (f64, f64) {
+        let n = self.rewards.len().max(1) as f64;
+        let mean = self.rewards.iter().map(|&r| f64::from(r)).sum::<f64>() / n;
+        let var = self
+            .rewards
+            .iter()
+            .map(|&r| (f64::from(r) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        (mean, var.sqrt())
+    }
+
+    /// Fraction of groups whose rewards are all equal (no learning signal).
+    pub fn zero_std_fraction(&self, group_size: usize) -> f64 {
+        let groups = self.rewards.chunks(group_size.max(1));
+        let total = groups.len().max(1) as f64;
+        let flat = groups.filter(|g| g.iter().all(|&r| r == g[0])).count();
+        flat as f64 / total
+    }
+
+    /// The prompts and completions of `rows`.
+    pub fn rows(&self, rows: &[usize]) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+        rows.iter()
+            .map(|&i| (self.prompts[i].clone(), self.completions[i].clone()))
+            .unzip()
+    }
+
+    /// Total number of completion tokens.
+    pub fn tokens(&self) -> usize {
+        self.completions.iter().map(Vec::len).sum()
+    }
+}
+
+/// What one optimizer update measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpdateStats {
+    /// The mini-batch loss before the update (policy loss + β·KL).
+    pub loss: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Fraction of response tokens whose ratio was clipped.
+    pub clip_fraction: f64,
+    /// Mean k3 KL to the base model over response tokens (0 when β = 0).
+    pub kl: f64,
+}
+
+/// What [`grpo_step`] measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrpoStepStats {
     /// Mean reward of the sampled completions.
     pub reward_mean: f64,
     /// Fraction of groups whose rewards were all equal (no learning signal).
     pub zero_std_fraction: f64,
-    /// The loss before the update.
+    /// The first update's loss.
     pub loss: f64,
-    /// Gradient norm before clipping.
+    /// The first update's gradient norm before clipping.
     pub grad_norm: f64,
     /// Mean completion length in tokens.
     pub completion_len_mean: f64,
+    /// Every update of the step.
+    pub updates: Vec<UpdateStats>,
 }
 
-/// Runs one step. `reward(prompt_index, completion)` scores a completion of `prompts[i]`.
-/// `model` must live on an autodiff device and have `adapter` attached.
+/// Samples `group_size` completions per prompt with the adapter's current `v` and scores them:
+/// `reward(prompt_index, completion)`. `model` must have `adapter` attached.
+pub async fn rollout(
+    model: &mut Qwen2ForCausalLM,
+    adapter: &TinyLora,
+    prompts: &[Vec<u32>],
+    reward: impl Fn(usize, &[u32]) -> f32,
+    generation: &GenerateConfig,
+    config: &GrpoStepConfig,
+) -> Result<Rollouts> {
+    let device = model.device.clone();
+    let group = config.group_size.max(1);
+    // v as constants: no gradient tracking while sampling.
+    adapter.set_v(model, &adapter.v_tensors(&device));
+    let expanded: Vec<Vec<u32>> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.clone(), group))
+        .collect();
+    let generations = generate(model, &expanded, generation, |_, _| {}).await?;
+    let rewards: Vec<f32> = generations
+        .iter()
+        .enumerate()
+        .map(|(i, g)| reward(i / group, &g.tokens))
+        .collect();
+    let advantages = group_advantages(&rewards, group, config.adv_eps, config.std_floor);
+    let temperature = match generation.sampling.temperature {
+        Some(t) if t > 0.0 => t,
+        _ => 1.0,
+    };
+    let mut out = Rollouts {
+        prompts: expanded,
+        completions: Vec::with_capacity(generations.len()),
+        logprobs: Vec::with_capacity(generations.len()),
+        stopped: Vec::with_capacity(generations.len()),
+        rewards,
+        advantages,
+        ref_logprobs: None,
+        temperature,
+        max_new_tokens: generation.max_new_tokens,
+    };
+    for g in generations {
+        out.completions.push(g.tokens);
+        out.logprobs.push(g.logprobs);
+        out.stopped.push(g.stopped);
+    }
+    Ok(out)
+}
+
+/// Pads ragged rows to `[rows.len(), width]` (zeros after each row's end).
+fn padded(rows: &[&Vec<f32>], width: usize) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|r| (0..width).map(|j| r.get(j).copied().unwrap_or(0.0)))
+        .collect()
+}
+
+/// Consecutive chunks of `rows` of at most `size` rows.
+fn chunks(rows: &[usize], size: usize) -> impl Iterator<Item = &[usize]> {
+    rows.chunks(size.max(1))
+}
+
+/// Scores the rollouts under the base model (`v = 0`) for the KL penalty, micro-batch by
+/// micro-batch, then restores the adapter's `v`.
+pub async fn reference_logprobs(
+    model: &mut Qwen2ForCausalLM,
+    adapter: &TinyLora,
+    rollouts: &Rollouts,
+    micro_batch: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let device = model.device.clone();
+    let zero: Vec<Tensor<1>> = adapter
+        .v
+        .iter()
+        .map(|v| Tensor::zeros([v.len()], &device))
+        .collect();
+    adapter.set_v(model, &zero);
+    let rows: Vec<usize> = (0..rollouts.prompts.len()).collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for part in chunks(&rows, micro_batch) {
+        let (prompts, completions) = rollouts.rows(part);
+        let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let (logp, _) = completion_logprobs(model, &prompts, &completions, rollouts.temperature);
+        let flat = to_vec_f32(logp).await?;
+        for (k, c) in completions.iter().enumerate() {
+            out.push(flat[k * width..k * width + c.len()].to_vec());
+        }
+    }
+    adapter.set_v(model, &adapter.v_tensors(&device));
+    Ok(out)
+}
+
+/// The loss of a mini-batch and its gradient with respect to `v`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossAndGradients {
+    /// Policy loss + β·KL, reduced over the mini-batch.
+    pub loss: f64,
+    /// `∂loss/∂v`, shaped like the adapter's `v`.
+    pub grads: Vec<Vec<f32>>,
+    /// Fraction of response tokens whose ratio was clipped.
+    pub clip_fraction: f64,
+    /// Mean k3 KL to the base model over response tokens (0 without a reference).
+    pub kl: f64,
+}
+
+/// The loss on the rollout rows `rows` (a mini-batch) at the adapter's current `v` and its
+/// gradient, computed in micro-batches of at most `config.micro_batch` rows whose losses and
+/// gradients add up to the mini-batch's.
+pub async fn loss_and_gradients(
+    model: &mut Qwen2ForCausalLM,
+    adapter: &TinyLora,
+    rollouts: &Rollouts,
+    rows: &[usize],
+    config: &GrpoStepConfig,
+) -> Result<LossAndGradients> {
+    let device = model.device.clone();
+    let denominators = Denominators::of(
+        rows.iter().map(|&i| rollouts.completions[i].len()),
+        rollouts.max_new_tokens,
+    );
+    let (v, mut grads) = leaves(adapter, &device);
+    let (mut loss_total, mut clipped, mut kl_total) = (0.0f64, 0.0f64, 0.0f64);
+    for part in chunks(rows, config.micro_batch) {
+        // A fresh graph from the leaves `v` for each micro-batch's backward.
+        adapter.set_v(model, &v);
+        let (prompts, completions) = rollouts.rows(part);
+        let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let batch = part.len();
+        let as_tensor = |rows: Vec<&Vec<f32>>| {
+            Tensor::<2>::from_data(
+                TensorData::new(padded(&rows, width), [batch, width]),
+                &device,
+            )
+        };
+        let old = as_tensor(part.iter().map(|&i| &rollouts.logprobs[i]).collect());
+        let advantages: Vec<f32> = part.iter().map(|&i| rollouts.advantages[i]).collect();
+        let (logp, mask) = completion_logprobs(model, &prompts, &completions, rollouts.temperature);
+        let terms = policy_loss(
+            logp.clone(),
+            old,
+            &advantages,
+            mask.clone(),
+            &config.clip,
+            config.loss_type,
+            &denominators,
+        );
+        let mut loss = terms.loss;
+        if let (Some(reference), true) = (&rollouts.ref_logprobs, config.kl_beta > 0.0) {
+            let reference = as_tensor(part.iter().map(|&i| &reference[i]).collect());
+            let kl = kl_k3(logp, reference);
+            let kl_mean = reduce(kl.clone(), mask.clone(), LossType::Dapo, &denominators);
+            kl_total += f64::from(to_vec_f32(kl_mean).await?[0]);
+            let penalty = reduce(kl, mask, config.loss_type, &denominators);
+            loss = loss + penalty.mul_scalar(config.kl_beta);
+        }
+        let gradients = loss.backward();
+        loss_total += f64::from(to_vec_f32(loss).await?[0]);
+        clipped += f64::from(to_vec_f32(terms.clipped_tokens).await?[0]);
+        accumulate(&mut grads, &v, &gradients).await?;
+    }
+    adapter.set_v(model, &adapter.v_tensors(&device));
+    Ok(LossAndGradients {
+        loss: loss_total,
+        grads,
+        clip_fraction: clipped / denominators.tokens.max(1) as f64,
+        kl: kl_total,
+    })
+}
+
+/// One optimizer update of `v` on the rollout rows `rows` (a mini-batch): the gradient of
+/// [`loss_and_gradients`], clipped to `config.max_grad_norm`, then AdamW at `config.lr`.
+///
+/// Fails with [`Error::Diverged`] without touching `v` or the optimizer when the loss or a
+/// gradient is not finite.
+pub async fn update(
+    model: &mut Qwen2ForCausalLM,
+    adapter: &mut TinyLora,
+    optimizer: &mut AdamW,
+    rollouts: &Rollouts,
+    rows: &[usize],
+    config: &GrpoStepConfig,
+) -> Result<UpdateStats> {
+    let mut computed = loss_and_gradients(model, adapter, rollouts, rows, config).await?;
+    let grads_finite = computed.grads.iter().flatten().all(|g| g.is_finite());
+    if !computed.loss.is_finite() || !grads_finite {
+        return Err(Error::Diverged(format!(
+            "the GRPO loss is {} (gradients finite: {grads_finite}); v was not updated",
+            computed.loss
+        )));
+    }
+    let grad_norm = clip_grad_norm(&mut computed.grads, config.max_grad_norm);
+    optimizer.step(&mut adapter.v, &computed.grads, config.lr);
+    adapter.set_v(model, &adapter.v_tensors(&model.device.clone()));
+    Ok(UpdateStats {
+        loss: computed.loss,
+        grad_norm,
+        clip_fraction: computed.clip_fraction,
+        kl: computed.kl,
+    })
+}
+
+/// The mini-batches of a rollout batch: `config.mini_batches` runs of whole groups, in order
+/// (verl does not shuffle them).
+pub fn mini_batches(rows: usize, config: &GrpoStepConfig) -> Vec<Vec<usize>> {
+    let group = config.group_size.max(1);
+    let groups = rows.div_ceil(group);
+    let per = groups.div_ceil(config.mini_batches.max(1)).max(1);
+    (0..groups)
+        .step_by(per)
+        .map(|start| (start * group..((start + per) * group).min(rows)).collect())
+        .collect()
+}
+
+/// Runs one whole step: rollouts, reference log-probs when `kl_beta > 0`, then `epochs`
+/// passes over the mini-batches. `reward(prompt_index, completion)` scores a completion of
+/// `prompts[i]`. `model` must live on an autodiff device and have `adapter` attached.
 pub async fn grpo_step(
     model: &mut Qwen2ForCausalLM,
     adapter: &mut TinyLora,
@@ -71,64 +376,53 @@ pub async fn grpo_step(
     generation: &GenerateConfig,
     config: &GrpoStepConfig,
 ) -> Result<GrpoStepStats> {
-    let device = model.device.clone();
-    let group = config.group_size.max(1);
-    // Rollouts with the current v (no gradient tracking: v is a constant here).
-    adapter.set_v(model, &adapter.v_tensors(&device));
-    let expanded: Vec<Vec<u32>> = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(p.clone(), group))
-        .collect();
-    let rollouts = generate(model, &expanded, generation, |_, _| {}).await?;
-    let rewards: Vec<f32> = rollouts
-        .iter()
-        .enumerate()
-        .map(|(i, r)| reward(i / group, &r.tokens))
-        .collect();
-    let advantages = group_advantages(&rewards, group, config.adv_eps, config.std_floor);
-    let zero_std = rewards
-        .chunks(group)
-        .filter(|g| g.iter().all(|&r| r == g[0]))
-        .count();
-    // The loss with v requiring gradients.
-    let completions: Vec<Vec<u32>> = rollouts.iter().map(|r| r.tokens.clone()).collect();
-    let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let old: Vec<f32> = rollouts
-        .iter()
-        .flat_map(|r| (0..width).map(|j| r.logprobs.get(j).copied().unwrap_or(0.0)))
-        .collect();
-    let v: Vec<Tensor<1>> = adapter
-        .v_tensors(&device)
-        .into_iter()
-        .map(|t| t.require_grad())
-        .collect();
-    adapter.set_v(model, &v);
-    let (logp, mask) = completion_logprobs(model, &expanded, &completions);
-    let old = Tensor::<2>::from_data(TensorData::new(old, [expanded.len(), width]), &device);
-    let loss = policy_loss(logp, old, &advantages, mask, &config.clip, config.loss_type);
-    let gradients = loss.backward();
-    let loss = f64::from(to_vec_f32(loss).await?[0]);
-    if !loss.is_finite() {
-        return Err(Error::InvalidInput(format!(
-            "the GRPO loss is {loss}; v was not updated"
-        )));
+    let mut rollouts = rollout(model, adapter, prompts, reward, generation, config).await?;
+    if config.kl_beta > 0.0 {
+        rollouts.ref_logprobs =
+            Some(reference_logprobs(model, adapter, &rollouts, config.micro_batch).await?);
     }
-    let mut grads = Vec::with_capacity(v.len());
-    for t in &v {
-        grads.push(match t.grad(&gradients) {
-            Some(g) => to_vec_f32(g).await?,
-            None => vec![0.0; adapter.config.u],
-        });
+    let mut updates = Vec::new();
+    for _ in 0..config.epochs.max(1) {
+        for rows in mini_batches(rollouts.prompts.len(), config) {
+            updates.push(update(model, adapter, optimizer, &rollouts, &rows, config).await?);
+        }
     }
-    let grad_norm = clip_grad_norm(&mut grads, config.max_grad_norm);
-    optimizer.step(&mut adapter.v, &grads, config.lr);
-    adapter.set_v(model, &adapter.v_tensors(&device));
-    let n = rewards.len() as f64;
+    let n = rollouts.completions.len().max(1) as f64;
     Ok(GrpoStepStats {
-        reward_mean: rewards.iter().map(|&r| f64::from(r)).sum::<f64>() / n,
-        zero_std_fraction: zero_std as f64 / prompts.len().max(1) as f64,
-        loss,
-        grad_norm,
-        completion_len_mean: completions.iter().map(Vec::len).sum::<usize>() as f64 / n,
+        reward_mean: rollouts.reward_mean_std().0,
+        zero_std_fraction: rollouts.zero_std_fraction(config.group_size),
+        loss: updates[0].loss,
+        grad_norm: updates[0].grad_norm,
+        completion_len_mean: rollouts.tokens() as f64 / n,
+        updates,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mini_batches_are_whole_groups_in_order() {
+        let config = GrpoStepConfig {
+            group_size: 4,
+            mini_batches: 2,
+            ..GrpoStepConfig::default()
+        };
+        let m = mini_batches(24, &config);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0], (0..12).collect::<Vec<_>>());
+        assert_eq!(m[1], (12..24).collect::<Vec<_>>());
+        // 5 groups into 2 mini-batches: 3 + 2 groups.
+        let m = mini_batches(20, &config);
+        assert_eq!((m[0].len(), m[1].len()), (12, 8));
+        let one = mini_batches(
+            8,
+            &GrpoStepConfig {
+                group_size: 4,
+                ..GrpoStepConfig::default()
+            },
+        );
+        assert_eq!(one, vec![(0..8).collect::<Vec<_>>()]);
+    }
 }

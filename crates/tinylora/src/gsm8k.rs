@@ -33,6 +33,20 @@ pub struct Problem {
     pub gold: String,
 }
 
+impl Problem {
+    /// A problem from a GSM8K record; the error says what is wrong with it.
+    pub fn from_record(question: String, answer: String) -> std::result::Result<Self, String> {
+        match parse_gold(&answer) {
+            Some(gold) => Ok(Problem {
+                question,
+                solution: answer,
+                gold,
+            }),
+            None => Err("the answer has no `#### <number>`".to_string()),
+        }
+    }
+}
+
 /// What to do with a JSONL line that is not a GSM8K record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BadLines {
@@ -145,14 +159,7 @@ pub fn parse_jsonl(
         }
         let parsed = serde_json::from_str::<Record>(line)
             .map_err(|e| format!("not a GSM8K record ({e})"))
-            .and_then(|r| match parse_gold(&r.answer) {
-                Some(gold) => Ok(Problem {
-                    question: r.question,
-                    solution: r.answer,
-                    gold,
-                }),
-                None => Err("the answer has no `#### <number>`".to_string()),
-            });
+            .and_then(|r| Problem::from_record(r.question, r.answer));
         match (parsed, bad_lines) {
             (Ok(p), _) => problems.push(p),
             (Err(_), BadLines::Skip) => skipped += 1,

@@ -23,7 +23,9 @@ pub mod readback;
 pub mod rng;
 pub mod sampling;
 pub mod selfcheck;
+pub mod sft;
 pub mod tokenizer;
+pub mod vgrad;
 pub mod weights;
 
 pub use error::{Error, Result};

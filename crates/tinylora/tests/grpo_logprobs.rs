@@ -1,5 +1,6 @@
 //! Training and rollouts share one forward: the log-probs recomputed for a batch of sampled
-//! completions equal those recorded while sampling (temperature 1), so GRPO starts on-policy.
+//! completions equal those recorded while sampling (at the sampling temperature), so GRPO starts
+//! on-policy.
 
 use std::path::Path;
 
@@ -12,6 +13,12 @@ use tinylora::sampling::SamplingConfig;
 
 #[test]
 fn recomputed_logprobs_equal_sampling_logprobs() {
+    for temperature in [1.0, 0.7] {
+        check_at(temperature);
+    }
+}
+
+fn check_at(temperature: f32) {
     let device = Device::flex();
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2/untied_bf16_tf5");
@@ -20,7 +27,7 @@ fn recomputed_logprobs_equal_sampling_logprobs() {
     let config = GenerateConfig {
         max_new_tokens: 9,
         sampling: SamplingConfig {
-            temperature: Some(1.0),
+            temperature: Some(temperature),
             top_k: None,
             top_p: None,
         },
@@ -29,7 +36,7 @@ fn recomputed_logprobs_equal_sampling_logprobs() {
     };
     let rollouts = block_on(generate(&model, &prompts, &config, |_, _| {})).unwrap();
     let completions: Vec<Vec<u32>> = rollouts.iter().map(|g| g.tokens.clone()).collect();
-    let (logp, mask) = completion_logprobs(&model, &prompts, &completions);
+    let (logp, mask) = completion_logprobs(&model, &prompts, &completions, temperature);
     let width = completions.iter().map(Vec::len).max().unwrap();
     let logp = block_on(to_vec_f32(logp)).unwrap();
     let mask = block_on(to_vec_f32(mask)).unwrap();
@@ -41,7 +48,7 @@ fn recomputed_logprobs_equal_sampling_logprobs() {
                 let recomputed = logp[b * width + j];
                 assert!(
                     (recomputed - recorded).abs() < 1e-4,
-                    "row {b} token {j}: {recomputed} vs {recorded}"
+                    "T={temperature} row {b} token {j}: {recomputed} vs {recorded}"
                 );
             }
         }

@@ -1,6 +1,7 @@
 //! `trainer`: the native command-line front end of tinylora.
 
 mod cmd;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,10 @@ enum Command {
     Export(cmd::export::Args),
     /// GSM8K accuracy under the strict reward (greedy decoding).
     Eval(cmd::eval::Args),
+    /// Train a TinyLoRA adapter with GRPO on GSM8K (see assets/configs/).
+    Train(run::session::RunArgs),
+    /// Train a TinyLoRA adapter on the reference solutions (supervised baseline).
+    Sft(run::session::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,9 +39,15 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Train(args) => run::grpo::train(args),
+        Command::Sft(args) => run::sft::sft(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) if err.is::<run::interrupt::Interrupted>() => {
+            eprintln!("{err}");
+            std::process::ExitCode::from(130)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE

@@ -2,42 +2,12 @@
 //! accuracy equals the correct lines over the problems. The fixture model is random, so the
 //! byte-level tokenizer built here only has to cover its 512 ids.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
-use tokenizers::models::bpe::{BPE, Vocab};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer};
-
-/// The `untied_bf16_tf5` fixture with a byte-level tokenizer (256 bytes + chat specials).
-fn model_with_tokenizer() -> PathBuf {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2/untied_bf16_tf5");
-    let dir = std::env::temp_dir().join(format!("tinylora-eval-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for file in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixture.join(file), dir.join(file)).unwrap();
-    }
-    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-    alphabet.sort_unstable();
-    let vocab: Vocab = alphabet
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.to_string(), i as u32))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, vec![])
-        .build()
-        .unwrap();
-    let mut tokenizer = Tokenizer::new(bpe);
-    tokenizer.with_pre_tokenizer(Some(ByteLevel::default()));
-    tokenizer.with_decoder(Some(ByteLevel::default()));
-    let specials =
-        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(|t| AddedToken::from(t, true));
-    tokenizer.add_special_tokens(&specials);
-    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
-    dir
-}
+use common::model_with_tokenizer;
 
 /// Runs `trainer eval` on `model` and `data`, writing per-problem results to `out`.
 fn eval(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
@@ -57,7 +27,7 @@ fn eval(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> std::process::
 
 #[test]
 fn eval_writes_one_line_per_problem_and_a_consistent_summary() {
-    let dir = model_with_tokenizer();
+    let dir = model_with_tokenizer("eval");
     let data = dir.join("mini.jsonl");
     std::fs::write(
         &data,

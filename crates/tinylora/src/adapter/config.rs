@@ -31,8 +31,10 @@ pub enum Convention {
     },
 }
 
-/// Everything that fixes an adapter's shape and frozen parts.
+/// Everything that fixes an adapter's shape and frozen parts. Missing fields take the
+/// defaults; unknown fields are an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TinyLoraConfig {
     /// Frozen rank of the SVD factors (the paper uses 2).
     pub r: usize,

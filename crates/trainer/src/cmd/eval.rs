@@ -1,16 +1,14 @@
 //! `trainer eval`: GSM8K accuracy of a model (with or without adapter) under the strict reward,
 //! greedy decoding, as the paper evaluates.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, ensure};
-use tinylora::generate::{GenerateConfig, generate};
-use tinylora::gsm8k::{BadLines, load_jsonl, prompt, strict_reward};
-use tinylora::readback::block_on;
-use tinylora::sampling::SamplingConfig;
+use anyhow::{Result, ensure};
+use tinylora::gsm8k::BadLines;
 
 use super::common::{ModelArgs, TokenizerArgs, load_tokenizer};
+use crate::run::data::load_problems;
+use crate::run::evaluate::evaluate;
 
 /// Arguments of `trainer eval`.
 #[derive(clap::Args)]
@@ -19,7 +17,7 @@ pub struct Args {
     model: ModelArgs,
     #[command(flatten)]
     tokenizer: TokenizerArgs,
-    /// GSM8K JSONL file (`question`, `answer` with `#### N`).
+    /// GSM8K problems: JSONL or parquet (`question`, `answer` with `#### N`).
     #[arg(long)]
     data: PathBuf,
     /// Only the first N problems.
@@ -50,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         BadLines::Fatal
     };
-    let (mut problems, skipped) = load_jsonl(&args.data, bad_lines)?;
+    let (mut problems, skipped) = load_problems(&args.data, bad_lines)?;
     if skipped > 0 {
         eprintln!(
             "skipped {skipped} malformed line(s) in {}",
@@ -66,54 +64,25 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = args.model.load()?;
     let model = &loaded.model;
     let tokenizer = load_tokenizer(args.tokenizer.tokenizer.as_ref(), &loaded.tokenizer_path)?;
-    let config = GenerateConfig {
-        max_new_tokens: args.max_new_tokens,
-        sampling: SamplingConfig::greedy(),
-        seed: 0,
-        stop_tokens: tokenizer.stop_tokens(&model.config.eos_token_ids),
-    };
-    let tmp = args.out.with_extension("jsonl.tmp");
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-    );
     let started = std::time::Instant::now();
-    let mut correct = 0usize;
-    for (batch_index, batch) in problems.chunks(args.batch_size).enumerate() {
-        let prompts = batch
-            .iter()
-            .map(|p| tokenizer.encode(&prompt(&p.question)))
-            .collect::<tinylora::Result<Vec<_>>>()?;
-        let generations = block_on(generate(model, &prompts, &config, |_, _| {}))?;
-        for (i, (problem, generation)) in batch.iter().zip(generations).enumerate() {
-            let response = tokenizer.decode(&generation.tokens)?;
-            let reward = strict_reward(&response, &problem.gold);
-            correct += usize::from(reward == 1.0);
-            let record = serde_json::json!({
-                "index": batch_index * args.batch_size + i,
-                "question": problem.question,
-                "gold": problem.gold,
-                "response": response,
-                "correct": reward == 1.0,
-                "response_tokens": generation.tokens.len(),
-            });
-            writeln!(out, "{record}")?;
-        }
-        let done = batch_index * args.batch_size + batch.len();
-        eprint!(
-            "\r{done}/{} problems, accuracy {:.1}%, {:.0} s",
-            problems.len(),
-            100.0 * correct as f64 / done as f64,
-            started.elapsed().as_secs_f64()
-        );
-    }
+    let total = problems.len();
+    let evaluation = evaluate(
+        model,
+        &tokenizer,
+        &problems,
+        args.batch_size,
+        args.max_new_tokens,
+        |done, correct| {
+            eprint!(
+                "\r{done}/{total} problems, accuracy {:.1}%, {:.0} s",
+                100.0 * correct as f64 / done as f64,
+                started.elapsed().as_secs_f64()
+            );
+        },
+    )?;
     eprintln!();
-    out.into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
-    let n = problems.len();
-    let accuracy = correct as f64 / n as f64;
+    evaluation.write_records(&args.out)?;
+    let (n, correct, accuracy) = (evaluation.n, evaluation.correct, evaluation.accuracy());
     if args.json {
         println!(
             "{}",

@@ -1,0 +1,91 @@
+//! The supervised baseline (`tinylora-spec.md` §5.3): next-token prediction on (problem,
+//! reference solution) pairs, `−Σₜ log π(yₜ | x, y<ₜ)` averaged over solution tokens, with
+//! gradients for the adapter's `v` only.
+
+use crate::adapter::TinyLora;
+use crate::grpo::{Denominators, LossType, completion_logprobs, reduce};
+use crate::model::Qwen2ForCausalLM;
+use crate::optim::{AdamW, clip_grad_norm};
+use crate::readback::to_vec_f32;
+use crate::vgrad::{accumulate, leaves};
+use crate::{Error, Result};
+
+/// The knobs of one supervised update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SftUpdateConfig {
+    /// Most rows in one forward/backward; gradients of micro-batches are summed.
+    pub micro_batch: usize,
+    /// Learning rate of this update.
+    pub lr: f64,
+    /// Global gradient-norm bound.
+    pub max_grad_norm: f64,
+}
+
+/// What one supervised update measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SftStats {
+    /// Mean negative log-likelihood per target token before the update.
+    pub loss: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Target tokens in the batch.
+    pub tokens: usize,
+}
+
+/// The token-mean negative log-likelihood of `targets[i]` after `prompts[i]` at the adapter's
+/// current `v`, and its gradient with respect to `v`, in micro-batches of at most
+/// `micro_batch` rows whose losses and gradients add up.
+pub async fn sft_loss_and_gradients(
+    model: &mut Qwen2ForCausalLM,
+    adapter: &TinyLora,
+    prompts: &[Vec<u32>],
+    targets: &[Vec<u32>],
+    micro_batch: usize,
+) -> Result<(f64, Vec<Vec<f32>>)> {
+    let device = model.device.clone();
+    let denominators = Denominators::of(targets.iter().map(Vec::len), 0);
+    let (v, mut grads) = leaves(adapter, &device);
+    let mut loss_total = 0.0;
+    let size = micro_batch.max(1);
+    for (p, t) in prompts.chunks(size).zip(targets.chunks(size)) {
+        adapter.set_v(model, &v);
+        let (logp, mask) = completion_logprobs(model, p, t, 1.0);
+        let loss = -reduce(logp, mask, LossType::Dapo, &denominators);
+        let gradients = loss.backward();
+        loss_total += f64::from(to_vec_f32(loss).await?[0]);
+        accumulate(&mut grads, &v, &gradients).await?;
+    }
+    adapter.set_v(model, &adapter.v_tensors(&device));
+    Ok((loss_total, grads))
+}
+
+/// One supervised AdamW update of `v` on a batch; fails with [`Error::Diverged`] without
+/// touching `v` or the optimizer when the loss or a gradient is not finite.
+pub async fn sft_update(
+    model: &mut Qwen2ForCausalLM,
+    adapter: &mut TinyLora,
+    optimizer: &mut AdamW,
+    prompts: &[Vec<u32>],
+    targets: &[Vec<u32>],
+    config: &SftUpdateConfig,
+) -> Result<SftStats> {
+    if let Some(i) = targets.iter().position(Vec::is_empty) {
+        return Err(Error::InvalidInput(format!("SFT target {i} is empty")));
+    }
+    let (loss, mut grads) =
+        sft_loss_and_gradients(model, adapter, prompts, targets, config.micro_batch).await?;
+    let grads_finite = grads.iter().flatten().all(|g| g.is_finite());
+    if !loss.is_finite() || !grads_finite {
+        return Err(Error::Diverged(format!(
+            "the SFT loss is {loss} (gradients finite: {grads_finite}); v was not updated"
+        )));
+    }
+    let grad_norm = clip_grad_norm(&mut grads, config.max_grad_norm);
+    optimizer.step(&mut adapter.v, &grads, config.lr);
+    adapter.set_v(model, &adapter.v_tensors(&model.device.clone()));
+    Ok(SftStats {
+        loss,
+        grad_norm,
+        tokens: targets.iter().map(Vec::len).sum(),
+    })
+}

@@ -1,0 +1,613 @@
+//! The training configuration: one TOML file with sections `[model]`, `[data]`, `[adapter]`,
+//! `[grpo]`, `[sft]`, `[optim]`, `[run]`, every key optional with the default below, plus
+//! `--set section.key=value` overrides. Every knob, its default and its source are listed in
+//! `assets/configs/README.md` (a test keeps that table and these defaults in step).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tinylora::adapter::config::{ALL_TARGETS, TinyLoraConfig};
+use tinylora::grpo::LossType;
+
+/// Everything a `trainer train` or `trainer sft` run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The base model.
+    pub model: ModelSection,
+    /// Training and evaluation data.
+    pub data: DataSection,
+    /// The TinyLoRA adapter (`r`, `u`, `targets`, `tying`, `convention`, `seed`).
+    pub adapter: TinyLoraConfig,
+    /// GRPO (`trainer train`).
+    pub grpo: GrpoSection,
+    /// The supervised baseline (`trainer sft`).
+    pub sft: SftSection,
+    /// AdamW and the learning-rate schedule.
+    pub optim: OptimSection,
+    /// Length, seeds, checkpoints and evaluation.
+    pub run: RunSection,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// A model directory (config.json + safetensors) or a .gguf file; relative paths are
+    /// relative to the config file.
+    pub path: PathBuf,
+    /// tokenizer.json; empty: next to the model.
+    pub tokenizer: PathBuf,
+    /// `cpu` or `wgpu`.
+    pub backend: String,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::new(),
+            tokenizer: PathBuf::new(),
+            backend: "cpu".into(),
+        }
+    }
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    /// GSM8K training problems (JSONL or parquet).
+    pub train: PathBuf,
+    /// Held-out problems for evaluation; empty: none.
+    pub eval: PathBuf,
+    /// Evaluate on the first N held-out problems; 0: all.
+    pub eval_limit: usize,
+    /// Skip malformed records (counted) instead of stopping at the first one.
+    pub skip_bad_lines: bool,
+    /// Shuffle the training problems each epoch (verl `data.shuffle`, off in the paper's runs).
+    pub shuffle: bool,
+    /// Drop training prompts longer than this many tokens (verl `max_prompt_length`).
+    pub max_prompt_tokens: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            train: PathBuf::new(),
+            eval: PathBuf::new(),
+            eval_limit: 0,
+            skip_bad_lines: false,
+            shuffle: false,
+            max_prompt_tokens: 512,
+        }
+    }
+}
+
+/// Which reward scores a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    /// verl's strict `#### N` rule (the paper's).
+    Strict,
+    /// The last number in the response.
+    Flexible,
+}
+
+/// `[grpo]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpoSection {
+    /// Prompts per step (verl `data.train_batch_size`).
+    pub prompts_per_step: usize,
+    /// Completions per prompt (verl `rollout.n`).
+    pub group_size: usize,
+    /// Longest completion in tokens (verl `data.max_response_length`).
+    pub max_new_tokens: usize,
+    /// Sampling temperature of rollouts.
+    pub temperature: f32,
+    /// Nucleus sampling bound; 1: off.
+    pub top_p: f32,
+    /// Top-k sampling bound; 0: off.
+    pub top_k: usize,
+    /// Optimizer updates per rollout batch (train_batch_size / ppo_mini_batch_size).
+    pub mini_batches: usize,
+    /// Passes over the mini-batches (verl `ppo_epochs`).
+    pub ppo_epochs: usize,
+    /// Most sequences per forward/backward; 0: a whole mini-batch.
+    pub micro_batch: usize,
+    /// `grpo`, `dapo` (token-mean) or `dr_grpo`.
+    pub loss_type: LossType,
+    /// Lower ratio clip ε.
+    pub clip_low: f64,
+    /// Upper ratio clip ε.
+    pub clip_high: f64,
+    /// Dual clip c for negative advantages; 0: off.
+    pub clip_dual: f64,
+    /// Added to the group std.
+    pub adv_eps: f64,
+    /// Lower bound on the group std.
+    pub std_floor: f64,
+    /// β of the k3 KL penalty to the base model; 0: off (no reference forward).
+    pub kl_beta: f64,
+    /// `strict` or `flexible`.
+    pub reward: RewardKind,
+}
+
+impl Default for GrpoSection {
+    fn default() -> Self {
+        Self {
+            prompts_per_step: 64,
+            group_size: 4,
+            max_new_tokens: 4096,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            mini_batches: 2,
+            ppo_epochs: 1,
+            micro_batch: 0,
+            loss_type: LossType::Dapo,
+            clip_low: 0.2,
+            clip_high: 0.4,
+            clip_dual: 3.0,
+            adv_eps: 1e-6,
+            std_floor: 0.0,
+            kl_beta: 0.0,
+            reward: RewardKind::Strict,
+        }
+    }
+}
+
+/// `[sft]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SftSection {
+    /// Problems per update.
+    pub batch_size: usize,
+    /// Most sequences per forward/backward; 0: the whole batch.
+    pub micro_batch: usize,
+    /// Reference solutions are cut to this many tokens.
+    pub max_target_tokens: usize,
+}
+
+impl Default for SftSection {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            micro_batch: 0,
+            max_target_tokens: 512,
+        }
+    }
+}
+
+/// The learning-rate schedule after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Constant (verl's default, the paper's runs).
+    Constant,
+    /// Linear decay to 0 (TRL's default).
+    Linear,
+    /// Cosine decay to 0.
+    Cosine,
+}
+
+/// `[optim]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimSection {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW β₁.
+    pub beta1: f64,
+    /// AdamW β₂.
+    pub beta2: f64,
+    /// AdamW ε.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm bound.
+    pub max_grad_norm: f64,
+    /// Linear warm-up over this fraction of the steps (verl `lr_warmup_steps_ratio`).
+    pub warmup_ratio: f64,
+    /// `constant`, `linear` or `cosine` after warm-up.
+    pub schedule: Schedule,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            lr: 1e-5,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            warmup_ratio: 0.05,
+            schedule: Schedule::Constant,
+        }
+    }
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSection {
+    /// Passes over the training problems.
+    pub epochs: usize,
+    /// Stop after this many steps; 0: when the epochs are done.
+    pub max_steps: usize,
+    /// Seed of data order and sampling.
+    pub seed: u64,
+    /// Save a checkpoint every N steps (and always at the end); 0: only at the end.
+    pub checkpoint_every: usize,
+    /// Checkpoints kept on disk (oldest removed first); 0: all.
+    pub keep_checkpoints: usize,
+    /// Evaluate on `data.eval` every N steps (and at the end); 0: only at the end.
+    pub eval_every: usize,
+    /// Problems decoded together during evaluation.
+    pub eval_batch_size: usize,
+    /// Longest evaluation response in tokens.
+    pub eval_max_new_tokens: usize,
+    /// Output directory (`--out` wins); relative to the working directory.
+    pub out: PathBuf,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            max_steps: 0,
+            seed: 42,
+            checkpoint_every: 50,
+            keep_checkpoints: 3,
+            eval_every: 0,
+            eval_batch_size: 8,
+            eval_max_new_tokens: 1024,
+            out: PathBuf::from("runs/latest"),
+        }
+    }
+}
+
+/// Keys (`section.key`) of `table` that the configuration does not have.
+fn unknown_keys(table: &toml::Table) -> Vec<String> {
+    let known = toml::Table::try_from(TrainConfig::default()).expect("the defaults serialise");
+    let mut unknown = Vec::new();
+    for (section, value) in table {
+        match (known.get(section), value) {
+            (None, _) => unknown.push(section.clone()),
+            (Some(toml::Value::Table(keys)), toml::Value::Table(given)) => unknown.extend(
+                given
+                    .keys()
+                    .filter(|k| !keys.contains_key(*k))
+                    .map(|k| format!("{section}.{k}")),
+            ),
+            _ => {}
+        }
+    }
+    unknown
+}
+
+/// Every known `section.key`, for suggestions.
+fn known_keys() -> Vec<String> {
+    let known = toml::Table::try_from(TrainConfig::default()).expect("the defaults serialise");
+    let mut out = Vec::new();
+    for (section, value) in &known {
+        if let toml::Value::Table(keys) = value {
+            out.extend(keys.keys().map(|k| format!("{section}.{k}")));
+        }
+    }
+    out
+}
+
+/// Levenshtein distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(prev + usize::from(ca != cb));
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// An error naming an unknown key, with the closest known one.
+fn unknown_key_error(key: &str, origin: &str) -> anyhow::Error {
+    let suggestion = known_keys()
+        .into_iter()
+        .min_by_key(|k| distance(k, key))
+        .filter(|k| distance(k, key) <= 3)
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default();
+    anyhow::anyhow!(
+        "{origin}: unknown config key `{key}`{suggestion} (every key is listed in assets/configs/README.md)"
+    )
+}
+
+/// The keys that hold paths.
+const PATH_KEYS: [(&str, &str); 4] = [
+    ("model", "path"),
+    ("model", "tokenizer"),
+    ("data", "train"),
+    ("data", "eval"),
+];
+
+/// Makes the relative path at `section.key` of `table` absolute against `base`.
+fn resolve_path(table: &mut toml::Table, section: &str, key: &str, base: &Path) {
+    let value = table
+        .get_mut(section)
+        .and_then(toml::Value::as_table_mut)
+        .and_then(|t| t.get_mut(key));
+    if let Some(toml::Value::String(path)) = value
+        && !path.is_empty()
+        && Path::new(path.as_str()).is_relative()
+    {
+        let joined = base.join(path.as_str());
+        *path = std::path::absolute(&joined)
+            .unwrap_or(joined)
+            .to_string_lossy()
+            .into_owned();
+    }
+}
+
+/// Applies `section.key=value` (the value in TOML syntax; bare words are strings); a relative
+/// path is taken relative to the working directory.
+fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, value) = assignment
+        .split_once('=')
+        .with_context(|| format!("--set {assignment}: expected section.key=value"))?;
+    let key = key.trim();
+    let Some((section, name)) = key.split_once('.') else {
+        bail!("--set {assignment}: expected section.key=value, e.g. grpo.group_size=8");
+    };
+    let value = match toml::from_str::<toml::Table>(&format!("v = {}", value.trim())) {
+        Ok(mut t) => t.remove("v").expect("parsed one key"),
+        Err(_) => toml::Value::String(value.trim().to_string()),
+    };
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(section_table) = entry else {
+        bail!("--set {assignment}: `{section}` is not a section");
+    };
+    section_table.insert(name.to_string(), value);
+    if let Some(bad) = unknown_keys(table).first() {
+        return Err(unknown_key_error(bad, &format!("--set {assignment}")));
+    }
+    if PATH_KEYS.contains(&(section, name)) {
+        resolve_path(table, section, name, Path::new("."));
+    }
+    Ok(())
+}
+
+impl TrainConfig {
+    /// Parses TOML text with overrides; `origin` names the text in errors, and relative model
+    /// and data paths in the text are relative to its folder. Paths come out absolute, so a
+    /// config saved with a checkpoint means the same from anywhere.
+    pub fn parse(text: &str, origin: &Path, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table = toml::from_str(text)
+            .with_context(|| format!("{}: not a valid TOML config", origin.display()))?;
+        if let Some(bad) = unknown_keys(&table).first() {
+            return Err(unknown_key_error(bad, &origin.display().to_string()));
+        }
+        let base = origin.parent().unwrap_or(Path::new("."));
+        for (section, key) in PATH_KEYS {
+            resolve_path(&mut table, section, key, base);
+        }
+        for assignment in overrides {
+            apply_set(&mut table, assignment)?;
+        }
+        let config: TrainConfig = table
+            .try_into()
+            .with_context(|| format!("{}: invalid config", origin.display()))?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Reads a config file with overrides.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text, path, overrides)
+    }
+
+    /// The config as TOML, paths as resolved.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the config serialises")
+    }
+
+    /// Checks values that would fail later or silently misbehave.
+    fn validate(&self, origin: &Path) -> Result<()> {
+        let o = origin.display();
+        let g = &self.grpo;
+        let checks: [(bool, &str); 10] = [
+            (
+                self.model.path.as_os_str().is_empty(),
+                "model.path is required",
+            ),
+            (
+                self.data.train.as_os_str().is_empty(),
+                "data.train is required",
+            ),
+            (
+                g.prompts_per_step == 0,
+                "grpo.prompts_per_step must be at least 1",
+            ),
+            (g.group_size == 0, "grpo.group_size must be at least 1"),
+            (
+                g.max_new_tokens == 0,
+                "grpo.max_new_tokens must be at least 1",
+            ),
+            (
+                g.mini_batches == 0 || g.mini_batches > g.prompts_per_step,
+                "grpo.mini_batches must be between 1 and grpo.prompts_per_step",
+            ),
+            (
+                !(self.optim.lr.is_finite() && self.optim.lr >= 0.0),
+                "optim.lr must be a non-negative number",
+            ),
+            (
+                !(0.0..1.0).contains(&self.optim.warmup_ratio),
+                "optim.warmup_ratio must be in [0, 1)",
+            ),
+            (
+                self.run.epochs == 0 && self.run.max_steps == 0,
+                "run.epochs or run.max_steps must be at least 1",
+            ),
+            (
+                self.sft.batch_size == 0,
+                "sft.batch_size must be at least 1",
+            ),
+        ];
+        if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
+            bail!("{o}: {message}");
+        }
+        if let Err(e) = self.adapter.validate() {
+            bail!("{o}: [adapter]: {e}");
+        }
+        if self
+            .adapter
+            .targets
+            .iter()
+            .any(|t| !ALL_TARGETS.contains(&t.as_str()))
+        {
+            bail!("{o}: adapter.targets must be among {ALL_TARGETS:?}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tinylora::adapter::tying::Tying;
+
+    fn parse(text: &str, sets: &[&str]) -> Result<TrainConfig> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        TrainConfig::parse(text, Path::new("/cfg/run.toml"), &sets)
+    }
+
+    const MINIMAL: &str = "[model]\npath = \"m\"\n[data]\ntrain = \"/d/train.jsonl\"\n";
+
+    #[test]
+    fn defaults_fill_missing_keys_and_paths_resolve() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.model.path, Path::new("/cfg/m"));
+        assert_eq!(c.data.train, Path::new("/d/train.jsonl"));
+        assert_eq!(c.grpo, GrpoSection::default());
+        assert_eq!(c.adapter, TinyLoraConfig::default());
+        let round = parse(&c.to_toml(), &[]).unwrap();
+        assert_eq!(round, c);
+    }
+
+    #[test]
+    fn set_overrides_with_toml_values() {
+        let c = parse(
+            MINIMAL,
+            &[
+                "grpo.group_size=8",
+                "grpo.loss_type=dr_grpo",
+                "optim.lr = 2e-4",
+                "adapter.tying={ kind = \"tiled\", n_tie = 3 }",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.grpo.group_size, 8);
+        assert_eq!(c.grpo.loss_type, LossType::DrGrpo);
+        assert_eq!(c.optim.lr, 2e-4);
+        assert_eq!(c.adapter.tying, Tying::Tiled { n_tie: 3 });
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_a_suggestion() {
+        let err = parse(&format!("{MINIMAL}[grpo]\ngroup_sise = 4\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/cfg/run.toml: unknown config key `grpo.group_sise`; did you mean `grpo.group_size`?"), "{err}");
+        let err = parse(MINIMAL, &["optim.learning_rate=1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--set optim.learning_rate=1: unknown config key `optim.learning_rate`"),
+            "{err}"
+        );
+        let err = parse("[modle]\npath = \"m\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown config key `modle`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let err = format!(
+            "{:#}",
+            parse(&format!("{MINIMAL}[grpo]\ngroup_size = \"four\"\n"), &[]).unwrap_err()
+        );
+        assert!(err.contains("group_size"), "{err}");
+        let err = parse(&format!("{MINIMAL}[grpo]\ngroup_size = 0\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grpo.group_size must be at least 1"), "{err}");
+        let err = parse("[data]\ntrain = \"t\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.path is required"), "{err}");
+    }
+
+    fn configs_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/configs")
+    }
+
+    #[test]
+    fn the_documented_table_lists_every_key_with_its_default() {
+        let readme = std::fs::read_to_string(configs_dir().join("README.md")).unwrap();
+        let defaults = toml::Table::try_from(TrainConfig::default()).unwrap();
+        let mut documented = Vec::new();
+        for line in readme.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let key = cells[0].trim_start_matches("| `").trim_end_matches('`');
+            if key.ends_with(".toml") {
+                continue;
+            }
+            let (section, name) = key.split_once('.').unwrap();
+            let cell = cells[1].trim_matches('`');
+            let parsed: toml::Table = toml::from_str(&format!("v = {cell}")).unwrap();
+            assert_eq!(
+                Some(&parsed["v"]),
+                defaults[section].get(name),
+                "the README's default of {key}"
+            );
+            documented.push(key.to_string());
+        }
+        let mut known = known_keys();
+        known.sort();
+        documented.sort();
+        assert_eq!(documented, known);
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let mut count = 0;
+        for entry in std::fs::read_dir(configs_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let c = TrainConfig::load(&path, &[]).unwrap();
+                assert!(
+                    c.data.train.ends_with("gsm8k/train.jsonl"),
+                    "{}",
+                    path.display()
+                );
+                assert!(c.data.train.is_file(), "{}", path.display());
+                count += 1;
+            }
+        }
+        assert!(count >= 2);
+    }
+}

@@ -1,0 +1,85 @@
+//! GSM8K accuracy under the strict reward with greedy decoding, as the paper evaluates:
+//! used by `trainer eval` and by training runs on their held-out set.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+use tinylora::generate::{GenerateConfig, generate};
+use tinylora::gsm8k::{Problem, prompt, strict_reward};
+use tinylora::model::Qwen2ForCausalLM;
+use tinylora::readback::block_on;
+use tinylora::sampling::SamplingConfig;
+use tinylora::tokenizer::Tokenizer;
+
+/// What an evaluation found.
+pub struct Evaluation {
+    /// Problems answered correctly.
+    pub correct: usize,
+    /// Problems evaluated.
+    pub n: usize,
+    /// One record per problem: index, question, gold, response, correct, response_tokens.
+    pub records: Vec<Value>,
+}
+
+impl Evaluation {
+    /// `correct / n`.
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.n.max(1) as f64
+    }
+
+    /// Writes the per-problem records as JSONL, atomically.
+    pub fn write_records(&self, path: &Path) -> Result<()> {
+        let text: String = self.records.iter().map(|r| format!("{r}\n")).collect();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        tinylora::fsutil::write_atomic(path, text.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Greedy answers to `problems` in batches of `batch_size`; `on_batch(done, correct)` after each.
+pub fn evaluate(
+    model: &Qwen2ForCausalLM,
+    tokenizer: &Tokenizer,
+    problems: &[Problem],
+    batch_size: usize,
+    max_new_tokens: usize,
+    mut on_batch: impl FnMut(usize, usize),
+) -> Result<Evaluation> {
+    let config = GenerateConfig {
+        max_new_tokens,
+        sampling: SamplingConfig::greedy(),
+        seed: 0,
+        stop_tokens: tokenizer.stop_tokens(&model.config.eos_token_ids),
+    };
+    let mut out = Evaluation {
+        correct: 0,
+        n: 0,
+        records: Vec::with_capacity(problems.len()),
+    };
+    for batch in problems.chunks(batch_size.max(1)) {
+        let prompts = batch
+            .iter()
+            .map(|p| tokenizer.encode(&prompt(&p.question)))
+            .collect::<tinylora::Result<Vec<_>>>()?;
+        let generations = block_on(generate(model, &prompts, &config, |_, _| {}))?;
+        for (problem, generation) in batch.iter().zip(generations) {
+            let response = tokenizer.decode(&generation.tokens)?;
+            let correct = strict_reward(&response, &problem.gold) == 1.0;
+            out.correct += usize::from(correct);
+            out.records.push(json!({
+                "index": out.n,
+                "question": problem.question,
+                "gold": problem.gold,
+                "response": response,
+                "correct": correct,
+                "response_tokens": generation.tokens.len(),
+            }));
+            out.n += 1;
+        }
+        on_batch(out.n, out.correct);
+    }
+    Ok(out)
+}

@@ -1,0 +1,14 @@
+//! Training runs (`trainer train`, `trainer sft`) and what they are made of.
+
+pub mod config;
+pub mod data;
+pub mod evaluate;
+pub mod grpo;
+pub mod interrupt;
+pub mod metrics;
+pub mod plot;
+pub mod progress;
+pub mod schedule;
+pub mod session;
+pub mod sft;
+pub mod state;

@@ -1,0 +1,415 @@
+//! What `trainer train` and `trainer sft` share: the configuration, the model on an autodiff
+//! device with its adapter, the optimizer, and the step loop with learning-rate schedule,
+//! metrics, progress, periodic evaluation and checkpoints, Ctrl-C and divergence handling.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use tinylora::adapter::TinyLora;
+use tinylora::adapter::basis::fingerprint;
+use tinylora::adapter::file::AdapterFile;
+use tinylora::checkpoint::Checkpoint as ModelCheckpoint;
+use tinylora::device::{BackendKind, init};
+use tinylora::fsutil::write_atomic;
+use tinylora::gsm8k::{BadLines, Problem};
+use tinylora::model::Qwen2ForCausalLM;
+use tinylora::optim::{AdamW, AdamWConfig};
+use tinylora::readback::block_on;
+use tinylora::tokenizer::Tokenizer;
+
+use super::config::TrainConfig;
+use super::data::load_problems;
+use super::evaluate::evaluate;
+use super::interrupt::{Interrupt, Interrupted};
+use super::metrics::MetricsLog;
+use super::plot::write_plots;
+use super::progress::Progress;
+use super::schedule::{learning_rate, warmup_steps};
+use super::state::{self, RunKind, TrainState};
+
+/// Command-line arguments of `trainer train` and `trainer sft`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The TOML config (see assets/configs/README.md); optional with --resume.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Overrides, e.g. --set grpo.group_size=8 --set optim.lr=1e-4.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue from a checkpoint folder, or from a run folder's latest checkpoint.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Output folder (default: run.out from the config, or the resumed run's folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// A run in progress.
+pub struct Session {
+    /// The resolved configuration.
+    pub config: TrainConfig,
+    /// Where everything is written.
+    pub run_dir: PathBuf,
+    /// The model (autodiff device) with the adapter attached.
+    pub model: Qwen2ForCausalLM,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The adapter being trained.
+    pub adapter: TinyLora,
+    /// AdamW state.
+    pub optimizer: AdamW,
+    /// Steps already done (from a checkpoint).
+    pub start_step: usize,
+    /// The training problems (`data.train`).
+    pub train_problems: Vec<Problem>,
+    kind: RunKind,
+    base_fingerprint: String,
+    metrics: MetricsLog,
+    eval_problems: Vec<Problem>,
+    interrupt: Interrupt,
+    last_checkpoint: Option<(usize, PathBuf)>,
+}
+
+/// What one step reports: its metrics record and a one-line summary for the progress bar.
+pub struct StepReport {
+    /// Fields of the `metrics.jsonl` record (`split`, `step`, `lr`, `v_norm` are added).
+    pub record: Value,
+    /// A short summary.
+    pub summary: String,
+}
+
+impl Session {
+    /// Resolves the config (from `--config`, or the resumed checkpoint's), loads the data,
+    /// model and tokenizer, and creates or restores the adapter and optimizer. Nothing is
+    /// written before the data has loaded.
+    pub fn start(args: &RunArgs, kind: RunKind) -> Result<Self> {
+        let resumed = args.resume.as_deref().map(state::open).transpose()?;
+        let config = match (&args.config, &resumed) {
+            (Some(path), _) => TrainConfig::load(path, &args.set)?,
+            (None, Some(c)) => {
+                let origin = c.dir.join("state.json");
+                TrainConfig::parse(&c.state.config, &origin, &args.set)?
+            }
+            (None, None) => bail!("give --config FILE.toml (or --resume a checkpoint)"),
+        };
+        if let Some(c) = &resumed {
+            ensure!(
+                c.state.kind == kind,
+                "{}: this checkpoint was written by `trainer {}`",
+                c.dir.display(),
+                if c.state.kind == RunKind::Grpo {
+                    "train"
+                } else {
+                    "sft"
+                }
+            );
+        }
+        let train_problems = training_problems(&config)?;
+        let run_dir = match (&args.out, &resumed) {
+            (Some(out), _) => out.clone(),
+            (None, Some(c)) => state::run_dir_of(&c.dir),
+            (None, None) => config.run.out.clone(),
+        };
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+        let backend: BackendKind = config.model.backend.parse()?;
+        let device = init(backend)?.autodiff();
+        let mut model = ModelCheckpoint::open(&config.model.path)?
+            .load(&device)
+            .with_context(|| format!("loading {}", config.model.path.display()))?;
+        let tokenizer_path = if config.model.tokenizer.as_os_str().is_empty() {
+            ModelCheckpoint::open(&config.model.path)?.tokenizer_path()
+        } else {
+            config.model.tokenizer.clone()
+        };
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
+        let adapter_config = config.adapter.clone();
+        let base_fingerprint = block_on(fingerprint(&mut model, &adapter_config.targets))?;
+        let (adapter, optimizer, start_step) = match &resumed {
+            Some(c) => {
+                let origin = c.dir.join("adapter.json");
+                ensure!(
+                    c.adapter.config == adapter_config,
+                    "{}: the checkpoint's adapter differs from the config's [adapter]",
+                    origin.display()
+                );
+                let adapter = block_on(c.adapter.instantiate(&mut model, &origin))?;
+                (adapter, c.state.optimizer.clone(), c.state.step)
+            }
+            None => {
+                let adapter = block_on(TinyLora::init(&mut model, adapter_config))?;
+                let o = &config.optim;
+                let optimizer = AdamW::new(
+                    AdamWConfig {
+                        beta1: o.beta1,
+                        beta2: o.beta2,
+                        eps: o.eps,
+                        weight_decay: o.weight_decay,
+                    },
+                    &adapter.v,
+                );
+                (adapter, optimizer, 0)
+            }
+        };
+        adapter.attach(&mut model)?;
+        let eval_problems = if config.data.eval.as_os_str().is_empty() {
+            Vec::new()
+        } else {
+            let (mut problems, _) = load_problems(&config.data.eval, bad_lines(&config))?;
+            if config.data.eval_limit > 0 {
+                problems.truncate(config.data.eval_limit);
+            }
+            problems
+        };
+        write_atomic(&run_dir.join("config.toml"), config.to_toml().as_bytes())?;
+        let metrics = MetricsLog::open(&run_dir, resumed.as_ref().map(|c| c.state.step))?;
+        eprintln!(
+            "{} trainable parameters ({} vector(s) of u = {} over {} modules); writing to {}{}",
+            adapter.trainable_count(),
+            adapter.basis.groups,
+            adapter.config.u,
+            adapter.basis.modules.len(),
+            run_dir.display(),
+            if start_step > 0 {
+                format!("; resuming after step {start_step}")
+            } else {
+                String::new()
+            }
+        );
+        Ok(Self {
+            last_checkpoint: resumed.map(|c| (c.state.step, c.dir)),
+            config,
+            run_dir,
+            model,
+            tokenizer,
+            adapter,
+            optimizer,
+            start_step,
+            train_problems,
+            kind,
+            base_fingerprint,
+            metrics,
+            eval_problems,
+            interrupt: Interrupt::install()?,
+        })
+    }
+
+    /// The adapter as a file.
+    pub fn adapter_file(&self) -> AdapterFile {
+        AdapterFile::new(&self.adapter, self.base_fingerprint.clone())
+    }
+
+    fn checkpoint(&mut self, step: usize, total: usize) -> Result<PathBuf> {
+        let state = TrainState::new(
+            self.kind,
+            step,
+            total,
+            self.optimizer.clone(),
+            self.config.run.seed,
+            self.config.to_toml(),
+        );
+        let dir = state::save(
+            &self.run_dir,
+            &self.adapter_file(),
+            &state,
+            self.config.run.keep_checkpoints,
+        )?;
+        self.last_checkpoint = Some((step, dir.clone()));
+        Ok(dir)
+    }
+
+    /// Evaluates on the held-out set (if any) after `step` steps and logs the result.
+    fn evaluate(&mut self, step: usize, progress: &Progress) -> Result<Option<f64>> {
+        if self.eval_problems.is_empty() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let evaluation = evaluate(
+            &self.model,
+            &self.tokenizer,
+            &self.eval_problems,
+            self.config.run.eval_batch_size,
+            self.config.run.eval_max_new_tokens,
+            |_, _| {},
+        )?;
+        evaluation.write_records(&self.run_dir.join(format!("eval/step-{step:06}.jsonl")))?;
+        let accuracy = evaluation.accuracy();
+        self.metrics.write(&json!({
+            "split": "eval",
+            "step": step,
+            "accuracy": accuracy,
+            "correct": evaluation.correct,
+            "n": evaluation.n,
+            "eval_time_s": started.elapsed().as_secs_f64(),
+        }))?;
+        progress.println(&format!(
+            "step {step}: held-out accuracy {:.1}% ({}/{})",
+            100.0 * accuracy,
+            evaluation.correct,
+            evaluation.n
+        ));
+        Ok(Some(accuracy))
+    }
+
+    /// The divergence message: what happened and which checkpoint is the last good one.
+    fn diverged(&self, step: usize, error: &tinylora::Error) -> anyhow::Error {
+        let kept = match &self.last_checkpoint {
+            Some((s, dir)) => format!(
+                "the last good checkpoint is {} (step {s}); resume from it with a lower optim.lr",
+                dir.display()
+            ),
+            None => "no checkpoint had been written yet".to_string(),
+        };
+        anyhow::anyhow!("step {}: {error}; stopped, {kept}", step + 1)
+    }
+
+    /// Runs steps `start_step..total` of `steps_per_epoch` each: `step_fn(session, step, lr)`
+    /// does the work of one step. Then evaluates, checkpoints, writes the adapter and plots.
+    pub fn drive(
+        mut self,
+        total: usize,
+        what: &str,
+        mut step_fn: impl FnMut(&mut Self, usize, f64) -> Result<StepReport>,
+    ) -> Result<()> {
+        let o = self.config.optim.clone();
+        let r = self.config.run.clone();
+        let warmup = warmup_steps(total, o.warmup_ratio);
+        ensure!(
+            self.start_step <= total,
+            "the checkpoint is at step {}, past the run's {total} steps (raise run.epochs or run.max_steps)",
+            self.start_step
+        );
+        let progress = Progress::new(self.start_step, total, what);
+        let started = Instant::now();
+        if self.start_step == 0 && r.eval_every > 0 {
+            self.evaluate(0, &progress)?;
+        }
+        for step in self.start_step..total {
+            let lr = learning_rate(o.lr, step, total, warmup, o.schedule);
+            let step_started = Instant::now();
+            let report = match step_fn(&mut self, step, lr) {
+                Ok(report) => report,
+                Err(e) => match e.downcast_ref::<tinylora::Error>() {
+                    Some(inner @ tinylora::Error::Diverged(_)) => {
+                        progress.finish();
+                        return Err(self.diverged(step, inner));
+                    }
+                    _ => return Err(e),
+                },
+            };
+            let done = step + 1;
+            let v_norm = self
+                .adapter
+                .v
+                .iter()
+                .flatten()
+                .map(|x| f64::from(*x).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let mut record = report.record;
+            record["split"] = json!("train");
+            record["step"] = json!(done);
+            record["lr"] = json!(lr);
+            record["v_norm"] = json!(v_norm);
+            record["step_time_s"] = json!(step_started.elapsed().as_secs_f64());
+            record["elapsed_s"] = json!(started.elapsed().as_secs_f64());
+            self.metrics.write(&record)?;
+            progress.step(done, &report.summary);
+            if r.eval_every > 0 && done % r.eval_every == 0 && done < total {
+                self.evaluate(done, &progress)?;
+            }
+            let interrupted = self.interrupt.requested();
+            if (r.checkpoint_every > 0 && done % r.checkpoint_every == 0 && done < total)
+                || interrupted
+            {
+                let dir = self.checkpoint(done, total)?;
+                progress.println(&format!("step {done}: checkpoint {}", dir.display()));
+            }
+            if interrupted {
+                progress.finish();
+                write_plots(&self.run_dir)?;
+                return Err(Interrupted(format!(
+                    "interrupted after step {done} of {total}; checkpoint saved; continue with `trainer {} --resume {}`",
+                    if self.kind == RunKind::Grpo { "train" } else { "sft" },
+                    self.run_dir.display()
+                ))
+                .into());
+            }
+        }
+        progress.finish();
+        let final_dir = match &self.last_checkpoint {
+            Some((s, dir)) if *s == total => dir.clone(),
+            _ => self.checkpoint(total, total)?,
+        };
+        let accuracy = self.evaluate(total, &progress)?;
+        let file = self.adapter_file();
+        let adapter_path = self.run_dir.join("adapter.json");
+        file.save(&adapter_path)?;
+        write_atomic(
+            &self.run_dir.join("adapter.tl1"),
+            file.to_compact().as_bytes(),
+        )?;
+        let plots = write_plots(&self.run_dir)?;
+        println!(
+            "done: {total} steps in {:.0} s; adapter {} ({} floats; compact form in adapter.tl1); checkpoint {}{}; plots {}",
+            started.elapsed().as_secs_f64(),
+            adapter_path.display(),
+            self.adapter.trainable_count(),
+            final_dir.display(),
+            accuracy
+                .map(|a| format!("; held-out accuracy {:.1}%", 100.0 * a))
+                .unwrap_or_default(),
+            plots
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(())
+    }
+}
+
+/// The malformed-record policy of the config.
+pub fn bad_lines(config: &TrainConfig) -> BadLines {
+    if config.data.skip_bad_lines {
+        BadLines::Skip
+    } else {
+        BadLines::Fatal
+    }
+}
+
+/// Loads the training problems, saying how many malformed records were skipped.
+fn training_problems(config: &TrainConfig) -> Result<Vec<Problem>> {
+    let (problems, skipped) = load_problems(&config.data.train, bad_lines(config))?;
+    if skipped > 0 {
+        eprintln!(
+            "skipped {skipped} malformed record(s) in {}",
+            config.data.train.display()
+        );
+    }
+    Ok(problems)
+}
+
+/// Steps of a run over `n` items in batches of `batch` (the last partial batch dropped, as
+/// verl does): `run.max_steps` if set, else `epochs × ⌊n / batch⌋`; and the steps per epoch.
+pub fn plan_steps(
+    config: &TrainConfig,
+    n: usize,
+    batch: usize,
+    origin: &Path,
+) -> Result<(usize, usize)> {
+    let per_epoch = n / batch.max(1);
+    ensure!(
+        per_epoch > 0,
+        "{}: {n} usable problems, fewer than one batch of {batch}",
+        origin.display()
+    );
+    let total = if config.run.max_steps > 0 {
+        config.run.max_steps
+    } else {
+        config.run.epochs * per_epoch
+    };
+    Ok((total, per_epoch))
+}

@@ -1,0 +1,80 @@
+//! `trainer sft`: the supervised baseline (`tinylora-spec.md` §5.3) — next-token prediction of
+//! the reference solutions (GSM8K's worked answers ending in `#### N`, then `<|im_end|>`) after
+//! the same chat prompt as GRPO, through the same adapter, optimizer, schedule and checkpoints.
+
+use anyhow::{Result, bail};
+use serde_json::json;
+use tinylora::gsm8k::prompt;
+use tinylora::readback::block_on;
+use tinylora::sft::{SftUpdateConfig, sft_update};
+
+use super::data::step_batch;
+use super::session::{RunArgs, Session, StepReport, plan_steps};
+use super::state::RunKind;
+
+/// Runs `trainer sft`.
+pub fn sft(args: RunArgs) -> Result<()> {
+    let mut session = Session::start(&args, RunKind::Sft)?;
+    let config = session.config.clone();
+    let sft = config.sft.clone();
+    let Some(end) = session
+        .tokenizer
+        .stop_tokens(&session.model.config.eos_token_ids)
+        .first()
+        .copied()
+    else {
+        bail!("the tokenizer has no end-of-turn token (<|im_end|> or the config's eos)");
+    };
+    let mut pairs = Vec::new();
+    for p in std::mem::take(&mut session.train_problems) {
+        let question = session.tokenizer.encode(&prompt(&p.question))?;
+        let mut target = session.tokenizer.encode(&p.solution)?;
+        target.truncate(sft.max_target_tokens.saturating_sub(1));
+        target.push(end);
+        if question.len() <= config.data.max_prompt_tokens {
+            pairs.push((question, target));
+        }
+    }
+    let (total, per_epoch) = plan_steps(&config, pairs.len(), sft.batch_size, &config.data.train)?;
+    eprintln!(
+        "{} problems, {per_epoch} steps per epoch, {total} steps",
+        pairs.len()
+    );
+    session.drive(total, "sft", |s, step, lr| {
+        let batch = step_batch(
+            pairs.len(),
+            sft.batch_size,
+            step,
+            config.run.seed,
+            config.data.shuffle,
+        );
+        let prompts: Vec<Vec<u32>> = batch.iter().map(|&i| pairs[i].0.clone()).collect();
+        let targets: Vec<Vec<u32>> = batch.iter().map(|&i| pairs[i].1.clone()).collect();
+        let update = SftUpdateConfig {
+            micro_batch: if sft.micro_batch == 0 {
+                usize::MAX
+            } else {
+                sft.micro_batch
+            },
+            lr,
+            max_grad_norm: config.optim.max_grad_norm,
+        };
+        let stats = block_on(sft_update(
+            &mut s.model,
+            &mut s.adapter,
+            &mut s.optimizer,
+            &prompts,
+            &targets,
+            &update,
+        ))?;
+        Ok(StepReport {
+            record: json!({
+                "epoch": step / per_epoch,
+                "loss": stats.loss,
+                "grad_norm": stats.grad_norm,
+                "tokens": stats.tokens,
+            }),
+            summary: format!("loss {:.4}", stats.loss),
+        })
+    })
+}
