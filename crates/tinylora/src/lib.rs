@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod fsutil;
+pub mod full_adamw;
 pub mod generate;
 pub mod grpo;
 pub mod grpo_step;

@@ -2,6 +2,7 @@
 
 mod cmd;
 mod run;
+mod toy;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,10 @@ enum Command {
     Train(run::session::RunArgs),
     /// Train a TinyLoRA adapter on the reference solutions (supervised baseline).
     Sft(run::session::RunArgs),
+    /// Accuracy against the number of trained parameters (GRPO runs over sizes and seeds).
+    Sweep(run::sweep::SweepArgs),
+    /// Make the toy GSM data, tokenizer and model from scratch (the bundled default).
+    Pretrain(toy::pretrain::PretrainArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +46,8 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Train(args) => run::grpo::train(args),
         Command::Sft(args) => run::sft::sft(args),
+        Command::Pretrain(args) => toy::pretrain::pretrain(args),
+        Command::Sweep(args) => run::sweep::sweep(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

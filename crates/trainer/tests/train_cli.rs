@@ -7,10 +7,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::model_with_tokenizer;
+use common::{model_with_tokenizer, run, s};
 use serde_json::Value;
 
 /// A tiny GRPO setup: 8 short problems, 2 prompts × 2 samples of 4 tokens per step, two
@@ -45,16 +45,6 @@ fn trainer(args: &[&str]) -> Command {
     cmd
 }
 
-fn run(args: &[&str]) -> Output {
-    let out = trainer(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "trainer {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn train_records(run_dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap_or_default()
@@ -86,10 +76,6 @@ fn trajectory(record: &Value) -> Vec<String> {
 fn adapter_v(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap();
     serde_json::from_str::<Value>(&text).unwrap()["v"].clone()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: the main job on the bundled default, then the demo page.
+//! `cargo xtask demo`: the main job on the bundled default — GRPO on the toy GSM task with a
+//! 13-parameter TinyLoRA adapter on the bundled toy model — then the demo page.
 
 use std::process::Command;
 
@@ -16,6 +17,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
     proc::run(cargo().args(["build", "--release", "-p", "trainer"]))?;
     let trainer = target_dir().join("release/trainer");
     proc::run(Command::new(&trainer).arg("devices"))?;
+    let run_dir = root().join("runs/toy");
+    proc::run(
+        Command::new(&trainer)
+            .args(["train", "--config"])
+            .arg(root().join("assets/configs/toy.toml"))
+            .arg("--out")
+            .arg(&run_dir),
+    )?;
+    eprintln!(
+        "\nxtask: the run is in {}: metrics.jsonl, plots/reward.svg, adapter.json, adapter.tl1",
+        run_dir.display()
+    );
     build_wasm(&env)?;
     if no_serve {
         return Ok(());

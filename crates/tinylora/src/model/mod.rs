@@ -4,10 +4,12 @@
 pub mod attention;
 pub mod block;
 pub mod config;
+pub mod init;
 pub mod kv_cache;
 pub mod linear;
 pub mod load;
 pub mod mlp;
+pub mod params;
 pub mod qwen2;
 pub mod rope;
 

@@ -599,11 +599,6 @@ mod tests {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let c = TrainConfig::load(&path, &[]).unwrap();
-                assert!(
-                    c.data.train.ends_with("gsm8k/train.jsonl"),
-                    "{}",
-                    path.display()
-                );
                 assert!(c.data.train.is_file(), "{}", path.display());
                 count += 1;
             }

@@ -1,4 +1,4 @@
-//! Training runs (`trainer train`, `trainer sft`) and what they are made of.
+//! Training runs (`trainer train`, `trainer sft`, `trainer sweep`) and what they are made of.
 
 pub mod config;
 pub mod data;
@@ -12,3 +12,4 @@ pub mod schedule;
 pub mod session;
 pub mod sft;
 pub mod state;
+pub mod sweep;

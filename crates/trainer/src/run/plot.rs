@@ -155,6 +155,75 @@ pub fn write_plots(run_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Draws the sweep: held-out accuracy of each run (dots) and the mean per size (line) against
+/// trained parameters on a log axis, with the base model's accuracy as a dashed line.
+pub fn write_sweep_plot(path: &Path, rows: &[Value], base: Option<f64>) -> Result<()> {
+    let points: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((r["parameters"].as_f64()?, r["accuracy"].as_f64()?)))
+        .collect();
+    let mut sizes: Vec<f64> = points.iter().map(|p| p.0).collect();
+    sizes.dedup();
+    let means: Vec<(f64, f64)> = sizes
+        .iter()
+        .map(|&x| {
+            let ys: Vec<f64> = points.iter().filter(|p| p.0 == x).map(|p| p.1).collect();
+            (x, ys.iter().sum::<f64>() / ys.len() as f64)
+        })
+        .collect();
+    let x1 = sizes.iter().cloned().fold(1.0, f64::max) * 2.0;
+    let blue = RGBColor(31, 119, 180);
+    let grey = RGBColor(120, 120, 120);
+    let svg = render((800, 500), |root| {
+        let err = |e: DrawingAreaErrorKind<std::io::Error>| anyhow!("drawing the sweep: {e:?}");
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "held-out strict accuracy vs trained parameters",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d((0.5f64..x1).log_scale(), 0f64..1f64)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("trained parameters")
+            .y_desc("accuracy")
+            .draw()
+            .map_err(err)?;
+        if let Some(b) = base {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(0.5, b), (x1, b)],
+                    6,
+                    4,
+                    grey.into(),
+                ))
+                .map_err(err)?
+                .label("base model (v = 0)")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+        }
+        chart
+            .draw_series(LineSeries::new(means.clone(), blue.stroke_width(2)))
+            .map_err(err)?
+            .label("mean over seeds")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, blue.filled())))
+            .map_err(err)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })?;
+    write_atomic(path, svg.as_bytes())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +263,19 @@ mod tests {
             .unwrap();
         assert_eq!(points.split_whitespace().count(), 5, "{polyline}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_sweep_plot_has_one_dot_per_run() {
+        let path = std::env::temp_dir().join(format!("tinylora-sweep-{}.svg", std::process::id()));
+        let rows: Vec<Value> = [(1, 0.1), (1, 0.2), (13, 0.4), (13, 0.5)]
+            .iter()
+            .map(|&(p, a)| serde_json::json!({"parameters": p, "accuracy": a}))
+            .collect();
+        write_sweep_plot(&path, &rows, Some(0.05)).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(svg.matches("<circle").count(), 4, "{svg}");
+        assert!(svg.contains("base model (v = 0)"));
+        std::fs::remove_file(&path).unwrap();
     }
 }

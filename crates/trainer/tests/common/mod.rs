@@ -1,6 +1,8 @@
-//! Helpers shared by the CLI tests.
+//! Helpers shared by the CLI tests (each test file uses some of them).
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -35,4 +37,23 @@ pub fn model_with_tokenizer(name: &str) -> PathBuf {
     tokenizer.add_special_tokens(&specials);
     tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
     dir
+}
+
+/// Runs the trainer with `args` and asserts that it succeeded.
+pub fn run(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "trainer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
