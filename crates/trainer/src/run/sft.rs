@@ -7,23 +7,27 @@ use serde_json::json;
 use tinylora::gsm8k::prompt;
 use tinylora::readback::block_on;
 use tinylora::sft::{SftUpdateConfig, sft_update};
+use tinylora::tokenizer::Tokenizer;
 
 use super::data::step_batch;
 use super::session::{RunArgs, Session, StepReport, plan_steps};
 use super::state::RunKind;
+
+/// The token that ends an assistant turn in the chat template: `<|im_end|>`, else the
+/// config's first eos (not `<|endoftext|>`, which ends documents, not turns).
+fn end_of_turn(tokenizer: &Tokenizer, config_eos: &[u32]) -> Option<u32> {
+    tokenizer
+        .token_id("<|im_end|>")
+        .or_else(|| config_eos.first().copied())
+}
 
 /// Runs `trainer sft`.
 pub fn sft(args: RunArgs) -> Result<()> {
     let mut session = Session::start(&args, RunKind::Sft)?;
     let config = session.config.clone();
     let sft = config.sft.clone();
-    let Some(end) = session
-        .tokenizer
-        .stop_tokens(&session.model.config.eos_token_ids)
-        .first()
-        .copied()
-    else {
-        bail!("the tokenizer has no end-of-turn token (<|im_end|> or the config's eos)");
+    let Some(end) = end_of_turn(&session.tokenizer, &session.model.config.eos_token_ids) else {
+        bail!("the tokenizer has no <|im_end|> and the model config no eos_token_id");
     };
     let mut pairs = Vec::new();
     for p in std::mem::take(&mut session.train_problems) {
@@ -77,4 +81,19 @@ pub fn sft(args: RunArgs) -> Result<()> {
             summary: format!("loss {:.4}", stats.loss),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn targets_end_with_im_end_not_endoftext() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/toy/tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&path).unwrap();
+        let im_end = tokenizer.token_id("<|im_end|>").unwrap();
+        assert!(tokenizer.token_id("<|endoftext|>").unwrap() < im_end);
+        assert_eq!(end_of_turn(&tokenizer, &[7]), Some(im_end));
+    }
 }
