@@ -116,14 +116,15 @@ impl Session {
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let backend: BackendKind = config.model.backend.parse()?;
         let device = init(backend)?.autodiff();
-        let mut model = ModelCheckpoint::open(&config.model.path)?
-            .load(&device)
-            .with_context(|| format!("loading {}", config.model.path.display()))?;
+        let checkpoint = ModelCheckpoint::open(&config.model.path)?;
         let tokenizer_path = if config.model.tokenizer.as_os_str().is_empty() {
-            ModelCheckpoint::open(&config.model.path)?.tokenizer_path()
+            checkpoint.tokenizer_path()
         } else {
             config.model.tokenizer.clone()
         };
+        let mut model = checkpoint
+            .load(&device)
+            .with_context(|| format!("loading {}", config.model.path.display()))?;
         let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
         let adapter_config = config.adapter.clone();
         let base_fingerprint = block_on(fingerprint(&mut model, &adapter_config.targets))?;

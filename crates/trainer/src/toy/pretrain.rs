@@ -15,7 +15,7 @@ use tinylora::device::{BackendKind, init};
 use tinylora::fsutil::write_atomic;
 use tinylora::full_adamw::FullAdamW;
 use tinylora::grpo::{Denominators, LossType, completion_logprobs, reduce};
-use tinylora::gsm8k::{BadLines, flexible_reward, load_jsonl, prompt, strict_reward};
+use tinylora::gsm8k::{BadLines, flexible_reward, load_jsonl, prompt};
 use tinylora::model::{Qwen2Config, Qwen2ForCausalLM};
 use tinylora::optim::AdamWConfig;
 use tinylora::readback::{block_on, to_vec_f32};
@@ -110,14 +110,8 @@ fn report(
         .zip(&problems)
         .filter(|(r, p)| flexible_reward(r["response"].as_str().unwrap_or(""), &p.gold) == 1.0)
         .count();
-    let strict = evaluation
-        .records
-        .iter()
-        .zip(&problems)
-        .filter(|(r, p)| strict_reward(r["response"].as_str().unwrap_or(""), &p.gold) == 1.0)
-        .count();
     let n = problems.len().max(1) as f64;
-    Ok((strict as f64 / n, flexible as f64 / n))
+    Ok((evaluation.accuracy(), flexible as f64 / n))
 }
 
 /// Runs `trainer pretrain`.
