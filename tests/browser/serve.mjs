@@ -30,6 +30,42 @@ export function serve(root, port = 0) {
   return new Promise((ok) => server.listen(port, '127.0.0.1', () => ok(server)));
 }
 
+/**
+ * A stand-in for the Hugging Face hub on 127.0.0.1 (another origin than the page, with the
+ * hub's CORS header): `/<owner>/<repo>/resolve/<revision>/<file>` serves `root/<repo>/<file>`.
+ * `requests` counts the files asked for; `truncate` names repositories whose files are cut
+ * short (while announcing the full length), to test failed downloads.
+ */
+export function serveHub(root, { truncate = [] } = {}) {
+  const base = resolve(root);
+  const requests = [];
+  const server = createServer(async (req, res) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const match = path.match(/^\/([^/]+)\/([^/]+)\/resolve\/([^/]+)\/([^/]+)$/);
+    const headers = { 'access-control-allow-origin': '*' };
+    if (!match) { res.writeHead(404, headers).end('Entry not found'); return; }
+    const [, , repo, , file] = match;
+    requests.push(`${repo}/${file}`);
+    const target = normalize(join(base, repo, file));
+    if (!target.startsWith(base)) { res.writeHead(403, headers).end(); return; }
+    try {
+      const body = await readFile(target);
+      headers['content-length'] = body.length;
+      res.writeHead(200, { ...headers, 'content-type': 'application/octet-stream' });
+      if (truncate.includes(repo)) {
+        res.write(body.subarray(0, body.length >> 1));
+        setTimeout(() => res.destroy(), 200);
+      } else {
+        res.end(body);
+      }
+    } catch {
+      res.writeHead(404, headers).end('Entry not found');
+    }
+  });
+  server.requests = requests;
+  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok(server)));
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const [dir, port] = process.argv.slice(2);
   const server = await serve(dir ?? 'dist', Number(port ?? 8080));

@@ -1,10 +1,21 @@
-//! The browser demo's entry point (wasm32 only; the native build is empty so that the
-//! workspace builds everywhere).
+//! The browser demo's inference worker (wasm32 only; the native build is empty so that the
+//! workspace builds everywhere). The page (`web/ui.js`) starts it as a web worker and talks to
+//! it with the JSON messages of [`protocol`]: load a model, apply an adapter, generate.
 
 #[cfg(target_arch = "wasm32")]
-mod app;
+mod download;
+#[cfg(target_arch = "wasm32")]
+mod js_bytes;
+#[cfg(target_arch = "wasm32")]
+mod protocol;
+#[cfg(target_arch = "wasm32")]
+mod session;
+#[cfg(target_arch = "wasm32")]
+mod sources;
+#[cfg(target_arch = "wasm32")]
+mod worker;
 
 fn main() {
     #[cfg(target_arch = "wasm32")]
-    wasm_bindgen_futures::spawn_local(app::start());
+    worker::start();
 }

@@ -20,10 +20,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(io)?;
-    drop(file);
+    {
+        // Closed at the end of this block, before the rename.
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(bytes)
+            .and_then(|_| file.sync_all())
+            .map_err(io)?;
+    }
     std::fs::rename(&tmp, path).map_err(io)
 }

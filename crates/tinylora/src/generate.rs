@@ -38,7 +38,20 @@ pub async fn generate(
     model: &Qwen2ForCausalLM,
     prompts: &[Vec<u32>],
     config: &GenerateConfig,
+    on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Generation>> {
+    generate_until(model, prompts, config, on_token, || false).await
+}
+
+/// [`generate`] that also ends every row early (not `stopped`) once `cancelled` returns true;
+/// it is asked before each step, after the previous step's readback (where a browser worker
+/// gets to handle a "stop" message).
+pub async fn generate_until(
+    model: &Qwen2ForCausalLM,
+    prompts: &[Vec<u32>],
+    config: &GenerateConfig,
     mut on_token: impl FnMut(usize, u32),
+    mut cancelled: impl FnMut() -> bool,
 ) -> Result<Vec<Generation>> {
     let vocab = model.config.vocab_size;
     if let Some((i, _)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty()) {
@@ -79,6 +92,9 @@ pub async fn generate(
         prompts.len()
     ];
     for _ in 0..config.max_new_tokens {
+        if cancelled() {
+            break;
+        }
         let logits = to_vec_f32(model.forward_last(&step, &mut cache)).await?;
         let mut next = Vec::with_capacity(prompts.len());
         for (row, generation) in out.iter_mut().enumerate() {

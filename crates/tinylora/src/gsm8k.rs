@@ -103,16 +103,21 @@ pub fn parse_gold(solution: &str) -> Option<String> {
     hash_number(solution, false).map(|n| normalise(&n))
 }
 
-/// verl's strict rule: in the last 300 characters, the last `#### <number>` (one space after
-/// `####`), with `,` and `$` removed, must equal the gold string exactly. 1.0 or 0.0.
-pub fn strict_reward(response: &str, gold: &str) -> f32 {
+/// The answer verl's strict rule reads: in the last 300 characters, the last `#### <number>`
+/// (one space after `####`), with `,` and `$` removed.
+pub fn strict_answer(response: &str) -> Option<String> {
     let chars = response.chars().count();
     let tail: String = response
         .chars()
         .skip(chars.saturating_sub(STRICT_WINDOW))
         .collect();
-    match hash_number(&tail, true) {
-        Some(n) if normalise(&n) == gold => 1.0,
+    hash_number(&tail, true).map(|n| normalise(&n))
+}
+
+/// verl's strict rule: [`strict_answer`] must equal the gold string exactly. 1.0 or 0.0.
+pub fn strict_reward(response: &str, gold: &str) -> f32 {
+    match strict_answer(response) {
+        Some(n) if n == gold => 1.0,
         _ => 0.0,
     }
 }
@@ -211,6 +216,15 @@ mod tests {
                 "{response:?} vs {gold}"
             );
         }
+        assert_eq!(
+            strict_answer("so 1,000.\n#### 1,000").as_deref(),
+            Some("1000")
+        );
+        assert_eq!(
+            strict_answer("#### 3\n#### -4 apples").as_deref(),
+            Some("-4")
+        );
+        assert_eq!(strict_answer("the answer is 72"), None);
     }
 
     #[test]

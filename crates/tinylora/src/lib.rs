@@ -29,4 +29,6 @@ pub mod tokenizer;
 pub mod vgrad;
 pub mod weights;
 
+/// The burn version this crate is built on, for callers that create tensors or devices.
+pub use burn;
 pub use error::{Error, Result};

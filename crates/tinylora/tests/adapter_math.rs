@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 use tinylora::adapter::config::{Convention, TinyLoraConfig};
 use tinylora::adapter::tying::Tying;
-use tinylora::adapter::{TinyLora, merge, unmerge};
+use tinylora::adapter::{TinyLora, detach, merge, unmerge};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::model::Qwen2ForCausalLM;
 use tinylora::readback::{block_on, to_vec_f32};
@@ -77,6 +77,13 @@ fn zero_v_is_the_base_model_and_merging_changes_nothing() {
         assert!(
             max_abs_diff(&logits(&m), &unmerged) <= 1e-5 * scale,
             "{convention:?}"
+        );
+        // Detaching (from the merged state too) gives the base model back.
+        merge(&mut m);
+        detach(&mut m);
+        assert!(
+            max_abs_diff(&logits(&m), &base) <= 1e-5 * scale,
+            "{convention:?}: detached"
         );
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use tinylora::checkpoint::Checkpoint;
-use tinylora::generate::{GenerateConfig, generate};
+use tinylora::generate::{GenerateConfig, generate, generate_until};
 use tinylora::grpo::completion_logprobs;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::sampling::SamplingConfig;
@@ -53,4 +53,40 @@ fn check_at(temperature: f32) {
             }
         }
     }
+}
+
+#[test]
+fn a_cancelled_generation_keeps_the_tokens_so_far() {
+    let device = Device::flex();
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2/untied_bf16_tf5");
+    let model = Checkpoint::open(&dir).unwrap().load(&device).unwrap();
+    let prompts = vec![vec![3, 1, 4, 1, 5]];
+    let config = GenerateConfig {
+        max_new_tokens: 12,
+        sampling: SamplingConfig {
+            temperature: None,
+            top_k: None,
+            top_p: None,
+        },
+        seed: 0,
+        stop_tokens: vec![],
+    };
+    let full = block_on(generate(&model, &prompts, &config, |_, _| {})).unwrap();
+    assert_eq!(full[0].tokens.len(), 12);
+    let mut seen = 0;
+    let cut = std::cell::Cell::new(0);
+    let partial = block_on(generate_until(
+        &model,
+        &prompts,
+        &config,
+        |_, _| {
+            seen += 1;
+            cut.set(seen);
+        },
+        || cut.get() >= 4,
+    ))
+    .unwrap();
+    assert_eq!(partial[0].tokens, full[0].tokens[..4]);
+    assert!(!partial[0].stopped);
 }

@@ -33,9 +33,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if no_serve {
         return Ok(());
     }
+    let link = std::fs::read_to_string(run_dir.join("adapter.tl1"))
+        .map(|tl1| format!("#adapter={}", tl1.trim()))
+        .unwrap_or_default();
     eprintln!(
         "\nxtask: demo page: open http://127.0.0.1:{PORT}/ in a browser with WebGPU \
-         (Chrome/Edge 113+). Ctrl-C stops the server.\n"
+         (Chrome/Edge 113+); the adapter just trained: http://127.0.0.1:{PORT}/{link}\n\
+         Ctrl-C stops the server.\n"
     );
     proc::run(
         Command::new("node")

@@ -134,6 +134,22 @@ pub fn run() -> Result<(), String> {
             "warnings",
         ])),
     );
+    if env.wasm == WasmRoute::Rustup {
+        // The web worker only compiles for wasm32; Debian's rustc-web route has no clippy.
+        summary.check(
+            "cargo clippy (wasm32 web worker)",
+            proc::run(cargo().args([
+                "clippy",
+                "--target",
+                "wasm32-unknown-unknown",
+                "-p",
+                "tinylora-web",
+                "--",
+                "-D",
+                "warnings",
+            ])),
+        );
+    }
     summary.tests("cargo test", cargo().args(["test", "--release"]));
     let trainer_built = summary.check(
         "trainer build",

@@ -128,6 +128,16 @@ impl TinyLora {
     }
 }
 
+/// Removes every attached adapter (merged ones are subtracted first): the base model again.
+pub fn detach(model: &mut Qwen2ForCausalLM) {
+    unmerge(model);
+    for layer in 0..model.config.num_hidden_layers {
+        for kind in config::ALL_TARGETS {
+            linear_mut(model, layer, kind).adapter = None;
+        }
+    }
+}
+
 /// Adds every attached adapter's `ΔW` into its layer's weight.
 pub fn merge(model: &mut Qwen2ForCausalLM) {
     for layer in 0..model.config.num_hidden_layers {

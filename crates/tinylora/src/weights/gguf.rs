@@ -7,7 +7,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::dequant::{GgmlType, dequantize};
-use super::{HostTensor, TensorSource};
+use super::{BoxedReader, HostTensor, TensorSource};
 use crate::model::Qwen2Config;
 use crate::{Error, Result};
 
@@ -39,7 +39,7 @@ struct TensorInfo {
 /// An open GGUF file.
 pub struct GgufFile {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: BoxedReader,
     /// Metadata key/value pairs.
     pub metadata: BTreeMap<String, Value>,
     /// Tensors by their GGUF names.
@@ -131,8 +131,17 @@ impl GgufFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut reader = BufReader::new(file);
+        Self::from_reader(Box::new(BufReader::new(file)), path)
+    }
+
+    /// Reads the metadata and tensor directory of a GGUF stream; `path` names it in errors.
+    pub fn from_reader(mut reader: BoxedReader, path: &Path) -> Result<Self> {
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file_len = reader.seek(SeekFrom::End(0)).map_err(io)?;
+        reader.seek(SeekFrom::Start(0)).map_err(io)?;
         let mut c = Cursor {
             reader: &mut reader,
             path,

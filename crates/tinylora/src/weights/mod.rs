@@ -5,6 +5,7 @@ pub mod dequant;
 pub mod gguf;
 pub mod safetensors;
 
+use std::io::{Read, Seek};
 use std::path::PathBuf;
 
 use crate::Result;
@@ -30,3 +31,11 @@ pub trait TensorSource {
     /// The file that holds `name` (or the checkpoint itself), for error messages.
     fn origin(&self, name: &str) -> PathBuf;
 }
+
+/// A byte stream tensors are read from: a file, or bytes already in memory (the browser).
+pub trait ReadSeek: Read + Seek {}
+
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// A boxed [`ReadSeek`], the reader type of checkpoints opened from anything but a path.
+pub type BoxedReader = Box<dyn ReadSeek>;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{HostTensor, TensorSource};
+use super::{BoxedReader, HostTensor, TensorSource};
 use crate::{Error, Result};
 
 /// Headers larger than this are refused (the format's own limit is 100 MB).
@@ -207,13 +207,40 @@ impl<R: Read + Seek> TensorSource for SafetensorsFile<R> {
 
 /// A checkpoint split over several safetensors files (`model.safetensors.index.json`).
 pub struct ShardedSafetensors {
-    shards: Vec<SafetensorsFile<File>>,
+    shards: Vec<SafetensorsFile<BoxedReader>>,
     by_name: HashMap<String, usize>,
 }
 
 #[derive(Deserialize)]
 struct Index {
     weight_map: BTreeMap<String, String>,
+}
+
+/// Parses an index file's text (`index_path` names it in errors) into its tensor → shard map
+/// and the sorted, distinct shard file names, which must be plain file names.
+fn parse_index(text: &str, index_path: &Path) -> Result<(BTreeMap<String, String>, Vec<String>)> {
+    let index: Index = serde_json::from_str(text).map_err(|e| Error::BadFile {
+        path: index_path.to_path_buf(),
+        reason: format!("not a safetensors index: {e}"),
+    })?;
+    let mut files: Vec<String> = index.weight_map.values().cloned().collect();
+    files.sort();
+    files.dedup();
+    if let Some(file) = files
+        .iter()
+        .find(|f| f.contains('/') || f.contains('\\') || f.starts_with('.'))
+    {
+        return Err(Error::BadFile {
+            path: index_path.to_path_buf(),
+            reason: format!("shard name `{file}` must be a plain file name"),
+        });
+    }
+    Ok((index.weight_map, files))
+}
+
+/// The shard file names an index lists (sorted, distinct), for callers that fetch them.
+pub fn shard_names(index_text: &str, index_path: &Path) -> Result<Vec<String>> {
+    Ok(parse_index(index_text, index_path)?.1)
 }
 
 impl ShardedSafetensors {
@@ -223,32 +250,38 @@ impl ShardedSafetensors {
             path: index_path.to_path_buf(),
             source,
         })?;
-        let index: Index = serde_json::from_str(&text).map_err(|e| Error::BadFile {
-            path: index_path.to_path_buf(),
-            reason: format!("not a safetensors index: {e}"),
-        })?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
-        let mut files: Vec<String> = index.weight_map.values().cloned().collect();
-        files.sort();
-        files.dedup();
+        Self::from_index(&text, index_path, |file| {
+            let path = dir.join(file);
+            let reader = File::open(&path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Ok((Box::new(reader) as BoxedReader, path))
+        })
+    }
+
+    /// Builds the checkpoint from the index text and `open_shard`, which gives each shard's
+    /// reader and the path that names it in errors.
+    pub fn from_index(
+        index_text: &str,
+        index_path: &Path,
+        mut open_shard: impl FnMut(&str) -> Result<(BoxedReader, PathBuf)>,
+    ) -> Result<Self> {
+        let (weight_map, files) = parse_index(index_text, index_path)?;
         let mut shards = Vec::with_capacity(files.len());
         for file in &files {
-            if file.contains('/') || file.contains('\\') || file.starts_with('.') {
-                return Err(Error::BadFile {
-                    path: index_path.to_path_buf(),
-                    reason: format!("shard name `{file}` must be a plain file name"),
-                });
-            }
-            shards.push(SafetensorsFile::open(&dir.join(file))?);
+            let (reader, path) = open_shard(file)?;
+            shards.push(SafetensorsFile::from_reader(reader, &path)?);
         }
         let mut by_name = HashMap::new();
-        for (name, file) in &index.weight_map {
+        for (name, file) in &weight_map {
             let shard = files
                 .binary_search(file)
                 .expect("file list built from the map");
             if shards[shard].shape(name).is_none() {
                 return Err(Error::BadFile {
-                    path: dir.join(file),
+                    path: shards[shard].path.clone(),
                     reason: format!(
                         "tensor `{name}` listed in {} is missing",
                         index_path.display()

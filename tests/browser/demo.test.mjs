@@ -1,0 +1,145 @@
+// The demo page end to end in headless Chromium (WebGPU on SwiftShader): the bundled model with
+// the example adapter from a URL fragment answers exactly like `trainer generate`; a model
+// loaded through the hub's URL layout gives the native logits; downloads are cached; bad
+// downloads and mismatched adapters get messages and the page stays usable.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { serve, serveHub } from './serve.mjs';
+import { launch } from './browser.mjs';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run the browser tests through \`cargo xtask test\``);
+  return value;
+};
+const ROOT = new URL('../..', import.meta.url).pathname;
+const trainer = (...args) => execFileSync(env('TRAINER_BIN'), args, { encoding: 'utf8', cwd: ROOT });
+
+/** Waits until `selector` has one of `states` in data-state; fails with its text otherwise. */
+async function waitState(page, selector, want, timeout = 240_000) {
+  const el = page.locator(selector);
+  await page.waitForFunction(
+    (sel) => ['ready', 'error', 'done', 'ok'].includes(document.querySelector(sel)?.dataset.state),
+    selector, { timeout },
+  );
+  const state = await el.getAttribute('data-state');
+  assert.equal(state, want, `${selector}: ${await el.textContent()}`);
+  return el.textContent();
+}
+
+async function withPage(fn) {
+  const site = await serve(env('DIST_DIR'));
+  const hub = await serveHub(join(ROOT, 'tests/fixtures/qwen2'), { truncate: ['untied_bf16_tf5'] });
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    page.on('console', (msg) => console.log(`page: ${msg.text()}`));
+    const url = (suffix) => `http://127.0.0.1:${site.address().port}/${suffix}`;
+    await fn({ page, url, hub });
+  } finally {
+    await browser.close();
+    site.close();
+    hub.close();
+  }
+}
+
+function screenshot(page, name) {
+  const artifacts = process.env.ARTIFACTS_DIR;
+  if (!artifacts) return undefined;
+  mkdirSync(artifacts, { recursive: true });
+  return page.screenshot({ path: join(artifacts, name), fullPage: true });
+}
+
+test('bundled model + example adapter from the URL fragment answers like trainer generate', { timeout: 600_000 }, async () => {
+  const compact = readFileSync(join(ROOT, 'assets/toy/example-adapter.tl1'), 'utf8').trim();
+  await withPage(async ({ page, url }) => {
+    await page.goto(url(`#adapter=${compact}`));
+    await waitState(page, '#model-info', 'ready');
+    console.log(await waitState(page, '#adapter-info', 'ready'));
+    await page.fill('#problem-index', '7');
+    await page.dispatchEvent('#problem-index', 'change');
+    await page.fill('#max-tokens', '80');
+    await page.click('#solve');
+    await waitState(page, '#stats-adapted', 'done');
+    const text = await page.locator('#text-adapted').textContent();
+    const prompt = await page.locator('#text-adapted').getAttribute('data-prompt');
+    console.log(`browser: ${await page.locator('#stats-adapted').textContent()}`);
+    console.log(`verdict: ${await page.locator('#verdict-adapted').textContent()}`);
+    await screenshot(page, 'demo.png');
+    const native = JSON.parse(trainer(
+      'generate', '--model', 'assets/toy', '--adapter', 'assets/toy/example-adapter.json',
+      '--prompt', prompt, '--max-new-tokens', '80', '--json',
+    ));
+    assert.ok(text.length > 0);
+    assert.equal(text, native.text);
+    // The toggle and the side-by-side run reach the worker: the adapter changes the logits,
+    // and both panes fill (a few tokens each: SwiftShader decodes about one token a second).
+    const ids = native.tokens.slice(0, 5);
+    const logits = (adapted) => page.evaluate(([ids, adapted]) => window.tinylora.call({ cmd: 'logits', ids, adapted }), [ids, adapted]);
+    const [base, adapted] = [(await logits(false)).values, (await logits(true)).values];
+    assert.ok(Math.max(...base.map((v, i) => Math.abs(v - adapted[i]))) > 1e-3, 'the adapter must change the logits');
+    await page.fill('#max-tokens', '3');
+    await page.click('#compare');
+    await page.waitForFunction(() => !document.querySelector('#solve').disabled, null, { timeout: 120_000 });
+    for (const pane of ['base', 'adapted']) {
+      assert.equal(await page.locator(`#stats-${pane}`).getAttribute('data-state'), 'done');
+      assert.ok((await page.locator(`#text-${pane}`).textContent()).length > 0, `${pane} pane is empty`);
+    }
+  });
+});
+
+test('a model from the hub URL layout (sharded f16) gives the native logits, and is cached', { timeout: 600_000 }, async () => {
+  const ids = [3, 17, 42, 5, 99];
+  const fixture = 'tests/fixtures/qwen2/untied_f16_sharded_hub';
+  const native = JSON.parse(trainer('logits', '--model', fixture, '--ids', ids.join(','), '--json')).last_logits;
+  await withPage(async ({ page, url, hub }) => {
+    await page.goto(url(`?hub=http://127.0.0.1:${hub.address().port}`));
+    await waitState(page, '#model-info', 'ready');
+    await page.click('text=Load another base model');
+    const load = async () => {
+      await page.fill('#hub-repo', 'tinylora/untied_f16_sharded_hub');
+      await page.click('#load-hub');
+      return waitState(page, '#model-info', 'ready');
+    };
+    console.log(await load());
+    // No tokenizer.json in the fixture: a warning, and logits still work.
+    assert.match(await page.locator('#notice').textContent(), /no tokenizer\.json/);
+    const web = (await page.evaluate((ids) => window.tinylora.call({ cmd: 'logits', ids, adapted: false }), ids)).values;
+    assert.equal(web.length, native.length);
+    const diff = Math.max(...web.map((v, i) => Math.abs(v - native[i])));
+    console.log(`max |wasm - native| logits = ${diff.toExponential(2)}`);
+    assert.ok(diff <= 1e-3, `wasm logits differ from native by ${diff}`);
+    const shardRequests = () => hub.requests.filter((r) => /model-\d+-of-\d+\.safetensors$/.test(r)).length;
+    const before = shardRequests();
+    assert.equal(before, 2);
+    await load();
+    assert.equal(shardRequests(), before, 'the second load must come from the browser cache');
+    // The example adapter belongs to the toy model: a clear refusal, the model stays loaded.
+    const compact = readFileSync(join(ROOT, 'assets/toy/example-adapter.tl1'), 'utf8').trim();
+    await page.fill('#adapter-text', compact);
+    await page.click('#apply-adapter');
+    const refusal = await waitState(page, '#adapter-info', 'error');
+    assert.match(refusal, /another base model|tensor|shape|targets/);
+  });
+});
+
+test('a cut download is reported and the page stays usable', { timeout: 600_000 }, async () => {
+  await withPage(async ({ page, url, hub }) => {
+    await page.goto(url(`?hub=http://127.0.0.1:${hub.address().port}`));
+    await waitState(page, '#model-info', 'ready');
+    await page.click('text=Load another base model');
+    await page.fill('#hub-repo', 'tinylora/untied_bf16_tf5');
+    await page.click('#load-hub');
+    const message = await waitState(page, '#model-info', 'error');
+    assert.match(message, /config\.json.*(transfer failed|stopped at)/);
+    console.log(`cut download: ${message}`);
+    await page.fill('#hub-repo', 'tinylora/no-such-repo');
+    await page.click('#load-hub');
+    assert.match(await waitState(page, '#model-info', 'error'), /missing|404/);
+    await page.click('#load-bundled');
+    await waitState(page, '#model-info', 'ready');
+  });
+});

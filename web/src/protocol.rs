@@ -1,0 +1,186 @@
+//! The messages between the page and the worker. Each is a JSON object tagged by `cmd`
+//! (page → worker) or `type` (worker → page); local files travel beside the JSON in the
+//! message's `files` array.
+
+use serde::{Deserialize, Serialize};
+
+/// What the page asks the worker to do.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Start WebGPU and compare a small computation with an f64 reference.
+    Selfcheck,
+    /// Load the model bundled with the page (`toy/`).
+    LoadBundled {
+        /// The device's `maxStorageBufferBindingSize`, if the page knows it.
+        max_buffer: Option<f64>,
+    },
+    /// Load a model from a Hugging Face-style hub: `{base}/{repo}/resolve/{revision}/{file}`.
+    LoadHub {
+        /// Hub address, e.g. `https://huggingface.co`.
+        base: String,
+        /// Repository, e.g. `Qwen/Qwen2.5-0.5B-Instruct`.
+        repo: String,
+        /// Branch, tag or commit.
+        revision: String,
+        /// A `.gguf` file in the repository; safetensors (single or sharded) when absent.
+        gguf: Option<String>,
+        /// The device's `maxStorageBufferBindingSize`, if the page knows it.
+        max_buffer: Option<f64>,
+    },
+    /// Load the model from the files sent with the message (config.json + safetensors, or a
+    /// .gguf; tokenizer.json).
+    LoadFiles {
+        /// The device's `maxStorageBufferBindingSize`, if the page knows it.
+        max_buffer: Option<f64>,
+    },
+    /// Apply an adapter (our JSON file or its compact `tl1.` form) to the loaded model.
+    Adapter {
+        /// The adapter text.
+        text: String,
+        /// Where it came from (URL fragment, a file name, "pasted text"), for messages.
+        origin: String,
+    },
+    /// Replace the adapter's trainable vectors (one per tie group).
+    SetV {
+        /// `groups × u` values.
+        v: Vec<Vec<f32>>,
+    },
+    /// Answer a GSM8K-style question with the paper's prompt, streaming tokens.
+    Generate {
+        /// Echoed in every event of this generation.
+        id: u64,
+        /// The question (the prompt suffix and chat template are added).
+        question: String,
+        /// The gold answer, if known: the reply then says whether the answer is right.
+        gold: Option<String>,
+        /// Use the adapter (`false`: the base model).
+        adapted: bool,
+        /// Most new tokens.
+        max_new_tokens: usize,
+        /// Sampling temperature; greedy when absent or 0.
+        temperature: Option<f32>,
+        /// Sampler seed.
+        seed: u64,
+    },
+    /// Last-position logits of a token sequence (tests compare them with the native build).
+    Logits {
+        /// Token ids.
+        ids: Vec<u32>,
+        /// Use the adapter.
+        adapted: bool,
+    },
+    /// End the running generation after its current token.
+    Stop,
+}
+
+/// What the worker tells the page.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The worker is listening (messages sent before this are lost).
+    Started,
+    /// The self-check's outcome.
+    Selfcheck {
+        /// Largest |WebGPU − f64 reference|.
+        max_abs_err: f64,
+        /// The computed values.
+        values: Vec<f32>,
+        /// Hash of an adapter basis computed in wasm (equals the native one).
+        basis_hash: String,
+    },
+    /// Loading progress.
+    Progress {
+        /// What is happening ("downloading model.safetensors", "uploading to the GPU", ...).
+        stage: String,
+        /// Bytes (or tensors) done.
+        done: f64,
+        /// Bytes (or tensors) in all, when known.
+        total: Option<f64>,
+    },
+    /// Something worth knowing that did not stop the work (e.g. the cache is full).
+    Warning {
+        /// The message.
+        message: String,
+    },
+    /// A model is loaded.
+    Ready {
+        /// Where it came from.
+        name: String,
+        /// Parameter count.
+        parameters: usize,
+        /// Layers, hidden size, vocabulary.
+        layers: usize,
+        /// Hidden size.
+        hidden: usize,
+        /// Vocabulary size.
+        vocab: usize,
+        /// Whether a tokenizer came with it (generation needs one).
+        has_tokenizer: bool,
+        /// Seconds from request to ready.
+        seconds: f64,
+    },
+    /// An adapter is applied.
+    AdapterReady {
+        /// Where it came from.
+        origin: String,
+        /// Its vectors.
+        v: Vec<Vec<f32>>,
+        /// Trainable parameters as the paper counts them.
+        trainable: usize,
+        /// Frozen rank.
+        r: usize,
+        /// Adapted modules.
+        modules: usize,
+        /// Seconds to rebuild the frozen basis.
+        seconds: f64,
+    },
+    /// The adapter's vectors were replaced.
+    VSet,
+    /// A new token of generation `id`.
+    Token {
+        /// The generation.
+        id: u64,
+        /// Everything generated so far, decoded.
+        text: String,
+        /// New tokens so far.
+        tokens: usize,
+        /// Decode speed so far (tokens after the first / seconds since the first).
+        tok_s: f64,
+    },
+    /// Generation `id` ended.
+    Done {
+        /// The generation.
+        id: u64,
+        /// The exact prompt text the model saw.
+        prompt: String,
+        /// The decoded completion.
+        text: String,
+        /// Its token ids.
+        tokens: Vec<u32>,
+        /// A stop token ended it.
+        stopped: bool,
+        /// The page's stop request ended it.
+        cancelled: bool,
+        /// The answer after `####`, if any.
+        answer: Option<String>,
+        /// Strict reward against the gold answer, when one was given.
+        correct: Option<bool>,
+        /// Prompt tokens per second.
+        prefill_tok_s: f64,
+        /// Decode tokens per second.
+        decode_tok_s: f64,
+    },
+    /// Last-position logits.
+    Logits {
+        /// `vocab` values.
+        values: Vec<f32>,
+    },
+    /// A request failed; the worker stays usable.
+    Error {
+        /// The request's `cmd`.
+        cmd: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+}

@@ -1,0 +1,335 @@
+//! The worker's state: the WebGPU device, the loaded model, its tokenizer and adapter, and the
+//! operations the page asks for (load, adapt, generate, logits).
+
+use std::cell::Cell;
+use std::path::Path;
+use std::rc::Rc;
+
+use tinylora::adapter::file::AdapterFile;
+use tinylora::adapter::{TinyLora, detach};
+use tinylora::burn::tensor::{Device, Tensor};
+use tinylora::checkpoint::Checkpoint;
+use tinylora::generate::{GenerateConfig, generate_until};
+use tinylora::gsm8k;
+use tinylora::model::{KvCache, Qwen2ForCausalLM};
+use tinylora::readback::to_vec_f32;
+use tinylora::sampling::SamplingConfig;
+use tinylora::tokenizer::Tokenizer;
+use tinylora::weights::{HostTensor, TensorSource};
+
+use crate::protocol::Event;
+use crate::worker::post;
+
+/// A loaded model and what goes with it.
+pub struct Loaded {
+    name: String,
+    model: Qwen2ForCausalLM,
+    tokenizer: Option<Tokenizer>,
+    adapter: Option<TinyLora>,
+}
+
+/// Everything the worker holds between requests.
+pub struct Session {
+    device: Device,
+    loaded: Option<Loaded>,
+}
+
+/// Milliseconds since the epoch (the worker's clock).
+pub fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// A [`TensorSource`] that reports each tensor it hands out as upload progress.
+struct Reporting {
+    inner: Box<dyn TensorSource>,
+    done: usize,
+    total: usize,
+}
+
+impl TensorSource for Reporting {
+    fn names(&self) -> Vec<String> {
+        self.inner.names()
+    }
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.inner.shape(name)
+    }
+    fn read(&mut self, name: &str) -> tinylora::Result<HostTensor> {
+        let tensor = self.inner.read(name)?;
+        self.done += 1;
+        post(&Event::Progress {
+            stage: format!("uploading tensors to the GPU ({name})"),
+            done: self.done as f64,
+            total: Some(self.total as f64),
+        });
+        Ok(tensor)
+    }
+    fn origin(&self, name: &str) -> std::path::PathBuf {
+        self.inner.origin(name)
+    }
+}
+
+/// Refuses checkpoints with a tensor larger (as f32) than one GPU buffer may be.
+fn check_buffer_limit(checkpoint: &Checkpoint, max_buffer: Option<f64>) -> Result<(), String> {
+    let Some(limit) = max_buffer else {
+        return Ok(());
+    };
+    let largest = checkpoint
+        .source
+        .names()
+        .into_iter()
+        .filter_map(|n| {
+            let bytes = checkpoint.source.shape(&n)?.iter().product::<usize>() * 4;
+            Some((bytes, n))
+        })
+        .max();
+    match largest {
+        Some((bytes, name)) if bytes as f64 > limit => Err(format!(
+            "`{name}` needs a {:.0} MiB GPU buffer in f32, but this browser's WebGPU allows {:.0} MiB \
+             per buffer (maxStorageBufferBindingSize). Try a smaller model, or a browser/GPU with \
+             higher limits (Chrome on a discrete GPU usually allows 2 GiB or more).",
+            bytes as f64 / 1048576.0,
+            limit / 1048576.0
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Session {
+    /// A session without a model on `device`.
+    pub fn new(device: Device) -> Self {
+        Self {
+            device,
+            loaded: None,
+        }
+    }
+
+    /// The WebGPU device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn loaded(&mut self) -> Result<&mut Loaded, String> {
+        self.loaded
+            .as_mut()
+            .ok_or_else(|| "no model is loaded yet".to_string())
+    }
+
+    /// Uploads `checkpoint` tensor by tensor and makes it the current model (any adapter is
+    /// dropped). Returns the `Ready` event.
+    pub fn load(
+        &mut self,
+        checkpoint: Checkpoint,
+        tokenizer: Option<Tokenizer>,
+        name: String,
+        max_buffer: Option<f64>,
+        started_ms: f64,
+    ) -> Result<Event, String> {
+        check_buffer_limit(&checkpoint, max_buffer)?;
+        // Free the previous model's GPU memory before uploading the next one.
+        self.loaded = None;
+        let config = checkpoint.config.clone();
+        let total = checkpoint.source.names().len();
+        let mut source = Reporting {
+            inner: checkpoint.source,
+            done: 0,
+            total,
+        };
+        let model = Qwen2ForCausalLM::load(&config, &mut source, &self.device)
+            .map_err(|e| e.to_string())?;
+        let parameters = model
+            .named_tensors()
+            .iter()
+            .map(|(_, shape, _)| shape.iter().product::<usize>())
+            .sum();
+        let has_tokenizer = tokenizer.is_some();
+        self.loaded = Some(Loaded {
+            name: name.clone(),
+            model,
+            tokenizer,
+            adapter: None,
+        });
+        Ok(Event::Ready {
+            name,
+            parameters,
+            layers: config.num_hidden_layers,
+            hidden: config.hidden_size,
+            vocab: config.vocab_size,
+            has_tokenizer,
+            seconds: (now_ms() - started_ms) / 1000.0,
+        })
+    }
+
+    /// Parses an adapter (JSON or compact form), checks it against the loaded model, rebuilds
+    /// its frozen basis and attaches it in place of any previous one.
+    pub async fn apply_adapter(&mut self, text: &str, origin: &str) -> Result<Event, String> {
+        let started = now_ms();
+        let loaded = self.loaded()?;
+        let path = Path::new(origin);
+        let file = if text.trim_start().starts_with('{') {
+            AdapterFile::from_json(text, path)
+        } else {
+            AdapterFile::from_compact(text, path)
+        }
+        .map_err(|e| e.to_string())?;
+        let adapter = file
+            .instantiate(&mut loaded.model, path)
+            .await
+            .map_err(|e| e.to_string())?;
+        detach(&mut loaded.model);
+        adapter
+            .attach(&mut loaded.model)
+            .map_err(|e| e.to_string())?;
+        let event = Event::AdapterReady {
+            origin: origin.to_string(),
+            v: adapter.v.clone(),
+            trainable: adapter.trainable_count(),
+            r: adapter.config.r,
+            modules: adapter.basis.modules.len(),
+            seconds: (now_ms() - started) / 1000.0,
+        };
+        loaded.adapter = Some(adapter);
+        Ok(event)
+    }
+
+    /// Replaces the adapter's vectors (the sliders).
+    pub fn set_v(&mut self, v: Vec<Vec<f32>>) -> Result<(), String> {
+        let loaded = self.loaded()?;
+        let adapter = loaded
+            .adapter
+            .as_mut()
+            .ok_or_else(|| "apply an adapter first".to_string())?;
+        let u = adapter.config.u;
+        if v.len() != adapter.v.len() || v.iter().any(|g| g.len() != u) {
+            return Err(format!(
+                "expected {} vector(s) of {u} values",
+                adapter.v.len()
+            ));
+        }
+        if v.iter().flatten().any(|x| !x.is_finite()) {
+            return Err("adapter values must be finite numbers".into());
+        }
+        adapter.v = v;
+        Ok(())
+    }
+
+    /// Sets the attached adapter to its vectors (`adapted`) or to zeros (the base model
+    /// exactly). A model without adapter is the base model either way.
+    fn select(&mut self, adapted: bool) -> Result<&Loaded, String> {
+        let device = self.device.clone();
+        let loaded = self.loaded()?;
+        if let Some(adapter) = &loaded.adapter {
+            let v: Vec<Tensor<1>> = if adapted {
+                adapter.v_tensors(&device)
+            } else {
+                adapter
+                    .v
+                    .iter()
+                    .map(|g| Tensor::zeros([g.len()], &device))
+                    .collect()
+            };
+            adapter.set_v(&mut loaded.model, &v);
+        } else if adapted {
+            return Err("no adapter is applied: load one, or run the base model".into());
+        }
+        Ok(loaded)
+    }
+
+    /// Last-position logits for `ids` (`[vocab]`).
+    pub async fn logits(&mut self, ids: &[u32], adapted: bool) -> Result<Vec<f32>, String> {
+        let loaded = self.select(adapted)?;
+        let model = &loaded.model;
+        if ids.is_empty() || ids.iter().any(|&t| t as usize >= model.config.vocab_size) {
+            return Err(format!(
+                "token ids must be non-empty and below the vocabulary size {}",
+                model.config.vocab_size
+            ));
+        }
+        let mut cache: KvCache = model.new_cache(vec![0]);
+        to_vec_f32(model.forward_last(&[ids.to_vec()], &mut cache))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Answers `question` with the paper's GSM8K prompt, posting a `Token` event per token;
+    /// `stop` ends it early. Returns the `Done` event.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn generate(
+        &mut self,
+        id: u64,
+        question: &str,
+        gold: Option<&str>,
+        adapted: bool,
+        sampling: SamplingConfig,
+        max_new_tokens: usize,
+        seed: u64,
+        stop: Rc<Cell<bool>>,
+    ) -> Result<Event, String> {
+        let loaded = self.select(adapted)?;
+        let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| {
+            format!(
+                "{} came without tokenizer.json: load one with the model files",
+                loaded.name
+            )
+        })?;
+        let prompt = gsm8k::prompt(question);
+        let ids = tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
+        let config = GenerateConfig {
+            max_new_tokens,
+            sampling,
+            seed,
+            stop_tokens: tokenizer.stop_tokens(&loaded.model.config.eos_token_ids),
+        };
+        let started = now_ms();
+        let mut first = None;
+        let mut streamed = Vec::new();
+        let generation = generate_until(
+            &loaded.model,
+            std::slice::from_ref(&ids),
+            &config,
+            |_, token| {
+                let now = now_ms();
+                let first = *first.get_or_insert(now);
+                streamed.push(token);
+                let text = tokenizer.decode(&streamed).unwrap_or_default();
+                let tok_s = (streamed.len() - 1) as f64 / ((now - first) / 1000.0).max(1e-9);
+                post(&Event::Token {
+                    id,
+                    text,
+                    tokens: streamed.len(),
+                    tok_s,
+                });
+            },
+            || stop.get(),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .remove(0);
+        let finished = now_ms();
+        let text = tokenizer
+            .decode(&generation.tokens)
+            .map_err(|e| e.to_string())?;
+        let answer = gsm8k::strict_answer(&text);
+        let correct = gold.map(|g| {
+            let gold = gsm8k::parse_gold(g).unwrap_or_else(|| g.trim().replace([',', '$'], ""));
+            answer.as_deref() == Some(gold.as_str())
+        });
+        let first = first.unwrap_or(finished);
+        let decoded = generation.tokens.len().saturating_sub(1) as f64;
+        Ok(Event::Done {
+            id,
+            prompt,
+            stopped: generation.stopped,
+            cancelled: stop.get(),
+            tokens: generation.tokens,
+            text,
+            answer,
+            correct,
+            prefill_tok_s: ids.len() as f64 / ((first - started) / 1000.0).max(1e-9),
+            decode_tok_s: if finished > first {
+                decoded / ((finished - first) / 1000.0)
+            } else {
+                0.0
+            },
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! Where a model comes from in the browser: the bundled toy model, a Hugging Face-style hub,
+//! or local files. Each gives a [`Checkpoint`] over bytes held in JavaScript memory and the
+//! tokenizer, if there is one.
+
+use std::path::{Path, PathBuf};
+
+use js_sys::Uint8Array;
+use tinylora::checkpoint::Checkpoint;
+use tinylora::model::Qwen2Config;
+use tinylora::tokenizer::Tokenizer;
+use tinylora::weights::BoxedReader;
+use tinylora::weights::gguf::{GgufFile, GgufSource};
+use tinylora::weights::safetensors::{SafetensorsFile, ShardedSafetensors, shard_names};
+
+use crate::download::{fetch_file, fetch_required, read_file};
+use crate::js_bytes::JsBytes;
+use crate::protocol::Event;
+use crate::worker::post;
+
+/// A model ready to upload: its tensors, its tokenizer and a display name.
+pub struct Found {
+    /// Config and tensor source.
+    pub checkpoint: Checkpoint,
+    /// `tokenizer.json`, if one came with it.
+    pub tokenizer: Option<Tokenizer>,
+    /// Where it came from.
+    pub name: String,
+}
+
+fn text(bytes: &Uint8Array, origin: &str) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| format!("{origin}: not UTF-8 text"))
+}
+
+fn reader(bytes: Uint8Array) -> BoxedReader {
+    Box::new(JsBytes::new(bytes))
+}
+
+fn safetensors(
+    config: Qwen2Config,
+    weights: Uint8Array,
+    origin: &str,
+) -> Result<Checkpoint, String> {
+    let source = SafetensorsFile::from_reader(reader(weights), Path::new(origin))
+        .map_err(|e| e.to_string())?;
+    Ok(Checkpoint {
+        config,
+        source: Box::new(source),
+        dir: PathBuf::new(),
+    })
+}
+
+fn gguf(weights: Uint8Array, origin: &str) -> Result<Checkpoint, String> {
+    let file =
+        GgufFile::from_reader(reader(weights), Path::new(origin)).map_err(|e| e.to_string())?;
+    Ok(Checkpoint {
+        config: file.qwen2_config().map_err(|e| e.to_string())?,
+        source: Box::new(GgufSource::new(file)),
+        dir: PathBuf::new(),
+    })
+}
+
+fn config(bytes: &Uint8Array, origin: &str) -> Result<Qwen2Config, String> {
+    Qwen2Config::from_json(&text(bytes, origin)?, Path::new(origin)).map_err(|e| e.to_string())
+}
+
+fn tokenizer(bytes: &Uint8Array, origin: &str) -> Result<Tokenizer, String> {
+    Tokenizer::from_bytes(&bytes.to_vec(), Path::new(origin)).map_err(|e| e.to_string())
+}
+
+/// The toy model served with the page (`toy/`).
+pub async fn bundled() -> Result<Found, String> {
+    let cfg = fetch_required("toy/config.json", "toy/config.json", false).await?;
+    let tok = fetch_required("toy/tokenizer.json", "toy/tokenizer.json", false).await?;
+    let weights = fetch_required("toy/model.safetensors", "toy/model.safetensors", false).await?;
+    Ok(Found {
+        checkpoint: safetensors(
+            config(&cfg, "toy/config.json")?,
+            weights,
+            "toy/model.safetensors",
+        )?,
+        tokenizer: Some(tokenizer(&tok, "toy/tokenizer.json")?),
+        name: "bundled toy model (assets/toy)".into(),
+    })
+}
+
+/// The hub's address of `file` in `repo` at `revision`.
+pub fn hub_url(base: &str, repo: &str, revision: &str, file: &str) -> String {
+    format!(
+        "{}/{}/resolve/{}/{file}",
+        base.trim_end_matches('/'),
+        repo.trim_matches('/'),
+        revision
+    )
+}
+
+/// A model from a Hugging Face-style hub: `gguf` names a GGUF file, otherwise config.json with
+/// model.safetensors or a sharded index. tokenizer.json is optional (a warning when missing).
+pub async fn hub(
+    base: &str,
+    repo: &str,
+    revision: &str,
+    gguf_file: Option<&str>,
+) -> Result<Found, String> {
+    if repo.trim().is_empty() {
+        return Err("give a repository, e.g. Qwen/Qwen2.5-0.5B-Instruct".into());
+    }
+    let url = |file: &str| hub_url(base, repo, revision, file);
+    let tok = fetch_file(&url("tokenizer.json"), "tokenizer.json", true).await?;
+    let tokenizer = match tok {
+        Some(bytes) => Some(tokenizer(&bytes, &url("tokenizer.json"))?),
+        None => {
+            post(&Event::Warning {
+                message: format!(
+                    "{repo} has no tokenizer.json: logits work, generation needs a tokenizer (load the model from local files with one)"
+                ),
+            });
+            None
+        }
+    };
+    let checkpoint = if let Some(file) = gguf_file {
+        let weights = fetch_required(&url(file), file, true).await?;
+        gguf(weights, &url(file))?
+    } else {
+        let cfg = config(
+            &fetch_required(&url("config.json"), "config.json", true).await?,
+            &url("config.json"),
+        )?;
+        match fetch_file(&url("model.safetensors"), "model.safetensors", true).await? {
+            Some(weights) => safetensors(cfg, weights, &url("model.safetensors"))?,
+            None => {
+                let index_url = url("model.safetensors.index.json");
+                let index = fetch_file(&index_url, "model.safetensors.index.json", true)
+                    .await?
+                    .ok_or_else(|| {
+                        format!(
+                            "{repo} has neither model.safetensors nor model.safetensors.index.json at {revision}: \
+                             for a GGUF repository, give the .gguf file name"
+                        )
+                    })?;
+                let index = text(&index, &index_url)?;
+                let mut shards = Vec::new();
+                for name in shard_names(&index, Path::new(&index_url)).map_err(|e| e.to_string())? {
+                    shards.push((
+                        name.clone(),
+                        fetch_required(&url(&name), &name, true).await?,
+                    ));
+                }
+                sharded(cfg, &index, &index_url, shards, &url)?
+            }
+        }
+    };
+    Ok(Found {
+        checkpoint,
+        tokenizer,
+        name: format!("{repo} ({revision})"),
+    })
+}
+
+fn sharded(
+    config: Qwen2Config,
+    index: &str,
+    index_origin: &str,
+    mut shards: Vec<(String, Uint8Array)>,
+    origin_of: &dyn Fn(&str) -> String,
+) -> Result<Checkpoint, String> {
+    let source =
+        ShardedSafetensors::from_index(index, Path::new(index_origin), |name| {
+            let at = shards.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                tinylora::Error::BadFile {
+                    path: PathBuf::from(index_origin),
+                    reason: format!("shard `{name}` was not provided"),
+                }
+            })?;
+            let (_, bytes) = shards.swap_remove(at);
+            Ok((reader(bytes), PathBuf::from(origin_of(name))))
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Checkpoint {
+        config,
+        source: Box::new(source),
+        dir: PathBuf::new(),
+    })
+}
+
+/// A model from files the visitor picked or dropped: a .gguf, or config.json with
+/// model.safetensors (or an index and its shards); tokenizer.json beside either.
+pub async fn local(files: Vec<web_sys::File>) -> Result<Found, String> {
+    let find = |pred: &dyn Fn(&str) -> bool| files.iter().find(|f| pred(&f.name()));
+    let tokenizer = match find(&|n| n == "tokenizer.json") {
+        Some(f) => Some(tokenizer(&read_file(f).await?, &f.name())?),
+        None => None,
+    };
+    let names: Vec<String> = files.iter().map(|f| f.name()).collect();
+    let checkpoint = if let Some(f) = find(&|n| n.ends_with(".gguf")) {
+        gguf(read_file(f).await?, &f.name())?
+    } else {
+        let cfg_file = find(&|n| n == "config.json").ok_or_else(|| {
+            format!(
+                "pick config.json with the safetensors file(s), or a .gguf file (got: {})",
+                names.join(", ")
+            )
+        })?;
+        let cfg = config(&read_file(cfg_file).await?, &cfg_file.name())?;
+        if let Some(index_file) = find(&|n| n == "model.safetensors.index.json") {
+            let index = text(&read_file(index_file).await?, &index_file.name())?;
+            let mut shards = Vec::new();
+            for name in
+                shard_names(&index, Path::new(&index_file.name())).map_err(|e| e.to_string())?
+            {
+                let f = find(&|n| n == name).ok_or_else(|| {
+                    format!("the index lists {name}, which was not among the picked files")
+                })?;
+                shards.push((name.clone(), read_file(f).await?));
+            }
+            sharded(cfg, &index, &index_file.name(), shards, &|n| n.to_string())?
+        } else {
+            let f = find(&|n| n.ends_with(".safetensors")).ok_or_else(|| {
+                format!(
+                    "no .safetensors or .gguf file among the picked files ({})",
+                    names.join(", ")
+                )
+            })?;
+            safetensors(cfg, read_file(f).await?, &f.name())?
+        }
+    };
+    if tokenizer.is_none() {
+        post(&Event::Warning {
+            message: "no tokenizer.json among the picked files: logits work, generation needs one"
+                .into(),
+        });
+    }
+    Ok(Found {
+        checkpoint,
+        tokenizer,
+        name: names.join(", "),
+    })
+}

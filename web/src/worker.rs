@@ -1,0 +1,208 @@
+//! The worker's message loop: one request at a time (others are refused while busy), `stop`
+//! at any time. Messages are `{request: "<json>", files: [File]}`; replies are JSON strings.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use js_sys::{Array, Reflect};
+use tinylora::device::init_webgpu;
+use tinylora::sampling::SamplingConfig;
+use tinylora::selfcheck;
+use wasm_bindgen::prelude::*;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+use crate::protocol::{Event, Request};
+use crate::session::{Session, now_ms};
+use crate::sources;
+
+/// The worker's global scope.
+pub fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+/// Sends `event` to the page.
+pub fn post(event: &Event) {
+    if let Ok(json) = serde_json::to_string(event) {
+        let _ = scope().post_message(&JsValue::from_str(&json));
+    }
+}
+
+#[derive(Default)]
+struct Worker {
+    session: Cell<Option<Session>>,
+    busy: Cell<bool>,
+    stop: Rc<Cell<bool>>,
+}
+
+/// The request's `cmd`, for error replies.
+fn cmd_name(request: &Request) -> &'static str {
+    match request {
+        Request::Selfcheck => "selfcheck",
+        Request::LoadBundled { .. } => "load_bundled",
+        Request::LoadHub { .. } => "load_hub",
+        Request::LoadFiles { .. } => "load_files",
+        Request::Adapter { .. } => "adapter",
+        Request::SetV { .. } => "set_v",
+        Request::Generate { .. } => "generate",
+        Request::Logits { .. } => "logits",
+        Request::Stop => "stop",
+    }
+}
+
+impl Worker {
+    /// Runs one request on the session (starting WebGPU on first use); the session is taken
+    /// out of its cell for the duration, since requests run one at a time.
+    async fn handle(&self, request: Request, files: Vec<web_sys::File>) -> Result<Event, String> {
+        let mut session = match self.session.take() {
+            Some(session) => session,
+            None => Session::new(init_webgpu().await.map_err(|e| {
+                format!("{e}. This page needs WebGPU: use Chrome or Edge 113+, or enable WebGPU in your browser's settings.")
+            })?),
+        };
+        let outcome = run(&mut session, request, files, self.stop.clone()).await;
+        self.session.set(Some(session));
+        outcome
+    }
+}
+
+async fn run(
+    session: &mut Session,
+    request: Request,
+    files: Vec<web_sys::File>,
+    stop: Rc<Cell<bool>>,
+) -> Result<Event, String> {
+    let started = now_ms();
+    let found = match request {
+        Request::Selfcheck => {
+            let check = selfcheck::run(session.device())
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Event::Selfcheck {
+                max_abs_err: check.max_abs_err,
+                values: check.values,
+                basis_hash: check.basis_hash,
+            });
+        }
+        Request::LoadBundled { max_buffer } => (sources::bundled().await?, max_buffer),
+        Request::LoadHub {
+            base,
+            repo,
+            revision,
+            gguf,
+            max_buffer,
+        } => (
+            sources::hub(&base, &repo, &revision, gguf.as_deref()).await?,
+            max_buffer,
+        ),
+        Request::LoadFiles { max_buffer } => (sources::local(files).await?, max_buffer),
+        Request::Adapter { text, origin } => return session.apply_adapter(&text, &origin).await,
+        Request::SetV { v } => {
+            session.set_v(v)?;
+            return Ok(Event::VSet);
+        }
+        Request::Generate {
+            id,
+            question,
+            gold,
+            adapted,
+            max_new_tokens,
+            temperature,
+            seed,
+        } => {
+            stop.set(false);
+            let sampling = SamplingConfig {
+                temperature,
+                top_k: None,
+                top_p: None,
+            };
+            return session
+                .generate(
+                    id,
+                    &question,
+                    gold.as_deref(),
+                    adapted,
+                    sampling,
+                    max_new_tokens,
+                    seed,
+                    stop,
+                )
+                .await;
+        }
+        Request::Logits { ids, adapted } => {
+            let values = session.logits(&ids, adapted).await?;
+            return Ok(Event::Logits { values });
+        }
+        Request::Stop => return Err("stop is handled when it arrives".into()),
+    };
+    let (found, max_buffer) = found;
+    session.load(
+        found.checkpoint,
+        found.tokenizer,
+        found.name,
+        max_buffer,
+        started,
+    )
+}
+
+/// Parses a message from the page: its request and any files.
+fn parse(data: &JsValue) -> Result<(Request, Vec<web_sys::File>), String> {
+    let text = Reflect::get(data, &"request".into())
+        .ok()
+        .and_then(|r| r.as_string())
+        .ok_or("a message must carry a `request` string")?;
+    let request: Request =
+        serde_json::from_str(&text).map_err(|e| format!("bad request {text}: {e}"))?;
+    let files = Reflect::get(data, &"files".into())
+        .ok()
+        .filter(Array::is_array)
+        .map(|f| {
+            Array::from(&f)
+                .iter()
+                .filter_map(|x| x.dyn_into::<web_sys::File>().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((request, files))
+}
+
+/// Installs the message handler and tells the page the worker is ready for requests.
+pub fn start() {
+    let worker = Rc::new(Worker::default());
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |message: MessageEvent| {
+        let (request, files) = match parse(&message.data()) {
+            Ok(parsed) => parsed,
+            Err(message) => {
+                post(&Event::Error {
+                    cmd: "unknown".into(),
+                    message,
+                });
+                return;
+            }
+        };
+        if matches!(request, Request::Stop) {
+            worker.stop.set(true);
+            return;
+        }
+        let cmd = cmd_name(&request).to_string();
+        if worker.busy.get() {
+            post(&Event::Error {
+                cmd,
+                message: "the worker is busy: wait for the current task, or press Stop".into(),
+            });
+            return;
+        }
+        worker.busy.set(true);
+        let worker = worker.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let outcome = worker.handle(request, files).await;
+            worker.busy.set(false);
+            match outcome {
+                Ok(event) => post(&event),
+                Err(message) => post(&Event::Error { cmd, message }),
+            }
+        });
+    });
+    scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    post(&Event::Started);
+}

@@ -1,0 +1,370 @@
+// The page: wires the controls to the inference worker (web/src, Rust → wasm). The worker does
+// all model work; this file only sends requests, shows progress and streams text.
+// `window.tinylora.call(request)` is the same channel, for the end-to-end tests.
+
+const $ = (id) => document.getElementById(id);
+const CACHE_NAME = 'tinylora-models-v1';
+
+function show(id, text, state) {
+  const el = $(id);
+  el.textContent = text;
+  if (state) el.dataset.state = state; else delete el.dataset.state;
+}
+
+function notice(text) {
+  const el = $('notice');
+  el.hidden = !text;
+  el.textContent = text ?? '';
+}
+
+// ---- the worker channel: one request at a time, replies in order -----------------------------
+
+const INTERIM = new Set(['started', 'progress', 'warning', 'token']);
+let worker;
+let started;
+let pending = null;
+let chain = Promise.resolve();
+const tokenListeners = new Map();
+
+function startWorker() {
+  let ready;
+  started = new Promise((resolve) => { ready = resolve; });
+  worker = new Worker('./worker.js', { type: 'module' });
+  worker.onmessage = (message) => {
+    const event = JSON.parse(message.data);
+    switch (event.type) {
+      case 'started': ready(); break;
+      case 'progress': showProgress(event); break;
+      case 'warning': notice(event.message); break;
+      case 'token': tokenListeners.get(event.id)?.(event); break;
+      default: {
+        const waiter = pending;
+        pending = null;
+        if (!waiter) return;
+        if (event.type === 'error') waiter.reject(new Error(event.message));
+        else waiter.resolve(event);
+      }
+    }
+  };
+  worker.onerror = (error) => {
+    error.preventDefault?.();
+    const message = `The model worker stopped (${error.message ?? 'internal error'}). It was restarted: load the model again.`;
+    pending?.reject(new Error(message));
+    pending = null;
+    notice(message);
+    show('model-info', 'No model loaded (the worker restarted).', 'error');
+    worker.terminate();
+    startWorker();
+  };
+}
+
+/** Sends `request` (with optional File objects) and resolves to the worker's final reply. */
+function call(request, files = []) {
+  const run = chain.then(() => started).then(() => new Promise((resolve, reject) => {
+    pending = { resolve, reject };
+    worker.postMessage({ request: JSON.stringify(request), files });
+  }));
+  chain = run.catch(() => {});
+  return run;
+}
+
+function stopGeneration() {
+  worker.postMessage({ request: JSON.stringify({ cmd: 'stop' }) });
+}
+
+// ---- progress ---------------------------------------------------------------------------------
+
+function mib(bytes) { return `${(bytes / 1048576).toFixed(1)} MiB`; }
+
+function showProgress({ stage, done, total }) {
+  const bar = $('progress');
+  bar.hidden = false;
+  const isTensors = stage.startsWith('uploading');
+  if (total) { bar.max = total; bar.value = done; } else { bar.removeAttribute('value'); }
+  const amount = isTensors ? `${done}/${total} tensors` : total ? `${mib(done)} of ${mib(total)}` : mib(done);
+  $('progress-text').textContent = `${stage}: ${amount}`;
+}
+
+function progressDone() {
+  $('progress').hidden = true;
+  $('progress-text').textContent = '';
+}
+
+// ---- WebGPU limits ----------------------------------------------------------------------------
+
+let maxBuffer = null;
+
+async function checkWebGpu() {
+  if (!navigator.gpu) {
+    throw new Error('This browser has no WebGPU. Use Chrome or Edge 113+ (or Safari/Firefox with WebGPU enabled) on a device with a GPU.');
+  }
+  const adapter = await navigator.gpu.requestAdapter();
+  if (!adapter) {
+    throw new Error('WebGPU is present but no GPU adapter is available (blocklisted driver or disabled hardware acceleration). Enable hardware acceleration or try another browser.');
+  }
+  maxBuffer = adapter.limits.maxStorageBufferBindingSize;
+  return adapter;
+}
+
+// ---- model ------------------------------------------------------------------------------------
+
+let problems = [];
+let modelIsToy = false;
+
+async function loadProblems(url) {
+  const text = await (await fetch(url)).text();
+  problems = text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+  $('problem-index').max = problems.length - 1;
+  $('problem-count').textContent = `of ${problems.length} (${url})`;
+  pickProblem(0);
+}
+
+async function loadModel(request, files = []) {
+  show('model-info', 'Loading…', 'loading');
+  clearAdapterUi('No adapter: the base model answers.');
+  try {
+    const ready = await call({ ...request, max_buffer: maxBuffer }, files);
+    progressDone();
+    show('model-info', `${ready.name}: ${(ready.parameters / 1e6).toFixed(2)} M parameters, ${ready.layers} layers, hidden ${ready.hidden}, vocabulary ${ready.vocab}; ready in ${ready.seconds.toFixed(1)} s`, 'ready');
+    const toy = request.cmd === 'load_bundled';
+    if (toy !== modelIsToy || problems.length === 0) {
+      modelIsToy = toy;
+      await loadProblems(toy ? 'toy/test.jsonl' : 'gsm8k/test.jsonl');
+    }
+    return true;
+  } catch (error) {
+    progressDone();
+    show('model-info', error.message, 'error');
+    return false;
+  }
+}
+
+// ---- adapter ----------------------------------------------------------------------------------
+
+let adapterV = null;
+
+function clearAdapterUi(text) {
+  adapterV = null;
+  $('sliders').replaceChildren();
+  show('adapter-info', text);
+}
+
+async function applyAdapter(text, origin) {
+  show('adapter-info', `Applying the adapter from ${origin} (rebuilding its frozen basis)…`, 'loading');
+  try {
+    const ready = await call({ cmd: 'adapter', text, origin });
+    adapterV = ready.v;
+    show('adapter-info', `Adapter from ${origin}: ${ready.trainable} trainable floats over ${ready.modules} modules (rank ${ready.r}); basis rebuilt in ${ready.seconds.toFixed(1)} s`, 'ready');
+    buildSliders();
+    return true;
+  } catch (error) {
+    clearAdapterUi(error.message);
+    show('adapter-info', `Adapter from ${origin} not applied: ${error.message}`, 'error');
+    return false;
+  }
+}
+
+function buildSliders() {
+  const box = $('sliders');
+  box.replaceChildren();
+  const range = Math.max(1e-3, 3 * Math.max(...adapterV.flat().map(Math.abs)));
+  adapterV.forEach((group, g) => group.forEach((value, i) => {
+    const label = document.createElement('label');
+    const input = Object.assign(document.createElement('input'), {
+      type: 'range', min: -range, max: range, step: range / 500, value,
+    });
+    const readout = Object.assign(document.createElement('span'), { textContent: value.toFixed(4) });
+    input.addEventListener('input', () => {
+      adapterV[g][i] = Number(input.value);
+      readout.textContent = adapterV[g][i].toFixed(4);
+      slidersMoved();
+    });
+    label.append(`v${adapterV.length > 1 ? `${g}.` : ''}${i}`, input, readout);
+    box.append(label);
+  }));
+}
+
+let sliderTimer = null;
+function slidersMoved() {
+  clearTimeout(sliderTimer);
+  sliderTimer = setTimeout(async () => {
+    try {
+      await call({ cmd: 'set_v', v: adapterV });
+      if ($('live').checked && !busy) solve();
+    } catch (error) {
+      notice(error.message);
+    }
+  }, 300);
+}
+
+// ---- problems and generation ------------------------------------------------------------------
+
+function pickProblem(index) {
+  if (!problems.length) return;
+  const i = Math.max(0, Math.min(problems.length - 1, index));
+  $('problem-index').value = i;
+  $('question').value = problems[i].question;
+  $('gold').value = problems[i].answer.split('####').pop().trim();
+}
+
+let busy = false;
+let nextId = 1;
+
+function setBusy(value) {
+  busy = value;
+  for (const id of ['solve', 'compare', 'evaluate', 'load-hub', 'load-bundled', 'apply-adapter', 'example-adapter']) {
+    $(id).disabled = value;
+  }
+  $('stop').disabled = !value;
+}
+
+async function answer(adapted) {
+  const pane = adapted ? 'adapted' : 'base';
+  const id = nextId++;
+  show(`text-${pane}`, '');
+  show(`verdict-${pane}`, '');
+  show(`stats-${pane}`, 'prefill…');
+  tokenListeners.set(id, (event) => {
+    $(`text-${pane}`).textContent = event.text;
+    show(`stats-${pane}`, `${event.tokens} tokens, ${event.tok_s.toFixed(1)} tok/s`);
+  });
+  try {
+    const done = await call({
+      cmd: 'generate', id, question: $('question').value, gold: $('gold').value.trim() || null,
+      adapted, max_new_tokens: Number($('max-tokens').value) || 256,
+      temperature: Number($('temperature').value) || null, seed: Number($('seed').value) || 0,
+    });
+    $(`text-${pane}`).textContent = done.text;
+    $(`text-${pane}`).dataset.prompt = done.prompt;
+    const verdict = done.answer === null ? 'no "#### N" answer'
+      : `answer ${done.answer}${done.correct === null ? '' : done.correct ? ': right' : `: wrong (gold ${$('gold').value})`}`;
+    show(`verdict-${pane}`, verdict, done.correct === null ? undefined : done.correct ? 'right' : 'wrong');
+    show(`stats-${pane}`, `${done.tokens.length} tokens; prefill ${done.prefill_tok_s.toFixed(1)} tok/s, decode ${done.decode_tok_s.toFixed(1)} tok/s${done.cancelled ? '; stopped' : ''}`, 'done');
+    return done;
+  } catch (error) {
+    show(`verdict-${pane}`, error.message, 'error');
+    show(`stats-${pane}`, '', 'done');
+    return null;
+  } finally {
+    tokenListeners.delete(id);
+  }
+}
+
+async function solve() {
+  setBusy(true);
+  try { await answer($('use-adapter').checked && adapterV !== null); } finally { setBusy(false); }
+}
+
+async function compare() {
+  setBusy(true);
+  try {
+    await answer(false);
+    if (adapterV !== null) await answer(true);
+  } finally { setBusy(false); }
+}
+
+let evaluating = false;
+async function evaluate() {
+  setBusy(true);
+  evaluating = true;
+  const n = Number($('eval-n').value) || 1;
+  const start = Number($('problem-index').value);
+  const adapted = $('use-adapter').checked && adapterV !== null;
+  let right = 0;
+  let seen = 0;
+  try {
+    for (let i = start; i < Math.min(problems.length, start + n) && evaluating; i += 1) {
+      pickProblem(i);
+      const done = await answer(adapted);
+      if (!done || done.cancelled) break;
+      seen += 1;
+      right += done.correct ? 1 : 0;
+      show('eval-result', `${adapted ? 'adapted' : 'base'}: ${right}/${seen} right (${(100 * right / seen).toFixed(1)} %) on problems ${start}–${i}`);
+    }
+  } finally {
+    evaluating = false;
+    setBusy(false);
+  }
+}
+
+// ---- wiring -----------------------------------------------------------------------------------
+
+function fragmentAdapter() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  return params.get('adapter');
+}
+
+function wire() {
+  $('prev').onclick = () => pickProblem(Number($('problem-index').value) - 1);
+  $('next').onclick = () => pickProblem(Number($('problem-index').value) + 1);
+  $('random').onclick = () => pickProblem(Math.floor(Math.random() * problems.length));
+  $('problem-index').onchange = () => pickProblem(Number($('problem-index').value));
+  $('solve').onclick = solve;
+  $('compare').onclick = compare;
+  $('evaluate').onclick = evaluate;
+  $('stop').onclick = () => { evaluating = false; stopGeneration(); };
+  $('load-bundled').onclick = () => loadModel({ cmd: 'load_bundled' });
+  $('load-hub').onclick = () => loadModel({
+    cmd: 'load_hub', base: $('hub-base').value.trim(), repo: $('hub-repo').value.trim(),
+    revision: $('hub-revision').value.trim() || 'main', gguf: $('hub-gguf').value.trim() || null,
+  });
+  $('model-files').onchange = (e) => loadModel({ cmd: 'load_files' }, [...e.target.files]);
+  const zone = $('drop-zone');
+  zone.ondragover = (e) => { e.preventDefault(); zone.classList.add('over'); };
+  zone.ondragleave = () => zone.classList.remove('over');
+  zone.ondrop = (e) => {
+    e.preventDefault();
+    zone.classList.remove('over');
+    loadModel({ cmd: 'load_files' }, [...e.dataTransfer.files]);
+  };
+  $('clear-cache').onclick = async () => {
+    const removed = await caches.delete(CACHE_NAME).catch(() => false);
+    notice(removed ? 'Downloaded models were removed from the browser cache.' : 'Nothing was cached.');
+  };
+  $('example-adapter').onclick = async () => {
+    if (!modelIsToy) { notice('The example adapter belongs to the bundled toy model: load it first.'); return; }
+    applyAdapter(await (await fetch('toy/example-adapter.tl1')).text(), 'the example adapter');
+  };
+  $('apply-adapter').onclick = () => applyAdapter($('adapter-text').value, 'pasted text');
+  $('adapter-file').onchange = async (e) => {
+    const file = e.target.files[0];
+    if (file) applyAdapter(await file.text(), file.name);
+  };
+  window.addEventListener('hashchange', () => {
+    const text = fragmentAdapter();
+    if (text) applyAdapter(text, 'the link (#adapter=…)');
+  });
+  const hub = new URLSearchParams(location.search).get('hub');
+  if (hub) $('hub-base').value = hub;
+}
+
+async function main() {
+  wire();
+  window.tinylora = { call };
+  setBusy(true);
+  try {
+    const adapter = await checkWebGpu();
+    startWorker();
+    const check = await call({ cmd: 'selfcheck' });
+    $('selfcheck').textContent = JSON.stringify(check);
+    const info = adapter.info ?? {};
+    show('status', `WebGPU works (${info.vendor || 'unknown vendor'} ${info.architecture || ''}, ${mib(maxBuffer)} per buffer): max |error| vs the f64 reference = ${check.max_abs_err.toExponential(2)}`, 'ok');
+  } catch (error) {
+    show('status', error.message, 'error');
+    show('model-info', 'No model: WebGPU is needed.', 'error');
+    return;
+  } finally {
+    setBusy(false);
+  }
+  setBusy(true);
+  try {
+    if (await loadModel({ cmd: 'load_bundled' })) {
+      const text = fragmentAdapter();
+      if (text) await applyAdapter(text, 'the link (#adapter=…)');
+    }
+  } finally {
+    setBusy(false);
+  }
+}
+
+main();
