@@ -70,6 +70,40 @@ enum OneOrMany {
     Many(Vec<u32>),
 }
 
+/// Names the first known field whose value has the wrong JSON type (serde's own message gives
+/// only the line and column).
+fn mistyped_field(map: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    const COUNTS: [&str; 7] = [
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+    ];
+    let wrong = |key: &str, ok: fn(&serde_json::Value) -> bool, kind: &str| {
+        map.get(key)
+            .filter(|v| !v.is_null() && !ok(v))
+            .map(|v| format!("`{key}` must be {kind}, got {v}"))
+    };
+    COUNTS
+        .iter()
+        .find_map(|k| wrong(k, serde_json::Value::is_u64, "a non-negative integer"))
+        .or_else(|| {
+            ["rms_norm_eps", "rope_theta"]
+                .iter()
+                .find_map(|k| wrong(k, serde_json::Value::is_number, "a number"))
+        })
+        .or_else(|| {
+            wrong(
+                "tie_word_embeddings",
+                serde_json::Value::is_boolean,
+                "true or false",
+            )
+        })
+}
+
 fn default_max_positions() -> usize {
     32768
 }
@@ -85,8 +119,13 @@ impl Qwen2Config {
             path: origin.to_path_buf(),
             reason,
         };
-        let raw: RawConfig =
-            serde_json::from_str(text).map_err(|e| bad(format!("not a Qwen2 config.json: {e}")))?;
+        let raw: RawConfig = serde_json::from_str(text).map_err(|e| {
+            let detail = serde_json::from_str(text)
+                .ok()
+                .and_then(|map| mistyped_field(&map))
+                .unwrap_or_else(|| e.to_string());
+            bad(format!("not a Qwen2 config.json: {detail}"))
+        })?;
         if let Some(kind) = raw.model_type.as_deref()
             && !matches!(kind, "qwen2" | "qwen2_5")
         {
