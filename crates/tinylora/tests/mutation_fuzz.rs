@@ -118,9 +118,15 @@ fn adapter_decoders_never_panic() {
     let compact =
         std::fs::read_to_string(format!("{ROOT}/assets/toy/example-adapter.tl1")).unwrap();
     let compact = compact.trim().as_bytes();
-    fuzz("compact adapter", compact, compact.len(), 100_000, |bytes| {
-        let _ = AdapterFile::from_compact(&String::from_utf8_lossy(bytes), Path::new("fuzz"));
-    });
+    fuzz(
+        "compact adapter",
+        compact,
+        compact.len(),
+        100_000,
+        |bytes| {
+            let _ = AdapterFile::from_compact(&String::from_utf8_lossy(bytes), Path::new("fuzz"));
+        },
+    );
     let json = std::fs::read(format!("{ROOT}/assets/toy/example-adapter.json")).unwrap();
     fuzz("json adapter", &json, json.len(), 50_000, |bytes| {
         let _ = AdapterFile::from_json(&String::from_utf8_lossy(bytes), Path::new("fuzz"));

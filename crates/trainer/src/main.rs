@@ -34,6 +34,10 @@ enum Command {
     Sweep(run::sweep::SweepArgs),
     /// Make the toy GSM data, tokenizer and model from scratch (the bundled default).
     Pretrain(toy::pretrain::PretrainArgs),
+    /// Prefill/decode speed, memory, adapter basis time, bandwidth limit (and candle's numbers).
+    Bench(cmd::bench::Args),
+    /// Write a Qwen2.5-shaped model with random weights (for benchmarks).
+    RandomModel(cmd::random_model::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +52,8 @@ fn main() -> std::process::ExitCode {
         Command::Sft(args) => run::sft::sft(args),
         Command::Pretrain(args) => toy::pretrain::pretrain(args),
         Command::Sweep(args) => run::sweep::sweep(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::RandomModel(args) => cmd::random_model::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,8 +1,10 @@
 //! One module per `trainer` subcommand.
 
+pub mod bench;
 pub mod common;
 pub mod devices;
 pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod logits;
+pub mod random_model;

@@ -1,0 +1,222 @@
+//! `trainer bench`: prefill and decode speed, peak memory, adapter basis and merge time, and
+//! where decode stands against the memory-bandwidth limit (and against candle, when its bench
+//! binary is given). Prints a Markdown table; timings are for reading, never asserted.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use tinylora::adapter::config::TinyLoraConfig;
+use tinylora::adapter::{TinyLora, merge, unmerge};
+use tinylora::checkpoint::Checkpoint;
+use tinylora::device::{BackendKind, init};
+use tinylora::generate::{GenerateConfig, generate};
+use tinylora::readback::{block_on, to_vec_f32};
+use tinylora::sampling::SamplingConfig;
+
+/// Arguments of `trainer bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model (e.g. one written by `trainer random-model --shape 0.5b`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Compute backends to measure, comma-separated.
+    #[arg(long, default_value = "cpu,wgpu", value_delimiter = ',')]
+    backends: Vec<BackendKind>,
+    /// Prompt length of the prefill measurement.
+    #[arg(long, default_value_t = 256)]
+    prompt_len: usize,
+    /// New tokens per decode measurement.
+    #[arg(long, default_value_t = 16)]
+    decode_tokens: usize,
+    /// Batch sizes of the decode measurement.
+    #[arg(long, default_value = "1,8", value_delimiter = ',')]
+    batches: Vec<usize>,
+    /// The candle comparison binary (`bench/candle`), run on the same model and workload.
+    #[arg(long)]
+    candle: Option<PathBuf>,
+    /// Also time the TinyLoRA basis (u = 13, fully tied, r = 2, all 7 projections) and merge.
+    #[arg(long)]
+    adapter: bool,
+}
+
+/// Bytes copied per second by a large `memcpy` (read + write), the best of three.
+fn copy_bandwidth() -> f64 {
+    const BYTES: usize = 1 << 30;
+    let src = vec![1u8; BYTES];
+    let mut dst = vec![0u8; BYTES];
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            dst.copy_from_slice(&src);
+            std::hint::black_box(&dst);
+            2.0 * BYTES as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Tokens of a synthetic prompt (ids spread over the vocabulary).
+fn prompt(len: usize, vocab: usize, row: usize) -> Vec<u32> {
+    (0..len)
+        .map(|i| ((i * 7919 + row * 104729) % (vocab - 10) + 10) as u32)
+        .collect()
+}
+
+struct Row {
+    what: String,
+    value: String,
+    note: String,
+}
+
+/// Runs the candle bench binary; returns its (prefill, decode) tokens/s.
+fn candle(bin: &PathBuf, args: &Args, batch: usize) -> Result<(f64, f64)> {
+    let out = Command::new(bin)
+        .arg(&args.model)
+        .arg(args.prompt_len.to_string())
+        .arg(args.decode_tokens.to_string())
+        .arg(batch.to_string())
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "{} printed no result: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((
+        json["prefill_tok_s"].as_f64().unwrap_or(0.0),
+        json["decode_tok_s"].as_f64().unwrap_or(0.0),
+    ))
+}
+
+/// Measures and prints the table.
+pub fn run(args: Args) -> Result<()> {
+    let mut rows = Vec::new();
+    // (row, decode tok/s, parameters) of batch-1 decodes, compared with the bandwidth at the end.
+    let mut single = Vec::new();
+    for &backend in &args.backends {
+        let device = init(backend)?;
+        let t = Instant::now();
+        let mut model = Checkpoint::open(&args.model)?.load(&device)?;
+        let params: usize = model
+            .named_tensors()
+            .iter()
+            .map(|(_, s, _)| s.iter().product::<usize>())
+            .sum();
+        let b = backend.name();
+        rows.push(Row {
+            what: format!("{b}: load"),
+            value: format!("{:.2} s", t.elapsed().as_secs_f64()),
+            note: format!("{:.1} M parameters, f32", params as f64 / 1e6),
+        });
+        let vocab = model.config.vocab_size;
+        let ids = prompt(args.prompt_len, vocab, 0);
+        let mut cache = model.new_cache(vec![0]);
+        let t = Instant::now();
+        block_on(to_vec_f32(model.forward_last(&[ids], &mut cache)))?;
+        let prefill = args.prompt_len as f64 / t.elapsed().as_secs_f64();
+        let candle_prefill = match &args.candle {
+            Some(bin) if backend == BackendKind::Cpu => Some(candle(bin, &args, 1)?),
+            _ => None,
+        };
+        rows.push(Row {
+            what: format!("{b}: prefill, prompt {}", args.prompt_len),
+            value: format!("{prefill:.1} tok/s"),
+            note: candle_prefill.map_or(String::new(), |(p, _)| {
+                format!("candle {p:.1} tok/s, ours/candle {:.2}", prefill / p)
+            }),
+        });
+        for &batch in &args.batches {
+            let prompts: Vec<Vec<u32>> = (0..batch).map(|r| prompt(16, vocab, r)).collect();
+            let config = GenerateConfig {
+                max_new_tokens: args.decode_tokens + 1,
+                sampling: SamplingConfig {
+                    temperature: None,
+                    top_k: None,
+                    top_p: None,
+                },
+                seed: 0,
+                stop_tokens: Vec::new(),
+            };
+            let mut first = None;
+            block_on(generate(&model, &prompts, &config, |_, _| {
+                first.get_or_insert_with(Instant::now);
+            }))?;
+            let decode = (batch * args.decode_tokens) as f64
+                / first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
+            let mut note = Vec::new();
+            if batch == 1 {
+                single.push((rows.len(), decode, params));
+            }
+            if let (Some(bin), BackendKind::Cpu) = (&args.candle, backend) {
+                let (_, c) = candle(bin, &args, batch)?;
+                note.push(format!(
+                    "candle {c:.2} tok/s, ours/candle {:.2}",
+                    decode / c
+                ));
+            }
+            rows.push(Row {
+                what: format!("{b}: decode, batch {batch}"),
+                value: format!("{decode:.2} tok/s"),
+                note: note.join("; "),
+            });
+        }
+        if args.adapter {
+            let config = TinyLoraConfig {
+                r: 2,
+                ..TinyLoraConfig::default()
+            };
+            let t = Instant::now();
+            let adapter = block_on(TinyLora::init(&mut model, config))?;
+            let basis = t.elapsed().as_secs_f64();
+            adapter.attach(&mut model)?;
+            let t = Instant::now();
+            merge(&mut model);
+            unmerge(&mut model);
+            rows.push(Row {
+                what: format!(
+                    "{b}: TinyLoRA basis ({} modules)",
+                    adapter.basis.modules.len()
+                ),
+                value: format!("{basis:.2} s"),
+                note: format!("merge + unmerge {:.2} s", t.elapsed().as_secs_f64()),
+            });
+        }
+    }
+    rows.push(Row {
+        what: "peak resident memory".into(),
+        value: peak_rss_mib().map_or("n/a".into(), |m| format!("{m:.0} MiB")),
+        note: "all of the above (host side; wgpu buffers live in GPU memory)".into(),
+    });
+    let bandwidth = copy_bandwidth();
+    rows.push(Row {
+        what: "memory copy bandwidth (read + write)".into(),
+        value: format!("{:.1} GB/s", bandwidth / 1e9),
+        note: "1 GiB memcpy, best of 3".into(),
+    });
+    for (row, decode, params) in single {
+        // Decoding one token reads every f32 weight once: half of a copy's traffic per byte.
+        let limit = bandwidth / 2.0 / (params as f64 * 4.0);
+        let note = &mut rows[row].note;
+        let sep = if note.is_empty() { "" } else { "; " };
+        *note = format!(
+            "{:.0} % of the bandwidth limit ({limit:.1} tok/s){sep}{note}",
+            100.0 * decode / limit
+        );
+    }
+    println!("| measurement | value | notes |\n|---|---|---|");
+    for r in rows {
+        println!("| {} | {} | {} |", r.what, r.value, r.note);
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `trainer random-model`: a Qwen2.5-shaped checkpoint with random weights (config.json +
+//! f32 model.safetensors), for benchmarks on machines without a real model.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use tinylora::adapter::export::export_merged;
+use tinylora::device::{BackendKind, init};
+use tinylora::model::{Qwen2Config, Qwen2ForCausalLM};
+use tinylora::readback::block_on;
+
+/// Arguments of `trainer random-model`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The shape: 0.5b or 1.5b (Qwen2.5-0.5B / 1.5B-Instruct's config), or toy (assets/toy).
+    #[arg(long, default_value = "0.5b")]
+    shape: String,
+    /// Weight seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// The config of a named shape.
+pub fn shape_config(shape: &str) -> Result<Qwen2Config> {
+    let (hidden, inter, layers, heads) = match shape {
+        "0.5b" => (896, 4864, 24, 14),
+        "1.5b" => (1536, 8960, 28, 12),
+        "toy" => (128, 384, 4, 4),
+        other => bail!("unknown shape `{other}`: use 0.5b, 1.5b or toy"),
+    };
+    Ok(Qwen2Config {
+        vocab_size: if shape == "toy" { 485 } else { 151936 },
+        hidden_size: hidden,
+        intermediate_size: inter,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: 2,
+        max_position_embeddings: if shape == "toy" { 512 } else { 32768 },
+        rms_norm_eps: 1e-6,
+        rope_theta: if shape == "toy" { 10000.0 } else { 1e6 },
+        tie_word_embeddings: true,
+        eos_token_ids: vec![if shape == "toy" { 2 } else { 151645 }],
+    })
+}
+
+/// Writes the random checkpoint.
+pub fn run(args: Args) -> Result<()> {
+    let config = shape_config(&args.shape)?;
+    let device = init(BackendKind::Cpu)?;
+    let mut model = Qwen2ForCausalLM::init_random(&config, args.seed, 0.02, &device)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    block_on(export_merged(&mut model, &args.out))?;
+    eprintln!(
+        "wrote {} ({} shape, random weights, seed {})",
+        args.out.display(),
+        args.shape,
+        args.seed
+    );
+    Ok(())
+}
