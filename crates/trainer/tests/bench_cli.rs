@@ -34,6 +34,8 @@ fn a_random_model_loads_and_benches() {
         "--batches",
         "1,2",
         "--adapter",
+        "--grpo",
+        "2",
     ]);
     let table = String::from_utf8(out.stdout).unwrap();
     for row in [
@@ -41,6 +43,7 @@ fn a_random_model_loads_and_benches() {
         "| cpu: decode, batch 1 |",
         "| cpu: decode, batch 2 |",
         "| cpu: TinyLoRA basis (28 modules) |",
+        "| cpu: GRPO step, 8 sequences |",
         "% of the bandwidth limit",
         "| memory copy bandwidth (read + write) |",
     ] {

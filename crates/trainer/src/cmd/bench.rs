@@ -15,6 +15,8 @@ use tinylora::generate::{GenerateConfig, generate};
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::sampling::SamplingConfig;
 
+use super::bench_grpo::grpo_step;
+
 /// Arguments of `trainer bench`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,6 +41,9 @@ pub struct Args {
     /// Also time the TinyLoRA basis (u = 13, fully tied, r = 2, all 7 projections) and merge.
     #[arg(long)]
     adapter: bool,
+    /// Also time one GRPO step (prompts × 4 samples of `--decode-tokens` tokens), by part.
+    #[arg(long, value_name = "PROMPTS")]
+    grpo: Option<usize>,
 }
 
 /// Bytes copied per second by a large `memcpy` (read + write), the best of three.
@@ -190,6 +195,24 @@ pub fn run(args: Args) -> Result<()> {
                 ),
                 value: format!("{basis:.2} s"),
                 note: format!("merge + unmerge {:.2} s", t.elapsed().as_secs_f64()),
+            });
+        }
+        if let Some(prompts) = args.grpo {
+            let step = grpo_step(&args.model, backend, prompts, 4, args.decode_tokens)?;
+            let total = step.rollout + step.reference + step.backward + step.optimizer;
+            rows.push(Row {
+                what: format!("{b}: GRPO step, {} sequences", step.sequences),
+                value: format!("{total:.2} s"),
+                note: format!(
+                    "rollout {:.2} s ({} tokens, {:.1} tok/s); reference log-probs {:.2} s; \
+                     loss + backward {:.2} s; optimizer {:.3} s",
+                    step.rollout,
+                    step.tokens,
+                    step.tokens as f64 / step.rollout,
+                    step.reference,
+                    step.backward,
+                    step.optimizer
+                ),
             });
         }
     }

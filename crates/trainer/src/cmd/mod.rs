@@ -1,6 +1,7 @@
 //! One module per `trainer` subcommand.
 
 pub mod bench;
+pub mod bench_grpo;
 pub mod common;
 pub mod devices;
 pub mod eval;
