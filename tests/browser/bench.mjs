@@ -4,7 +4,9 @@
 //   node tests/browser/bench.mjs [--tokens N] [MODEL_DIR ...]
 //
 // The bundled toy model is always measured; each MODEL_DIR (config.json, model.safetensors,
-// tokenizer.json) is served through the hub URL layout. Needs DIST_DIR (a built dist/).
+// tokenizer.json) is served through the hub URL layout, e.g. a 0.5B-shaped one from
+// `trainer random-model --shape 0.5b --out DIR` with a Qwen2.5 tokenizer.json copied beside it.
+// Needs DIST_DIR (a built dist/).
 import { basename, dirname, resolve } from 'node:path';
 import { serve, serveHub } from './serve.mjs';
 import { launch } from './browser.mjs';
