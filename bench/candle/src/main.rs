@@ -54,16 +54,25 @@ fn main() -> Result<()> {
     // SAFETY: the weights file is not modified while it is mapped.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device)? };
     let mut model = ModelForCausalLM::new(&cfg, vb)?;
-    let ids: Vec<u32> = (0..batch * prompt_len).map(|i| (i * 7919 % 1000) as u32 + 10).collect();
-    let prompt = Tensor::from_vec(ids, (batch, prompt_len), &device)?;
+    // The same synthetic prompts as `trainer bench`: row r, position i.
+    let vocab = cfg.vocab_size;
+    let prompt = |len: usize| -> Result<Tensor> {
+        let ids: Vec<u32> = (0..batch)
+            .flat_map(|r| (0..len).map(move |i| ((i * 7919 + r * 104729) % (vocab - 10) + 10) as u32))
+            .collect();
+        Ok(Tensor::from_vec(ids, (batch, len), &device)?)
+    };
     let started = Instant::now();
-    let logits = model.forward(&prompt, 0)?;
-    let mut next = logits.squeeze(1)?.argmax(1)?.to_vec1::<u32>()?;
+    model.forward(&prompt(prompt_len)?, 0)?.squeeze(1)?.argmax(1)?.to_vec1::<u32>()?;
     let prefill = started.elapsed().as_secs_f64();
+    // Decode after a 16-token prompt, like `trainer bench`.
+    model.clear_kv_cache();
+    let logits = model.forward(&prompt(16)?, 0)?;
+    let mut next = logits.squeeze(1)?.argmax(1)?.to_vec1::<u32>()?;
     let started = Instant::now();
     for step in 0..decode {
         let input = Tensor::from_vec(next.clone(), (batch, 1), &device)?;
-        let logits = model.forward(&input, prompt_len + step)?;
+        let logits = model.forward(&input, 16 + step)?;
         next = logits.squeeze(1)?.argmax(1)?.to_vec1::<u32>()?;
     }
     let decode_s = started.elapsed().as_secs_f64();
