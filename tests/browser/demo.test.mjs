@@ -32,7 +32,9 @@ async function waitState(page, selector, want, timeout = 240_000) {
 
 async function withPage(fn) {
   const site = await serve(env('DIST_DIR'));
-  const hub = await serveHub(join(ROOT, 'tests/fixtures/qwen2'), { truncate: ['untied_bf16_tf5'] });
+  const hub = await serveHub(join(ROOT, 'tests/fixtures/qwen2'), {
+    truncate: ['untied_bf16_tf5'], tamper: ['tied_f32_hub'],
+  });
   const browser = await launch();
   try {
     const page = await browser.newPage();
@@ -126,7 +128,7 @@ test('a model from the hub URL layout (sharded f16) gives the native logits, and
   });
 });
 
-test('a cut download is reported and the page stays usable', { timeout: 600_000 }, async () => {
+test('cut, altered and missing downloads are reported and the page stays usable', { timeout: 600_000 }, async () => {
   await withPage(async ({ page, url, hub }) => {
     await page.goto(url(`?hub=http://127.0.0.1:${hub.address().port}`));
     await waitState(page, '#model-info', 'ready');
@@ -136,10 +138,25 @@ test('a cut download is reported and the page stays usable', { timeout: 600_000 
     const message = await waitState(page, '#model-info', 'error');
     assert.match(message, /config\.json.*(transfer failed|stopped at)/);
     console.log(`cut download: ${message}`);
+    await page.fill('#hub-repo', 'tinylora/tied_f32_hub');
+    await page.click('#load-hub');
+    const altered = await waitState(page, '#model-info', 'error');
+    assert.match(altered, /config\.json.*SHA-256/);
+    console.log(`altered download: ${altered}`);
     await page.fill('#hub-repo', 'tinylora/no-such-repo');
     await page.click('#load-hub');
     assert.match(await waitState(page, '#model-info', 'error'), /missing|404/);
     await page.click('#load-bundled');
     await waitState(page, '#model-info', 'ready');
+  });
+});
+
+test('without WebGPU the page says what to do', { timeout: 120_000 }, async () => {
+  await withPage(async ({ page, url }) => {
+    await page.addInitScript(() => { Object.defineProperty(navigator, 'gpu', { value: undefined }); });
+    await page.goto(url(''));
+    const message = await waitState(page, '#status', 'error');
+    assert.match(message, /no WebGPU.*Chrome or Edge/);
+    assert.equal(await page.locator('#model-info').getAttribute('data-state'), 'error');
   });
 });

@@ -1,5 +1,6 @@
 // A static file server on 127.0.0.1 for the built web app (dist/), used by the browser tests
 // and by `cargo xtask demo`. CLI: node serve.mjs DIR [PORT]
+import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, resolve } from 'node:path';
@@ -33,16 +34,21 @@ export function serve(root, port = 0) {
 /**
  * A stand-in for the Hugging Face hub on 127.0.0.1 (another origin than the page, with the
  * hub's CORS header): `/<owner>/<repo>/resolve/<revision>/<file>` serves `root/<repo>/<file>`.
- * `requests` counts the files asked for; `truncate` names repositories whose files are cut
- * short (while announcing the full length), to test failed downloads.
+ * Like the hub's Git LFS files, each response announces its SHA-256 (`X-Linked-ETag`, exposed
+ * to scripts). `requests` counts the files asked for; `truncate` names repositories whose
+ * files are cut short (while announcing the full length), `tamper` repositories whose files
+ * have one byte changed (while announcing the original hash).
  */
-export function serveHub(root, { truncate = [] } = {}) {
+export function serveHub(root, { truncate = [], tamper = [] } = {}) {
   const base = resolve(root);
   const requests = [];
   const server = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     const match = path.match(/^\/([^/]+)\/([^/]+)\/resolve\/([^/]+)\/([^/]+)$/);
-    const headers = { 'access-control-allow-origin': '*' };
+    const headers = {
+      'access-control-allow-origin': '*',
+      'access-control-expose-headers': 'X-Linked-Size,X-Linked-ETag,ETag',
+    };
     if (!match) { res.writeHead(404, headers).end('Entry not found'); return; }
     const [, , repo, , file] = match;
     requests.push(`${repo}/${file}`);
@@ -51,6 +57,8 @@ export function serveHub(root, { truncate = [] } = {}) {
     try {
       const body = await readFile(target);
       headers['content-length'] = body.length;
+      headers['x-linked-etag'] = `"${createHash('sha256').update(body).digest('hex')}"`;
+      if (tamper.includes(repo)) body[body.length >> 1] ^= 0xff;
       res.writeHead(200, { ...headers, 'content-type': 'application/octet-stream' });
       if (truncate.includes(repo)) {
         res.write(body.subarray(0, body.length >> 1));

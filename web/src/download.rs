@@ -2,6 +2,7 @@
 //! API, so a second visit does not download again) and files the visitor picked.
 
 use js_sys::{Reflect, Uint8Array};
+use sha2::{Digest, Sha256};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, ReadableStream, ReadableStreamDefaultReader, Response};
@@ -40,8 +41,10 @@ async fn read_stream(
     stream: ReadableStream,
     total: Option<f64>,
     stage: &str,
+    sha256: Option<&str>,
 ) -> Result<Uint8Array, String> {
     let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let mut hasher = sha256.map(|_| Sha256::new());
     let whole = total.map(|t| Uint8Array::new_with_length(t as u32));
     let mut chunks = Vec::new();
     let mut done = 0.0;
@@ -61,6 +64,9 @@ async fn read_stream(
             .map_err(js_error)?
             .unchecked_into();
         let len = f64::from(chunk.length());
+        if let Some(hasher) = hasher.as_mut() {
+            hasher.update(chunk.to_vec());
+        }
         match (&whole, total) {
             (Some(whole), Some(t)) => {
                 if done + len > t {
@@ -88,6 +94,21 @@ async fn read_stream(
         done,
         total,
     });
+    if let (Some(hasher), Some(expected)) = (hasher, sha256) {
+        let found: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if found != expected {
+            return Err(format!(
+                "{stage}: its SHA-256 ({}…) is not the one the server announced ({}…): the file was \
+                 altered or corrupted on the way. Try again; if it persists, the mirror is bad.",
+                &found[..12],
+                &expected[..12]
+            ));
+        }
+    }
     match (whole, total) {
         (Some(whole), Some(t)) if done == t => Ok(whole),
         (Some(_), Some(t)) => Err(format!(
@@ -103,6 +124,21 @@ async fn read_stream(
             Ok(joined)
         }
     }
+}
+
+/// The SHA-256 the hub announces for a file: `X-Linked-ETag` (Git LFS files) or an `ETag`
+/// that is a 64-digit hex digest; other ETags (Git blob hashes, opaque tags) are not hashes of
+/// the content.
+fn announced_sha256(response: &Response) -> Option<String> {
+    let headers = response.headers();
+    ["x-linked-etag", "etag"].iter().find_map(|name| {
+        let value = headers.get(name).ok().flatten()?;
+        let value = value
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_ascii_lowercase();
+        (value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())).then_some(value)
+    })
 }
 
 /// The announced body length, unless the body is compressed in transit.
@@ -133,6 +169,7 @@ pub async fn fetch_file(url: &str, label: &str, cache: bool) -> Result<Option<Ui
             body,
             total,
             &format!("reading {label} from the browser cache"),
+            None,
         )
         .await
         .map(Some);
@@ -160,7 +197,14 @@ pub async fn fetch_file(url: &str, label: &str, cache: bool) -> Result<Option<Ui
     let body = response
         .body()
         .ok_or_else(|| format!("{url} sent no body"))?;
-    let bytes = read_stream(body, total, &format!("downloading {label}")).await?;
+    let sha256 = announced_sha256(&response);
+    let bytes = read_stream(
+        body,
+        total,
+        &format!("downloading {label}"),
+        sha256.as_deref(),
+    )
+    .await?;
     if let Some(cache) = &cache {
         let stored = Response::new_with_opt_buffer_source(Some(&bytes))
             .map(|copy| cache.put_with_str(url, &copy));
@@ -194,6 +238,7 @@ pub async fn read_file(file: &web_sys::File) -> Result<Uint8Array, String> {
         file.stream(),
         Some(file.size()),
         &format!("reading {}", file.name()),
+        None,
     )
     .await
 }
