@@ -1,6 +1,6 @@
 //! The full causal language model (`Qwen2ForCausalLM`).
 
-use burn::tensor::module::{embedding, linear};
+use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::block::DecoderLayer;
@@ -80,7 +80,16 @@ impl Qwen2ForCausalLM {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => linear(hidden, self.model.embed_tokens.clone().transpose(), None),
+            None => {
+                // Tied head: `embed · hᵀ` with the embedding as the contiguous left operand,
+                // rather than `h · embedᵀ` through a transposed view (slow on the CPU backend
+                // when decoding one sequence).
+                let [b, s, h] = hidden.dims();
+                let rows = hidden.reshape([b * s, h]).transpose();
+                let logits_t = self.model.embed_tokens.clone().matmul(rows);
+                let vocab = logits_t.dims()[0];
+                logits_t.transpose().reshape([b, s, vocab])
+            }
         }
     }
 
