@@ -30,6 +30,33 @@ impl LinearAdapter {
     }
 }
 
+/// `x·Wᵀ + b` through `weight_t` (`[in, out]`, normally a transposed view of the checkpoint's
+/// contiguous `[out, in]`). A single row is computed as `W·xᵀ`, with the contiguous matrix on
+/// the left: the CPU backend's one-row product through a transposed view is several times
+/// slower (decoding one sequence), while several rows are fastest the other way round.
+///
+/// # Shapes
+/// - `x`: `[..., in]`; `weight_t`: `[in, out]`; `bias`: `[out]`; output `[..., out]`
+pub fn project<const D: usize>(
+    x: Tensor<D>,
+    weight_t: &Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    let mut dims = x.dims();
+    if dims[..D - 1].iter().product::<usize>() != 1 {
+        return linear(x, weight_t.clone(), bias);
+    }
+    let [d_in, d_out] = weight_t.dims();
+    let column = x.reshape([1, d_in]).transpose();
+    let row = weight_t.clone().transpose().matmul(column).transpose();
+    let row = match bias {
+        Some(b) => row + b.unsqueeze::<2>(),
+        None => row,
+    };
+    dims[D - 1] = d_out;
+    row.reshape(dims)
+}
+
 /// `y = x·Wᵀ + b (+ adapter)` with `W` stored transposed.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -57,7 +84,7 @@ impl Linear {
     /// - `x`: `[..., in]`
     /// - output: `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let base = linear(x.clone(), self.weight_t.clone(), self.bias.clone());
+        let base = project(x.clone(), &self.weight_t, self.bias.clone());
         match &self.adapter {
             Some(ad) if !ad.merged => {
                 let h = linear(x, ad.a_t.clone(), None);

@@ -56,24 +56,14 @@ impl Loader<'_> {
     }
 
     /// A linear layer `in → out` from `{prefix}.weight` (`[out, in]`) and `{prefix}.bias`.
-    /// The weight is stored transposed and contiguous (`[in, out]` row-major): a transposed
-    /// view makes the CPU backend's one-row products (decoding one sequence) several times
-    /// slower.
     fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
-        let values = self.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        let mut transposed = vec![0.0f32; values.len()];
-        for (o, row) in values.chunks_exact(d_in).enumerate() {
-            for (i, &w) in row.iter().enumerate() {
-                transposed[i * d_out + o] = w;
-            }
-        }
-        let weight_t = Tensor::from_data(TensorData::new(transposed, [d_in, d_out]), self.device);
+        let weight = self.matrix(&format!("{prefix}.weight"), d_out, d_in)?;
         let bias = if bias {
             Some(self.vector(&format!("{prefix}.bias"), d_out)?)
         } else {
             None
         };
-        Ok(Linear::new(weight_t, bias))
+        Ok(Linear::new(weight.transpose(), bias))
     }
 }
 

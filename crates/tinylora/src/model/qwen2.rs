@@ -6,7 +6,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::block::DecoderLayer;
 use super::config::Qwen2Config;
 use super::kv_cache::KvCache;
-use super::linear::Linear;
+use super::linear::{Linear, project};
 use super::rope::rope_tables;
 use crate::ops::rms_norm;
 
@@ -80,16 +80,7 @@ impl Qwen2ForCausalLM {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => {
-                // Tied head: `embed · hᵀ` with the embedding as the contiguous left operand,
-                // rather than `h · embedᵀ` through a transposed view (slow on the CPU backend
-                // when decoding one sequence).
-                let [b, s, h] = hidden.dims();
-                let rows = hidden.reshape([b * s, h]).transpose();
-                let logits_t = self.model.embed_tokens.clone().matmul(rows);
-                let vocab = logits_t.dims()[0];
-                logits_t.transpose().reshape([b, s, vocab])
-            }
+            None => project(hidden, &self.model.embed_tokens.clone().transpose(), None),
         }
     }
 
