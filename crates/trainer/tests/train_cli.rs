@@ -330,7 +330,7 @@ fn sigkill_at_random_moments_never_loses_the_last_checkpoint() {
     let (dir, config) = setup("sigkill");
     let steps = [
         "--set",
-        "run.max_steps=30",
+        "run.max_steps=60",
         "--set",
         "run.checkpoint_every=1",
     ];
@@ -343,24 +343,34 @@ fn sigkill_at_random_moments_never_loses_the_last_checkpoint() {
     let mut first = vec!["sft", "--config", s(&config), "--out", s(&killed)];
     first.extend(steps);
     let resume = ["sft", "--resume", s(&killed)];
-    // Fixed-seed "random" moments (SplitMix64), 0.05–0.6 s after the first checkpoint exists.
+    // Seeded random moments, tied to progress rather than wall time (machines differ in
+    // speed): 1-4 more checkpoints into each run, then 0-20 ms further, i.e. mid-step.
     let mut rng = tinylora::rng::SplitMix64::new(7);
+    let saved = |dir: &Path| {
+        std::fs::read_dir(dir.join("checkpoints")).map_or(0, |entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("step-"))
+                .count()
+        })
+    };
     for round in 0..4 {
         let args: &[&str] = if round == 0 { &first } else { &resume };
+        let target = saved(&killed) + 1 + (rng.next_f64() * 4.0) as usize;
         let mut child = trainer(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let started = Instant::now();
-        while !killed.join("checkpoints").is_dir() {
+        while saved(&killed) < target {
             assert!(
                 started.elapsed() < Duration::from_secs(120),
                 "no checkpoint"
             );
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let wait = 50 + (rng.next_f64() * 550.0) as u64;
+        let wait = (rng.next_f64() * 20.0) as u64;
         std::thread::sleep(Duration::from_millis(wait));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -368,8 +378,8 @@ fn sigkill_at_random_moments_never_loses_the_last_checkpoint() {
             !killed.join("adapter.json").exists(),
             "round {round}: the run ended before the kill"
         );
-        let saved = checkpoints_load(&killed);
-        eprintln!("round {round}: killed after {wait} ms, {saved} checkpoints load");
+        let loaded = checkpoints_load(&killed);
+        eprintln!("round {round}: killed {wait} ms after checkpoint {target}; {loaded} load");
     }
     run(&resume);
     assert_eq!(

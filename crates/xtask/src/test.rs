@@ -15,15 +15,19 @@ struct Summary {
 }
 
 impl Summary {
+    /// Records `result`; returns whether it succeeded.
     fn check(&mut self, name: &str, result: Result<(), String>) -> bool {
         match result {
-            Ok(()) => self.passed += 1,
+            Ok(()) => {
+                self.passed += 1;
+                true
+            }
             Err(err) => {
                 self.failed += 1;
                 self.failures.push(format!("{name}: {err}"));
+                false
             }
         }
-        self.failures.is_empty()
     }
 
     fn tests(&mut self, name: &str, cmd: &mut Command) {
