@@ -11,6 +11,7 @@ use tinylora::burn::tensor::{Device, Tensor};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::generate::{GenerateConfig, generate_until};
 use tinylora::gsm8k;
+use tinylora::model::init::parameter_count;
 use tinylora::model::{KvCache, Qwen2ForCausalLM};
 use tinylora::readback::to_vec_f32;
 use tinylora::sampling::SamplingConfig;
@@ -136,11 +137,7 @@ impl Session {
         };
         let model = Qwen2ForCausalLM::load(&config, &mut source, &self.device)
             .map_err(|e| e.to_string())?;
-        let parameters = model
-            .named_tensors()
-            .iter()
-            .map(|(_, shape, _)| shape.iter().product::<usize>())
-            .sum();
+        let parameters = parameter_count(&config);
         let has_tokenizer = tokenizer.is_some();
         self.loaded = Some(Loaded {
             name: name.clone(),

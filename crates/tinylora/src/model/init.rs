@@ -37,6 +37,14 @@ impl TensorSource for MemorySource {
     }
 }
 
+/// How many weights `config`'s architecture has (a tied `lm_head` counted once).
+pub fn parameter_count(config: &Qwen2Config) -> usize {
+    parameter_shapes(config)
+        .iter()
+        .map(|(_, shape)| shape.iter().product::<usize>())
+        .sum()
+}
+
 /// Every weight of `config`'s architecture with its Hugging Face name and shape.
 pub fn parameter_shapes(config: &Qwen2Config) -> Vec<(String, Vec<usize>)> {
     let (h, v, m) = (
