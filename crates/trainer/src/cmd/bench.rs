@@ -12,6 +12,7 @@ use tinylora::adapter::{TinyLora, merge, unmerge};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
+use tinylora::model::init::parameter_count;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::sampling::SamplingConfig;
 
@@ -109,15 +110,27 @@ pub fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
     // (row, decode tok/s, parameters) of batch-1 decodes, compared with the bandwidth at the end.
     let mut single = Vec::new();
+    // candle (CPU only): one run per batch size, batch 1 also giving its prefill figure.
+    let mut candle_runs = std::collections::BTreeMap::new();
+    if let Some(bin) = &args.candle
+        && args.backends.contains(&BackendKind::Cpu)
+    {
+        for batch in args.batches.iter().copied().chain([1]) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = candle_runs.entry(batch) {
+                slot.insert(candle(bin, &args, batch)?);
+            }
+        }
+    }
+    let candle_on = |backend: BackendKind, batch: usize| {
+        (backend == BackendKind::Cpu)
+            .then(|| candle_runs.get(&batch).copied())
+            .flatten()
+    };
     for &backend in &args.backends {
         let device = init(backend)?;
         let t = Instant::now();
         let mut model = Checkpoint::open(&args.model)?.load(&device)?;
-        let params: usize = model
-            .named_tensors()
-            .iter()
-            .map(|(_, s, _)| s.iter().product::<usize>())
-            .sum();
+        let params = parameter_count(&model.config);
         let b = backend.name();
         rows.push(Row {
             what: format!("{b}: load"),
@@ -130,10 +143,7 @@ pub fn run(args: Args) -> Result<()> {
         let t = Instant::now();
         block_on(to_vec_f32(model.forward_last(&[ids], &mut cache)))?;
         let prefill = args.prompt_len as f64 / t.elapsed().as_secs_f64();
-        let candle_prefill = match &args.candle {
-            Some(bin) if backend == BackendKind::Cpu => Some(candle(bin, &args, 1)?),
-            _ => None,
-        };
+        let candle_prefill = candle_on(backend, 1);
         rows.push(Row {
             what: format!("{b}: prefill, prompt {}", args.prompt_len),
             value: format!("{prefill:.1} tok/s"),
@@ -163,8 +173,7 @@ pub fn run(args: Args) -> Result<()> {
             if batch == 1 {
                 single.push((rows.len(), decode, params));
             }
-            if let (Some(bin), BackendKind::Cpu) = (&args.candle, backend) {
-                let (_, c) = candle(bin, &args, batch)?;
+            if let Some((_, c)) = candle_on(backend, batch) {
                 note.push(format!(
                     "candle {c:.2} tok/s, ours/candle {:.2}",
                     decode / c
