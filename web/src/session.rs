@@ -168,8 +168,7 @@ impl Session {
             AdapterFile::from_compact(text, path)
         }
         .map_err(|e| e.to_string())?;
-        let adapter = file
-            .instantiate(&mut loaded.model, path)
+        let adapter = TinyLora::from_file(&file, &mut loaded.model, path)
             .await
             .map_err(|e| e.to_string())?;
         detach(&mut loaded.model);

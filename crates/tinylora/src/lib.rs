@@ -10,13 +10,10 @@
 pub mod adapter;
 pub mod checkpoint;
 pub mod device;
-pub mod error;
-pub mod fsutil;
 pub mod full_adamw;
 pub mod generate;
 pub mod grpo;
 pub mod grpo_step;
-pub mod gsm8k;
 pub mod model;
 pub mod ops;
 pub mod optim;
@@ -27,7 +24,10 @@ pub mod selfcheck;
 pub mod sft;
 pub mod tokenizer;
 pub mod vgrad;
-pub mod weights;
+
+/// The file formats (checkpoints, config.json, adapter files, GSM8K, atomic writes), from the
+/// burn-free `tinylora-formats` crate.
+pub use tinylora_formats::{error, fsutil, gsm8k, hex, weights};
 
 /// The burn version this crate is built on, for callers that create tensors or devices.
 pub use burn;

@@ -88,7 +88,7 @@ pub fn basis_determinism_hash() -> String {
     for x in p {
         h.update(x.to_bits().to_le_bytes());
     }
-    crate::adapter::basis::hex(&h.finalize())
+    crate::hex::encode(&h.finalize())
 }
 
 /// The probe's result on one device, with its largest deviation from [`reference`].

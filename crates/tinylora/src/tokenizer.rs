@@ -5,9 +5,7 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
-/// Qwen2.5's default system prompt (its chat template inserts it when none is given).
-pub const DEFAULT_SYSTEM_PROMPT: &str =
-    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+pub use tinylora_formats::chat::{DEFAULT_SYSTEM_PROMPT, chat_prompt};
 
 /// Tokens that end a chat turn or a document in Qwen2 vocabularies.
 const STOP_TOKENS: [&str; 2] = ["<|im_end|>", "<|endoftext|>"];
@@ -79,26 +77,9 @@ impl Tokenizer {
     }
 }
 
-/// The Qwen2.5 chat template for one user turn, ending where the assistant starts to speak.
-pub fn chat_prompt(system: Option<&str>, user: &str) -> String {
-    let system = system.unwrap_or(DEFAULT_SYSTEM_PROMPT);
-    format!(
-        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chat_template_matches_qwen25() {
-        assert_eq!(
-            chat_prompt(None, "What is 12*7?"),
-            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
-             <|im_start|>user\nWhat is 12*7?<|im_end|>\n<|im_start|>assistant\n"
-        );
-    }
 
     #[test]
     fn garbage_is_a_clear_error() {

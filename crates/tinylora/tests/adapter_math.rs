@@ -155,17 +155,13 @@ fn a_shared_link_rebuilds_the_same_adapter() {
     assert_eq!(adapter.trainable_count(), 13);
     random_v(&mut adapter, 5, 1.0);
     let print = block_on(fingerprint(&mut m, &adapter.config.targets)).unwrap();
-    let link = AdapterFile::new(&adapter, print).to_compact();
+    let link = adapter.to_file(print).to_compact();
     assert!(link.len() < 200, "{link}");
     // A fresh load of the same base model recomputes the same basis from the link.
     let mut fresh = model(&device);
     let origin = Path::new("#adapter");
-    let rebuilt = block_on(
-        AdapterFile::from_compact(&link, origin)
-            .unwrap()
-            .instantiate(&mut fresh, origin),
-    )
-    .unwrap();
+    let file = AdapterFile::from_compact(&link, origin).unwrap();
+    let rebuilt = block_on(TinyLora::from_file(&file, &mut fresh, origin)).unwrap();
     assert_eq!(rebuilt, adapter);
     adapter.attach(&mut m).unwrap();
     rebuilt.attach(&mut fresh).unwrap();

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
+use tinylora::adapter::TinyLora;
 use tinylora::adapter::basis::fingerprint;
 use tinylora::adapter::export::{export_merged, export_peft_lora};
 use tinylora::adapter::file::AdapterFile;
@@ -142,20 +143,23 @@ fn adapter_files_refuse_another_base_model() {
     let mut model = base(&device);
     let adapter = load_peft_tinylora(&fixtures().join("peft/full_tie_u13"), &mut model).unwrap();
     let print = block_on(fingerprint(&mut model, &adapter.config.targets)).unwrap();
-    let file = AdapterFile::new(&adapter, print);
+    let file = adapter.to_file(print);
     let compact = AdapterFile::from_compact(&file.to_compact(), Path::new("#adapter")).unwrap();
     // The PEFT basis was saved, not recomputed: its hash matches the imported one only.
     assert!(
-        compact
-            .with_basis(adapter.basis.clone(), Path::new("#adapter"))
+        TinyLora::from_file_with_basis(&compact, adapter.basis.clone(), Path::new("#adapter"))
             .is_ok()
     );
     let mut other = Checkpoint::open(&fixtures().join("qwen2/untied_f16_sharded_hub"))
         .unwrap()
         .load(&device)
         .unwrap();
-    let err = block_on(compact.instantiate(&mut other, Path::new("#adapter")))
-        .unwrap_err()
-        .to_string();
+    let err = block_on(TinyLora::from_file(
+        &compact,
+        &mut other,
+        Path::new("#adapter"),
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("trained on another base model"), "{err}");
 }

@@ -129,13 +129,8 @@ impl Basis {
                 }
             }
         }
-        hex(&h.finalize())
+        crate::hex::encode(&h.finalize())
     }
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 (hex) identifying the base model's adapted weights: each target's path, shape and
@@ -152,5 +147,5 @@ pub async fn fingerprint(model: &mut Qwen2ForCausalLM, targets: &[String]) -> Re
             h.update(x.to_le_bytes());
         }
     }
-    Ok(hex(&h.finalize()))
+    Ok(crate::hex::encode(&h.finalize()))
 }

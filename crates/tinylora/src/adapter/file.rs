@@ -1,457 +1,80 @@
-//! The adapter file users share: JSON on disk, and a compact text form (`tl1.` + base64url of a
-//! small binary record) that fits in a URL fragment.
-//!
-//! Either form carries the config, the seed, `v`, a fingerprint of the base model's adapted
-//! weights and a hash of the frozen basis, so that applying an adapter to another base model, or
-//! to a basis that recomputed differently, is a clear error rather than a silent wrong answer.
+//! Between a trained [`TinyLora`] and the adapter file users share ([`AdapterFile`], parsed in
+//! `tinylora-formats`): describing an adapter, and rebuilding one on a model after checking that
+//! the model and the recomputed basis are the ones it was trained with.
 
 use std::path::Path;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use tinylora_formats::adapter::file::bad;
+pub use tinylora_formats::adapter::file::{AdapterFile, COMPACT_PREFIX, FORMAT, VERSION};
 
 use super::TinyLora;
 use super::basis::{Basis, fingerprint};
-use super::config::{ALL_TARGETS, Convention, TinyLoraConfig};
-use super::tying::Tying;
+use crate::Result;
 use crate::model::Qwen2ForCausalLM;
-use crate::{Error, Result};
 
-/// The value of the `format` field.
-pub const FORMAT: &str = "tinylora-adapter";
-/// The newest file version this build reads and the one it writes.
-pub const VERSION: u32 = 1;
-/// Prefix of the compact text form.
-pub const COMPACT_PREFIX: &str = "tl1.";
-
-/// An adapter as stored: everything needed to rebuild it on the right base model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdapterFile {
-    /// Always [`FORMAT`].
-    pub format: String,
-    /// File version ([`VERSION`]).
-    pub version: u32,
-    /// Shape, targets, tying, convention and seed.
-    pub config: TinyLoraConfig,
-    /// SHA-256 (hex) of the base model's adapted weights (a 16-hex-digit prefix in compact form).
-    pub base_fingerprint: String,
-    /// SHA-256 (hex) of the frozen basis (a 16-hex-digit prefix in compact form).
-    pub basis_hash: String,
-    /// `u × groups`, as the paper counts.
-    pub trainable_parameters: usize,
-    /// The trained vectors, one per tie group.
-    pub v: Vec<Vec<f32>>,
-}
-
-fn bad(origin: &Path, reason: impl Into<String>) -> Error {
-    Error::BadFile {
-        path: origin.to_path_buf(),
-        reason: reason.into(),
-    }
-}
-
-impl AdapterFile {
-    /// Describes `adapter`, trained on a base model with the given fingerprint.
-    pub fn new(adapter: &TinyLora, base_fingerprint: String) -> Self {
-        Self {
-            format: FORMAT.into(),
-            version: VERSION,
-            config: adapter.config.clone(),
+impl TinyLora {
+    /// The file describing this adapter, trained on a base model with the given fingerprint.
+    pub fn to_file(&self, base_fingerprint: String) -> AdapterFile {
+        AdapterFile::new(
+            self.config.clone(),
             base_fingerprint,
-            basis_hash: adapter.basis.hash(),
-            trainable_parameters: adapter.trainable_count(),
-            v: adapter.v.clone(),
-        }
+            self.basis.hash(),
+            self.v.clone(),
+        )
     }
 
-    /// Checks the fields that the type system does not: format, version, finite `v`, lengths.
-    pub fn validate(&self, origin: &Path) -> Result<()> {
-        if self.format != FORMAT {
-            return Err(bad(
-                origin,
-                format!("format is `{}`, expected `{FORMAT}`", self.format),
-            ));
-        }
-        if self.version == 0 || self.version > VERSION {
-            return Err(bad(
-                origin,
-                format!(
-                    "adapter version {} is not supported (this build reads up to {VERSION})",
-                    self.version
-                ),
-            ));
-        }
-        self.config
-            .validate()
-            .map_err(|e| bad(origin, e.to_string()))?;
-        if self.v.is_empty() || self.v.iter().any(|v| v.len() != self.config.u) {
-            return Err(bad(
-                origin,
-                format!(
-                    "v must be a non-empty list of vectors of length u = {}",
-                    self.config.u
-                ),
-            ));
-        }
-        if self.v.iter().flatten().any(|x| !x.is_finite()) {
-            return Err(bad(origin, "v contains NaN or infinite values"));
-        }
-        if self.trainable_parameters != self.v.len() * self.config.u {
-            return Err(bad(origin, "trainable_parameters does not match v"));
-        }
-        Ok(())
-    }
-
-    /// Parses and validates JSON; `origin` names the source in errors.
-    pub fn from_json(text: &str, origin: &Path) -> Result<Self> {
-        let file: Self = serde_json::from_str(text)
-            .map_err(|e| bad(origin, format!("not a tinylora adapter: {e}")))?;
-        file.validate(origin)?;
-        Ok(file)
-    }
-
-    /// Pretty JSON.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("JSON of plain values")
-    }
-
-    /// Reads a `.json` adapter file, or a text file holding the compact form.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let trimmed = text.trim();
-        if trimmed.starts_with(COMPACT_PREFIX) {
-            Self::from_compact(trimmed, path)
-        } else {
-            Self::from_json(&text, path)
-        }
-    }
-
-    /// Writes the JSON form atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        crate::fsutil::write_atomic(path, self.to_json().as_bytes())
-    }
-
-    /// The compact text form: `tl1.` + base64url (no padding) of the binary record.
-    pub fn to_compact(&self) -> String {
-        let c = &self.config;
-        let mut out = b"TL".to_vec();
-        out.push(VERSION as u8);
-        out.push(c.r as u8);
-        out.extend((c.u as u16).to_le_bytes());
-        out.extend((self.v.len() as u16).to_le_bytes());
-        let mask = ALL_TARGETS
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| c.targets.iter().any(|x| x == *t))
-            .fold(0u8, |m, (i, _)| m | (1 << i));
-        out.push(mask);
-        match c.tying {
-            Tying::None => out.push(0),
-            Tying::Ratio { weight_tying } => {
-                out.push(1);
-                out.extend(weight_tying.to_le_bytes());
-            }
-            Tying::Tiled { n_tie } => {
-                out.push(2);
-                out.extend((n_tie as u32).to_le_bytes());
-            }
-            Tying::Structured { n_tie } => {
-                out.push(3);
-                out.extend((n_tie as u32).to_le_bytes());
-            }
-        }
-        match c.convention {
-            Convention::Peft => out.push(0),
-            Convention::Verl { alpha } => {
-                out.push(1);
-                out.extend(alpha.to_le_bytes());
-            }
-        }
-        out.extend(c.seed.to_le_bytes());
-        for hash in [&self.base_fingerprint, &self.basis_hash] {
-            out.extend(unhex(&hash[..16.min(hash.len())]).unwrap_or_default());
-        }
-        for x in self.v.iter().flatten() {
-            out.extend(x.to_le_bytes());
-        }
-        let check = Sha256::digest(&out);
-        out.extend(&check[..4]);
-        format!("{COMPACT_PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
-    }
-
-    /// Parses the compact form; `origin` names the source in errors.
-    pub fn from_compact(text: &str, origin: &Path) -> Result<Self> {
-        let body = text.trim().strip_prefix(COMPACT_PREFIX).ok_or_else(|| {
-            bad(
-                origin,
-                format!("compact adapter must start with `{COMPACT_PREFIX}`"),
-            )
-        })?;
-        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|e| {
-            bad(
-                origin,
-                format!("compact adapter is not valid base64url: {e}"),
-            )
-        })?;
-        if bytes.len() < 8 {
-            return Err(bad(origin, "compact adapter is truncated"));
-        }
-        let (record, check) = bytes.split_at(bytes.len() - 4);
-        if Sha256::digest(record)[..4] != *check {
-            return Err(bad(
-                origin,
-                "compact adapter is corrupted (checksum mismatch)",
-            ));
-        }
-        let mut r = Reader {
-            bytes: record,
-            at: 0,
-            origin,
-        };
-        if r.take(2)? != b"TL" {
-            return Err(bad(origin, "not a compact tinylora adapter"));
-        }
-        let version = u32::from(r.u8()?);
-        if version != VERSION {
-            return Err(bad(
-                origin,
-                format!(
-                    "adapter version {version} is not supported (this build reads up to {VERSION})"
-                ),
-            ));
-        }
-        let rank = usize::from(r.u8()?);
-        let u = usize::from(r.u16()?);
-        let groups = usize::from(r.u16()?);
-        let mask = r.u8()?;
-        let targets = ALL_TARGETS
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| mask & (1 << i) != 0)
-            .map(|(_, t)| t.to_string())
-            .collect();
-        let tying = match r.u8()? {
-            0 => Tying::None,
-            1 => Tying::Ratio {
-                weight_tying: r.f64()?,
-            },
-            2 => Tying::Tiled {
-                n_tie: r.u32()? as usize,
-            },
-            3 => Tying::Structured {
-                n_tie: r.u32()? as usize,
-            },
-            k => return Err(bad(origin, format!("unknown tying kind {k}"))),
-        };
-        let convention = match r.u8()? {
-            0 => Convention::Peft,
-            1 => Convention::Verl { alpha: r.f64()? },
-            k => return Err(bad(origin, format!("unknown convention {k}"))),
-        };
-        let seed = r.u64()?;
-        let base_fingerprint = super::basis::hex(r.take(8)?);
-        let basis_hash = super::basis::hex(r.take(8)?);
-        let mut v = Vec::with_capacity(groups);
-        for _ in 0..groups {
-            let mut row = Vec::with_capacity(u);
-            for _ in 0..u {
-                row.push(f32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes")));
-            }
-            v.push(row);
-        }
-        if r.at != record.len() {
-            return Err(bad(origin, "compact adapter has trailing bytes"));
-        }
-        let file = Self {
-            format: FORMAT.into(),
-            version,
-            config: TinyLoraConfig {
-                r: rank,
-                u,
-                targets,
-                tying,
-                convention,
-                seed,
-            },
-            base_fingerprint,
-            basis_hash,
-            trainable_parameters: groups * u,
-            v,
-        };
-        file.validate(origin)?;
-        Ok(file)
-    }
-
-    /// Rebuilds the adapter on `model`: checks the base fingerprint, recomputes the basis and
-    /// checks its hash. `origin` names the adapter in errors.
-    pub async fn instantiate(
-        &self,
+    /// Rebuilds the adapter in `file` on `model`: checks the base fingerprint, recomputes the
+    /// basis and checks its hash. `origin` names the adapter in errors.
+    pub async fn from_file(
+        file: &AdapterFile,
         model: &mut Qwen2ForCausalLM,
         origin: &Path,
-    ) -> Result<TinyLora> {
-        let found = fingerprint(model, &self.config.targets).await?;
-        if !found.starts_with(&self.base_fingerprint) {
+    ) -> Result<Self> {
+        let found = fingerprint(model, &file.config.targets).await?;
+        if !found.starts_with(&file.base_fingerprint) {
             return Err(bad(
                 origin,
                 format!(
                     "this adapter was trained on another base model (fingerprint {}…, this model has {}…)",
-                    &self.base_fingerprint[..16.min(self.base_fingerprint.len())],
+                    file.base_fingerprint
+                        .get(..16)
+                        .unwrap_or(&file.base_fingerprint),
                     &found[..16]
                 ),
             ));
         }
-        let basis = Basis::compute(model, &self.config).await?;
-        self.with_basis(basis, origin)
+        let basis = Basis::compute(model, &file.config).await?;
+        Self::from_file_with_basis(file, basis, origin)
     }
 
-    /// The adapter with an already computed or loaded basis, after checking its hash and shape.
-    pub fn with_basis(&self, basis: Basis, origin: &Path) -> Result<TinyLora> {
+    /// The adapter in `file` with an already computed or loaded basis, after checking its hash
+    /// and shape.
+    pub fn from_file_with_basis(file: &AdapterFile, basis: Basis, origin: &Path) -> Result<Self> {
         let hash = basis.hash();
-        if !hash.starts_with(&self.basis_hash) {
+        if !hash.starts_with(&file.basis_hash) {
             return Err(bad(
                 origin,
                 format!(
                     "the frozen basis recomputed differently (hash {}…, expected {}…)",
                     &hash[..16],
-                    &self.basis_hash[..16.min(self.basis_hash.len())]
+                    file.basis_hash.get(..16).unwrap_or(&file.basis_hash)
                 ),
             ));
         }
-        if basis.groups != self.v.len() {
+        if basis.groups != file.v.len() {
             return Err(bad(
                 origin,
                 format!(
                     "the adapter has {} vectors, its tying gives {} groups",
-                    self.v.len(),
+                    file.v.len(),
                     basis.groups
                 ),
             ));
         }
-        Ok(TinyLora {
-            config: self.config.clone(),
+        Ok(Self {
+            config: file.config.clone(),
             basis,
-            v: self.v.clone(),
+            v: file.v.clone(),
         })
-    }
-}
-
-fn unhex(hex: &str) -> Option<Vec<u8>> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-/// Reads little-endian fields with "truncated" errors.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    origin: &'a Path,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.at + n;
-        let slice = self
-            .bytes
-            .get(self.at..end)
-            .ok_or_else(|| bad(self.origin, "compact adapter is truncated"))?;
-        self.at = end;
-        Ok(slice)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn f64(&mut self) -> Result<f64> {
-        Ok(f64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> AdapterFile {
-        AdapterFile {
-            format: FORMAT.into(),
-            version: VERSION,
-            config: TinyLoraConfig::default(),
-            base_fingerprint: "0123456789abcdef".repeat(4),
-            basis_hash: "fedcba9876543210".repeat(4),
-            trainable_parameters: 13,
-            v: vec![(0..13).map(|i| i as f32 * 0.125 - 0.5).collect()],
-        }
-    }
-
-    #[test]
-    fn compact_form_round_trips_and_fits_a_url() {
-        let file = sample();
-        let text = file.to_compact();
-        assert!(text.len() < 200, "{} characters", text.len());
-        assert!(
-            text.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        );
-        let back = AdapterFile::from_compact(&text, Path::new("#adapter")).unwrap();
-        assert_eq!(back.v, file.v);
-        assert_eq!(back.config, file.config);
-        assert_eq!(back.base_fingerprint, &file.base_fingerprint[..16]);
-        assert_eq!(back.basis_hash, &file.basis_hash[..16]);
-    }
-
-    #[test]
-    fn json_round_trips() {
-        let file = sample();
-        assert_eq!(
-            AdapterFile::from_json(&file.to_json(), Path::new("a.json")).unwrap(),
-            file
-        );
-    }
-
-    #[test]
-    fn bad_adapters_are_clear_errors() {
-        let err = |r: Result<AdapterFile>| r.expect_err("rejected").to_string();
-        let o = Path::new("a.json");
-        let mut text = sample().to_compact();
-        let flip = if text.ends_with('A') { 'B' } else { 'A' };
-        text.pop();
-        text.push(flip);
-        assert!(err(AdapterFile::from_compact(&text, o)).contains("corrupted"));
-        assert!(err(AdapterFile::from_compact("tl1.!!", o)).contains("base64url"));
-        assert!(err(AdapterFile::from_compact("xyz", o)).contains("must start with"));
-        let mut f = sample();
-        f.version = 7;
-        assert!(
-            err(AdapterFile::from_json(&f.to_json(), o)).contains("version 7 is not supported")
-        );
-        let mut f = sample();
-        f.v[0][3] = f32::NAN;
-        assert!(err(AdapterFile::from_compact(&f.to_compact(), o)).contains("NaN"));
-        let json = sample().to_json().replace("\"peft\"", "\"lora\"");
-        assert!(
-            err(AdapterFile::from_json(&json, o)).starts_with("a.json: not a tinylora adapter")
-        );
     }
 }

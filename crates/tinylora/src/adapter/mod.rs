@@ -2,14 +2,15 @@
 //! `W`, `P` fixed random and `v` (a few floats, shared by tied modules) the only trainable part.
 
 pub mod basis;
-pub mod config;
 pub mod export;
 pub mod file;
 pub mod peft;
 pub mod projection;
 pub mod svd;
 pub mod targets;
-pub mod tying;
+
+/// The adapter's shape and tying, from `tinylora-formats`.
+pub use tinylora_formats::adapter::{config, tying};
 
 use burn::tensor::{Device, Tensor, TensorData};
 

@@ -3,7 +3,6 @@
 
 pub mod attention;
 pub mod block;
-pub mod config;
 pub mod init;
 pub mod kv_cache;
 pub mod linear;
@@ -12,6 +11,9 @@ pub mod mlp;
 pub mod params;
 pub mod qwen2;
 pub mod rope;
+
+/// `config.json`, from `tinylora-formats`.
+pub use tinylora_formats::config;
 
 pub use config::Qwen2Config;
 pub use kv_cache::KvCache;

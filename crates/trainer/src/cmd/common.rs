@@ -77,7 +77,7 @@ pub fn load_adapter(path: &Path, model: &mut Qwen2ForCausalLM) -> Result<TinyLor
         return Ok(load_peft_tinylora(path, model)?);
     }
     let file = AdapterFile::load(path)?;
-    Ok(block_on(file.instantiate(model, path))?)
+    Ok(block_on(TinyLora::from_file(&file, model, path))?)
 }
 
 /// Parses `5,77,301` into token ids.

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use tinylora::adapter::basis::fingerprint;
 use tinylora::adapter::export::{export_merged, export_peft_lora};
-use tinylora::adapter::file::AdapterFile;
 use tinylora::readback::block_on;
 
 use super::common::{ModelArgs, load_adapter};
@@ -52,7 +51,7 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     if args.compact {
         let print = block_on(fingerprint(&mut model, &adapter.config.targets))?;
-        println!("{}", AdapterFile::new(&adapter, print).to_compact());
+        println!("{}", adapter.to_file(print).to_compact());
     }
     Ok(())
 }

@@ -136,7 +136,7 @@ impl Session {
                     "{}: the checkpoint's adapter differs from the config's [adapter]",
                     origin.display()
                 );
-                let adapter = block_on(c.adapter.instantiate(&mut model, &origin))?;
+                let adapter = block_on(TinyLora::from_file(&c.adapter, &mut model, &origin))?;
                 (adapter, c.state.optimizer.clone(), c.state.step)
             }
             None => {
@@ -199,7 +199,7 @@ impl Session {
 
     /// The adapter as a file.
     pub fn adapter_file(&self) -> AdapterFile {
-        AdapterFile::new(&self.adapter, self.base_fingerprint.clone())
+        self.adapter.to_file(self.base_fingerprint.clone())
     }
 
     fn checkpoint(&mut self, step: usize, total: usize) -> Result<PathBuf> {

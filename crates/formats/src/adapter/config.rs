@@ -86,6 +86,20 @@ impl TinyLoraConfig {
                 "unknown target module `{t}` (expected some of {ALL_TARGETS:?})"
             ));
         }
+        if let Some((i, t)) = self
+            .targets
+            .iter()
+            .enumerate()
+            .find(|(i, t)| self.targets[..*i].contains(t))
+        {
+            return bad(format!(
+                "target module `{t}` is listed twice (entry {})",
+                i + 1
+            ));
+        }
+        if let Err(m) = self.tying.validate() {
+            return bad(m);
+        }
         if let Convention::Verl { alpha } = self.convention
             && !alpha.is_finite()
         {

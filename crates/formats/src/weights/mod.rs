@@ -32,6 +32,23 @@ pub trait TensorSource {
     fn origin(&self, name: &str) -> PathBuf;
 }
 
+/// The number of values of a tensor of shape `dims`; `None` when the dimensions multiply past
+/// `usize` in any order (a zero dimension does not excuse the others: code that multiplies the
+/// shape from the other end must not overflow either).
+pub fn element_count(dims: impl IntoIterator<Item = u64>) -> Option<u64> {
+    let mut nonzero = 1u64;
+    let mut any_zero = false;
+    for d in dims {
+        if d == 0 {
+            any_zero = true;
+        } else {
+            nonzero = nonzero.checked_mul(d)?;
+        }
+    }
+    usize::try_from(nonzero).ok()?;
+    Some(if any_zero { 0 } else { nonzero })
+}
+
 /// A byte stream tensors are read from: a file, or bytes already in memory (the browser).
 pub trait ReadSeek: Read + Seek {}
 
@@ -39,3 +56,18 @@ impl<T: Read + Seek> ReadSeek for T {}
 
 /// A boxed [`ReadSeek`], the reader type of checkpoints opened from anything but a path.
 pub type BoxedReader = Box<dyn ReadSeek>;
+
+#[cfg(test)]
+mod tests {
+    use super::element_count;
+
+    #[test]
+    fn element_count_refuses_overflow_in_any_order() {
+        assert_eq!(element_count([2, 3, 4]), Some(24));
+        assert_eq!(element_count([]), Some(1));
+        assert_eq!(element_count([5, 0, 7]), Some(0));
+        assert_eq!(element_count([1 << 40, 1 << 40]), None);
+        // 0 first would stop a left-to-right checked product before it sees the overflow.
+        assert_eq!(element_count([0, 1 << 40, 1 << 40]), None);
+    }
+}

@@ -117,10 +117,7 @@ impl<R: Read + Seek> SafetensorsFile<R> {
                     )));
                 }
             };
-            let numel = raw
-                .shape
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            let numel = super::element_count(raw.shape.iter().map(|&d| d as u64))
                 .ok_or_else(|| bad(format!("tensor `{name}`: shape {:?} overflows", raw.shape)))?;
             let [start, end] = raw.data_offsets;
             let expected = numel.checked_mul(dtype.size() as u64);

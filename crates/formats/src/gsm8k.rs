@@ -2,7 +2,7 @@
 //! functions (verl's `gsm8k.py` rules).
 //!
 //! ```
-//! use tinylora::gsm8k::{strict_reward, flexible_reward};
+//! use tinylora_formats::gsm8k::{strict_reward, flexible_reward};
 //! assert_eq!(strict_reward("... so she has 72 clips.\n#### 72", "72"), 1.0);
 //! assert_eq!(strict_reward("#### 72.", "72"), 0.0); // exact string match
 //! assert_eq!(flexible_reward("The answer is 1,000.", "1000"), 1.0);
@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::tokenizer::chat_prompt;
+use crate::chat::chat_prompt;
 use crate::{Error, Result};
 
 /// Appended to every question, as in the authors' preprocessing (`examples/data_preprocess/gsm8k.py`).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::dequant::{GgmlType, dequantize};
 use super::{BoxedReader, HostTensor, TensorSource};
-use crate::model::Qwen2Config;
+use crate::config::Qwen2Config;
 use crate::{Error, Result};
 
 /// Longest string or array the parser accepts (guards against lying lengths).
@@ -193,22 +193,28 @@ impl GgufFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let data_start = here.div_ceil(alignment) * alignment;
+        let data_start = here
+            .div_ceil(alignment)
+            .checked_mul(alignment)
+            .ok_or_else(|| Error::BadFile {
+                path: path.to_path_buf(),
+                reason: format!("general.alignment {alignment} is invalid"),
+            })?;
         let mut tensors = BTreeMap::new();
         for (name, dims, kind, offset) in infos {
             let bad = |reason: String| Error::BadFile {
                 path: path.to_path_buf(),
                 reason: format!("tensor `{name}`: {reason}"),
             };
-            let numel = dims
-                .iter()
-                .try_fold(1u64, |a, &d| a.checked_mul(d))
+            let numel = super::element_count(dims.iter().copied())
                 .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
             let (per_block, block_bytes) = kind.block();
             if numel % per_block as u64 != 0 {
                 return Err(bad(format!("{numel} values are not whole {kind:?} blocks")));
             }
-            let bytes = numel / per_block as u64 * block_bytes as u64;
+            let bytes = (numel / per_block as u64)
+                .checked_mul(block_bytes as u64)
+                .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
             let end = data_start
                 .checked_add(offset)
                 .and_then(|s| s.checked_add(bytes));

@@ -39,30 +39,38 @@ fn round_half_even(x: f64) -> f64 {
 }
 
 impl Tying {
+    /// Checks the scheme's parameter: a ratio in [0, 1], a chunk size in 1..=2³²−1.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            Tying::None => Ok(()),
+            Tying::Ratio { weight_tying } if !(0.0..=1.0).contains(&weight_tying) => {
+                Err(format!("weight_tying {weight_tying} is outside [0, 1]"))
+            }
+            Tying::Ratio { .. } => Ok(()),
+            Tying::Tiled { n_tie } | Tying::Structured { n_tie } => {
+                if n_tie == 0 || u32::try_from(n_tie).is_err() {
+                    Err(format!("n_tie = {n_tie} must be in 1..=4294967295"))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
     /// The group of each module, given each module's type name (`q_proj`, ...), numbered
     /// `0..groups` in order of first use.
     pub fn groups(&self, module_types: &[&str]) -> Result<Vec<usize>, String> {
+        self.validate()?;
         let n = module_types.len();
         Ok(match *self {
             Tying::None => (0..n).collect(),
             Tying::Ratio { weight_tying } => {
-                if !(0.0..=1.0).contains(&weight_tying) {
-                    return Err(format!("weight_tying {weight_tying} is outside [0, 1]"));
-                }
                 let groups = (round_half_even(n as f64 * (1.0 - weight_tying)) as usize).max(1);
                 let size = (n / groups).max(1);
                 (0..n).map(|i| (i / size).min(groups - 1)).collect()
             }
-            Tying::Tiled { n_tie } => {
-                if n_tie == 0 {
-                    return Err("n_tie must be at least 1".into());
-                }
-                (0..n).map(|i| i / n_tie).collect()
-            }
+            Tying::Tiled { n_tie } => (0..n).map(|i| i / n_tie).collect(),
             Tying::Structured { n_tie } => {
-                if n_tie == 0 {
-                    return Err("n_tie must be at least 1".into());
-                }
                 let mut kinds: Vec<&str> = Vec::new();
                 for t in module_types {
                     if !kinds.contains(t) {
