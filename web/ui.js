@@ -11,10 +11,15 @@ function show(id, text, state) {
   if (state) el.dataset.state = state; else delete el.dataset.state;
 }
 
+const notices = [];
+
+/** Shows a message above the page; the last three distinct ones stay, newest last. */
 function notice(text) {
+  if (!notices.includes(text)) notices.push(text);
+  notices.splice(0, notices.length - 3);
   const el = $('notice');
-  el.hidden = !text;
-  el.textContent = text ?? '';
+  el.hidden = false;
+  el.textContent = notices.join('\n');
 }
 
 // ---- the worker channel: one request at a time, replies in order -----------------------------

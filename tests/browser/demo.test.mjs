@@ -151,6 +151,24 @@ test('cut, altered and missing downloads are reported and the page stays usable'
   });
 });
 
+test('a full browser cache is a warning: the model still loads', { timeout: 600_000 }, async () => {
+  await withPage(async ({ page, url, hub }) => {
+    const site = url('');
+    await page.goto(`${site}?hub=http://127.0.0.1:${hub.address().port}`);
+    await waitState(page, '#model-info', 'ready');
+    // Chromium's storage quota for this origin shrunk to 1 KiB: Cache API writes fail.
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(site).origin, quotaSize: 1024 });
+    await page.click('text=Load another base model');
+    await page.fill('#hub-repo', 'tinylora/untied_f16_sharded_hub');
+    await page.click('#load-hub');
+    await waitState(page, '#model-info', 'ready');
+    const notice = await page.locator('#notice').textContent();
+    console.log(`full cache: ${notice}`);
+    assert.match(notice, /could not be kept in the browser cache.*storage is full/);
+  });
+});
+
 test('without WebGPU the page says what to do', { timeout: 120_000 }, async () => {
   await withPage(async ({ page, url }) => {
     await page.addInitScript(() => { Object.defineProperty(navigator, 'gpu', { value: undefined }); });
