@@ -236,7 +236,7 @@ impl AdapterFile {
         if r.take(2)? != b"TL" {
             return Err(bad(origin, "not a compact tinylora adapter"));
         }
-        let version = u32::from(r.u8()?);
+        let version = u32::from(u8::from_le_bytes(r.array()?));
         if version != VERSION {
             return Err(bad(
                 origin,
@@ -245,42 +245,44 @@ impl AdapterFile {
                 ),
             ));
         }
-        let rank = usize::from(r.u8()?);
-        let u = usize::from(r.u16()?);
-        let groups = usize::from(r.u16()?);
-        let mask = r.u8()?;
+        let rank = usize::from(u8::from_le_bytes(r.array()?));
+        let u = usize::from(u16::from_le_bytes(r.array()?));
+        let groups = usize::from(u16::from_le_bytes(r.array()?));
+        let mask = u8::from_le_bytes(r.array()?);
         let targets = ALL_TARGETS
             .iter()
             .enumerate()
             .filter(|(i, _)| mask & (1 << i) != 0)
             .map(|(_, t)| t.to_string())
             .collect();
-        let tying = match r.u8()? {
+        let tying = match u8::from_le_bytes(r.array()?) {
             0 => Tying::None,
             1 => Tying::Ratio {
-                weight_tying: r.f64()?,
+                weight_tying: f64::from_le_bytes(r.array()?),
             },
             2 => Tying::Tiled {
-                n_tie: r.u32()? as usize,
+                n_tie: u32::from_le_bytes(r.array()?) as usize,
             },
             3 => Tying::Structured {
-                n_tie: r.u32()? as usize,
+                n_tie: u32::from_le_bytes(r.array()?) as usize,
             },
             k => return Err(bad(origin, format!("unknown tying kind {k}"))),
         };
-        let convention = match r.u8()? {
+        let convention = match u8::from_le_bytes(r.array()?) {
             0 => Convention::Peft,
-            1 => Convention::Verl { alpha: r.f64()? },
+            1 => Convention::Verl {
+                alpha: f64::from_le_bytes(r.array()?),
+            },
             k => return Err(bad(origin, format!("unknown convention {k}"))),
         };
-        let seed = r.u64()?;
+        let seed = u64::from_le_bytes(r.array()?);
         let base_fingerprint = hex::encode(r.take(8)?);
         let basis_hash = hex::encode(r.take(8)?);
         let mut v = Vec::with_capacity(groups);
         for _ in 0..groups {
             let mut row = Vec::with_capacity(u);
             for _ in 0..u {
-                row.push(f32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes")));
+                row.push(f32::from_le_bytes(r.array()?));
             }
             v.push(row);
         }
@@ -325,28 +327,11 @@ impl<'a> Reader<'a> {
         self.at = end;
         Ok(slice)
     }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn f64(&mut self) -> Result<f64> {
-        Ok(f64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+    /// The next `N` bytes as an array, for `from_le_bytes`.
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
     }
 }
 
