@@ -42,6 +42,7 @@ function startWorker() {
       case 'progress': showProgress(event); break;
       case 'warning': notice(event.message); break;
       case 'token': tokenListeners.get(event.id)?.(event); break;
+      case 'device_lost': deviceLost(event); break;
       default: {
         const waiter = pending;
         pending = null;
@@ -53,14 +54,56 @@ function startWorker() {
   };
   worker.onerror = (error) => {
     error.preventDefault?.();
-    const message = `The model worker stopped (${error.message ?? 'internal error'}). It was restarted: load the model again.`;
-    pending?.reject(new Error(message));
-    pending = null;
-    notice(message);
+    lastModel = null;
+    restartWorker(`The model worker stopped (${error.message ?? 'internal error'}). It was restarted: load the model again.`);
     show('model-info', 'No model loaded (the worker restarted).', 'error');
-    worker.terminate();
-    startWorker();
   };
+}
+
+/** Fails the request in flight with `message`, shows it, and replaces the worker. */
+function restartWorker(message) {
+  pending?.reject(new Error(message));
+  pending = null;
+  notice(message);
+  worker.terminate();
+  startWorker();
+}
+
+let recovering = false;
+
+/**
+ * The worker's GPU device is gone and every later request on it would fail: a new worker gets
+ * a new device and the model and adapter (with the sliders' values) come back, unless the
+ * device was lost while they were coming back, which is left to the user.
+ */
+function deviceLost({ reason, message }) {
+  const why = `The GPU device was lost (${reason}${message ? `: ${message}` : ''}).`;
+  if (recovering || !lastModel) {
+    restartWorker(`${why} The model worker was restarted: load the model again.`);
+    show('model-info', 'No model loaded (the GPU device was lost).', 'error');
+    return;
+  }
+  restartWorker(`${why} The model worker was restarted and the model is loading again.`);
+  show('model-info', 'Loading the model again on a new GPU device…', 'loading');
+  setTimeout(recover, 0);
+}
+
+async function recover() {
+  recovering = true;
+  setBusy(true);
+  const [model, adapter, v] = [lastModel, lastAdapter, adapterV];
+  try {
+    if (!(await loadModel(model.request, model.files)) || !adapter) return;
+    if (!(await applyAdapter(adapter.text, adapter.origin)) || !v) return;
+    await call({ cmd: 'set_v', v });
+    adapterV = v;
+    buildSliders();
+  } catch (error) {
+    notice(error.message);
+  } finally {
+    recovering = false;
+    setBusy(false);
+  }
 }
 
 /** Sends `request` (with optional File objects) and resolves to the worker's final reply. */
@@ -115,6 +158,9 @@ async function checkWebGpu() {
 
 let problems = [];
 let modelIsToy = false;
+/** The last model loaded ({request, files}) and adapter applied ({text, origin}). */
+let lastModel = null;
+let lastAdapter = null;
 
 async function loadProblems(url) {
   const text = await (await fetch(url)).text();
@@ -127,9 +173,11 @@ async function loadProblems(url) {
 async function loadModel(request, files = []) {
   show('model-info', 'Loading…', 'loading');
   clearAdapterUi('No adapter: the base model answers.');
+  lastAdapter = null;
   try {
     const ready = await call({ ...request, max_buffer: maxBuffer }, files);
     progressDone();
+    lastModel = { request, files };
     show('model-info', `${ready.name}: ${(ready.parameters / 1e6).toFixed(2)} M parameters, ${ready.layers} layers, hidden ${ready.hidden}, vocabulary ${ready.vocab}; ready in ${ready.seconds.toFixed(1)} s`, 'ready');
     const toy = request.cmd === 'load_bundled';
     if (toy !== modelIsToy || problems.length === 0) {
@@ -159,6 +207,7 @@ async function applyAdapter(text, origin) {
   try {
     const ready = await call({ cmd: 'adapter', text, origin });
     adapterV = ready.v;
+    lastAdapter = { text, origin };
     show('adapter-info', `Adapter from ${origin}: ${ready.trainable} trainable floats over ${ready.modules} modules (rank ${ready.r}); basis rebuilt in ${ready.seconds.toFixed(1)} s`, 'ready');
     buildSliders();
     return true;

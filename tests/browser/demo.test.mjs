@@ -169,6 +169,58 @@ test('a full browser cache is a warning: the model still loads', { timeout: 600_
   });
 });
 
+test('a GPU device lost during generation is reported, and the model and adapter come back', { timeout: 600_000 }, async () => {
+  const compact = readFileSync(join(ROOT, 'assets/toy/example-adapter.tl1'), 'utf8').trim();
+  await withPage(async ({ page, url }) => {
+    // The test keeps the worker's GPU devices so that it can destroy them: the loss a driver
+    // reset or a GPU process crash causes, which headless Chromium cannot be made to have.
+    await page.route('**/worker.js', async (route) => {
+      const response = await route.fetch();
+      const keep = `self.testDevices = [];
+        const testRequest = GPUAdapter.prototype.requestDevice;
+        GPUAdapter.prototype.requestDevice = async function (...args) {
+          const device = await testRequest.apply(this, args);
+          self.testDevices.push(device);
+          return device;
+        };\n`;
+      await route.fulfill({ response, body: keep + await response.text() });
+    });
+    await page.goto(url(`#adapter=${compact}`));
+    await waitState(page, '#model-info', 'ready');
+    await waitState(page, '#adapter-info', 'ready');
+    // Move the first slider: its value must come back too.
+    const moved = await page.evaluate(() => {
+      const slider = document.querySelector('#sliders input');
+      slider.value = String(Number(slider.value) * 0.5);
+      slider.dispatchEvent(new Event('input'));
+      return Number(slider.value);
+    });
+    await page.waitForTimeout(1000);
+    const ids = [3, 17, 42, 5, 99];
+    const logits = () => page.evaluate((ids) => window.tinylora.call({ cmd: 'logits', ids, adapted: true }), ids);
+    const before = (await logits()).values;
+    await page.fill('#max-tokens', '200');
+    await page.click('#solve');
+    await page.waitForFunction(() => /tokens/.test(document.querySelector('#stats-adapted').textContent), null, { timeout: 120_000 });
+    assert.equal(page.workers().length, 1);
+    await page.workers()[0].evaluate(() => self.testDevices.forEach((device) => device.destroy()));
+    const failed = await waitState(page, '#stats-adapted', 'done');
+    const verdict = await page.locator('#verdict-adapted').textContent();
+    console.log(`generation when the device was lost: ${failed} / ${verdict}`);
+    // The generation fails with whichever comes first: the worker's own error for the failed
+    // GPU call, or the page's device-lost message. The notice names the loss either way.
+    assert.equal(await page.locator('#verdict-adapted').getAttribute('data-state'), 'error');
+    assert.ok(verdict.length > 0, 'the failed generation says why');
+    assert.match(await page.locator('#notice').textContent(), /GPU device was lost.*loading again/);
+    await waitState(page, '#model-info', 'ready');
+    await waitState(page, '#adapter-info', 'ready');
+    await page.waitForFunction(() => !document.querySelector('#solve').disabled, null, { timeout: 120_000 });
+    assert.equal(Number(await page.locator('#sliders input').first().inputValue()), moved);
+    const after = (await logits()).values;
+    assert.deepEqual(after, before, 'the model, adapter and slider value after the loss must give the same logits');
+  });
+});
+
 test('without WebGPU the page says what to do', { timeout: 120_000 }, async () => {
   await withPage(async ({ page, url }) => {
     await page.addInitScript(() => { Object.defineProperty(navigator, 'gpu', { value: undefined }); });

@@ -74,7 +74,8 @@ pub enum Request {
     Stop,
 }
 
-/// What the worker tells the page.
+/// What the worker tells the page. One more event comes from `web/worker.js` itself, which
+/// watches the GPU device: `{"type": "device_lost", "reason": ..., "message": ...}`.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
