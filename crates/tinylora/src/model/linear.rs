@@ -42,7 +42,7 @@ const WEIGHT_LEFT_MAX_ROWS: usize = 32;
 /// recomputation) are faster as `x·Wᵀ`. burn's `linear` is avoided on purpose: for a
 /// `[1, seq, in]` input it reshapes the weight to `[1, in, out]`, which copies the transposed
 /// view into a new contiguous matrix on every call. Measured on the 0.5B shape (2 CPU cores,
-/// `BENCHMARKS.md`): prefill 45 → 87 tok/s, decode at batch 8 +10 %, at batch 32 +20 %.
+/// `BENCHMARKS.md`): prefill 45 → 75–87 tok/s, decode at batch 8 +10 %, at batch 32 +20 %.
 ///
 /// # Shapes
 /// - `x`: `[..., in]`; `weight_t`: `[in, out]`; `bias`: `[out]`; output `[..., out]`
