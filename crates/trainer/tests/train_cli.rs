@@ -148,7 +148,15 @@ fn a_grpo_run_writes_its_files_and_resumes_exactly() {
 fn interrupt_after_first_step(args: &[&str], run_dir: &Path) -> usize {
     let child = trainer(args).stderr(Stdio::piped()).spawn().unwrap();
     let started = Instant::now();
-    while train_records(run_dir).is_empty() {
+    // The file is appended to while it is polled: look at complete lines only.
+    let a_step_done = || {
+        let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap_or_default();
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        complete
+            .lines()
+            .any(|l| serde_json::from_str::<Value>(l).unwrap()["split"] == "train")
+    };
+    while !a_step_done() {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "no step finished"

@@ -48,9 +48,11 @@ impl MetricsLog {
         Ok(Self { path, file })
     }
 
-    /// Appends one record and flushes it to the OS.
+    /// Appends one record as a single write of the whole line (a reader polling the file
+    /// never sees half of it, as it could when `Display` wrote piece by piece) and flushes it.
     pub fn write(&mut self, record: &Value) -> Result<()> {
-        writeln!(self.file, "{record}")
+        self.file
+            .write_all(format!("{record}\n").as_bytes())
             .and_then(|_| self.file.flush())
             .with_context(|| format!("writing {}", self.path.display()))
     }
