@@ -39,8 +39,11 @@ test('WebGPU self-check in the browser equals the native CPU result', { timeout:
     const web = JSON.parse(await page.locator('#selfcheck').textContent());
     assert.equal(web.values.length, native.values.length);
     const diff = Math.max(...web.values.map((v, i) => Math.abs(v - native.values[i])));
-    console.log(`max |webgpu - cpu| = ${diff.toExponential(2)}`);
-    assert.ok(diff <= 1e-5, `WebGPU differs from the CPU backend by ${diff}`);
+    // Both within the probe's f32 error bound of the f64 reference (any summation order, WGSL's
+    // `exp` accuracy), so within twice it of each other.
+    console.log(`max |webgpu - cpu| = ${diff.toExponential(2)}, |webgpu - f64| = ${web.max_abs_err.toExponential(2)}, bound ${native.error_bound.toExponential(2)}`);
+    assert.ok(web.max_abs_err <= native.error_bound, `WebGPU is ${web.max_abs_err} from the f64 reference`);
+    assert.ok(diff <= 2 * native.error_bound, `WebGPU differs from the CPU backend by ${diff}`);
     // The adapter basis (SVD + projections) must be bit-identical in wasm and natively.
     assert.equal(web.basis_hash, native.basis_hash);
   } finally {

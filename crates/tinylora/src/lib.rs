@@ -15,6 +15,7 @@ pub mod generate;
 pub mod grpo;
 pub mod grpo_step;
 pub mod model;
+pub mod numerics;
 pub mod ops;
 pub mod optim;
 pub mod readback;

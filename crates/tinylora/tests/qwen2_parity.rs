@@ -10,12 +10,14 @@ use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
 use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::config::Qwen2Config;
+use tinylora::numerics::logits_tolerance;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::sampling::SamplingConfig;
 
-/// max |ours − ref| / max |ref| on burn's CPU backend.
-const CPU_TOLERANCE: f64 = 1e-4;
-/// The same on wgpu (lavapipe in CI).
+/// max |ours − ref| / max |ref| on wgpu (lavapipe in CI): above the summation-order bound of
+/// these models (`numerics::logits_tolerance`, 3.8e-4 here), since WGSL allows `exp` and
+/// `inverseSqrt` a few ULP more than the CPU's. On the CPU the bound itself is the tolerance.
 const WGPU_TOLERANCE: f64 = 1e-3;
 
 const VARIANTS: [&str; 3] = ["tied_f32_hub", "untied_bf16_tf5", "untied_f16_sharded_hub"];
@@ -85,11 +87,14 @@ fn greedy(model: &Qwen2ForCausalLM, prompts: &[Vec<u32>], steps: usize) -> Vec<V
         .collect()
 }
 
-fn check_logits(kind: BackendKind, tolerance: f64) {
+/// Compares every fixture's logits with transformers'; `tolerance` of the model and the number
+/// of positions.
+fn check_logits(kind: BackendKind, tolerance: impl Fn(&Qwen2Config, usize) -> f64) {
     let device = init(kind).unwrap();
     for name in VARIANTS {
         let (model, expected) = load(name, &device);
         for case in &expected.logits {
+            let tolerance = tolerance(&model.config, case.ids.len());
             let err = max_rel_err(&last_logits(&model, &case.ids), &case.last_logits);
             println!(
                 "{kind} {name} len {}: max rel err {err:.2e}",
@@ -106,12 +111,14 @@ fn check_logits(kind: BackendKind, tolerance: f64) {
 
 #[test]
 fn cpu_logits_match_transformers() {
-    check_logits(BackendKind::Cpu, CPU_TOLERANCE);
+    check_logits(BackendKind::Cpu, |config, positions| {
+        logits_tolerance(config, positions, 1.0)
+    });
 }
 
 #[test]
 fn wgpu_logits_match_transformers() {
-    check_logits(BackendKind::Wgpu, WGPU_TOLERANCE);
+    check_logits(BackendKind::Wgpu, |_, _| WGPU_TOLERANCE);
 }
 
 #[test]
@@ -156,5 +163,7 @@ fn kv_cache_decoding_equals_full_recomputation() {
         incremental = block_on(to_vec_f32(model.forward_last(&[vec![t]], &mut cache))).unwrap();
     }
     let full = last_logits(&model, &ids);
-    assert!(max_rel_err(&incremental, &full) < 1e-5);
+    let tol = logits_tolerance(&model.config, ids.len(), 1.0);
+    let err = max_rel_err(&incremental, &full);
+    assert!(err <= tol, "{err:e} > {tol:e}");
 }
