@@ -16,7 +16,7 @@ const USAGE: &str = "usage: cargo xtask <demo|test|setup|wasm>
   demo    set up, run the main job on the bundled default and serve the demo page
   test    set up and run every test (fmt, clippy, cargo tests, wasm build, browser tests)
   setup   install missing prerequisites only (apt packages, trunk, wasm-bindgen-cli, npm packages)
-  wasm    set up and build the web app (trunk build --release) into dist/";
+  wasm    set up and build the web app (trunk build, release per Trunk.toml) into dist/";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -87,11 +87,10 @@ fn run_counting(cmd: &mut Command) -> Result<(usize, usize, bool), String> {
     Ok((passed, failed, status.success()))
 }
 
-/// Builds the web app into `dist/` with trunk, offline, wasm-opt off (see Trunk.toml).
+/// Builds the web app into `dist/` with trunk: release, offline, wasm-opt off (Trunk.toml).
 pub fn build_wasm(env: &Env) -> Result<(), String> {
     let mut cmd = Command::new(&env.trunk);
-    cmd.args(["build", "--release", "--offline"])
-        .current_dir(root());
+    cmd.args(["build", "--offline"]).current_dir(root());
     if env.wasm == WasmRoute::Debian {
         // Debian's rustc-web builds std for wasm32 itself (`../shared/toolchain.md`); std's own
         // dependencies must be fetched first, since trunk runs cargo offline.
@@ -154,7 +153,11 @@ pub fn run() -> Result<(), String> {
             ])),
         );
     }
-    summary.tests("cargo test", cargo().args(["test", "--release"]));
+    // Every test binary runs even when one fails, so that one failure cannot hide others.
+    summary.tests(
+        "cargo test",
+        cargo().args(["test", "--release", "--no-fail-fast"]),
+    );
     let trainer_built = summary.check(
         "trainer build",
         proc::run(cargo().args(["build", "--release", "-p", "trainer"])),
