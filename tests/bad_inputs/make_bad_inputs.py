@@ -7,6 +7,8 @@ The corpus is committed; `crates/trainer/tests/bad_inputs.rs` runs every case th
 `trainer` binary and checks that it exits non-zero, names the file and the problem, and does
 not panic. Cases derive from tests/fixtures/qwen2/tied_f32_hub and assets/toy.
 """
+import base64
+import hashlib
 import json
 import shutil
 import struct
@@ -53,6 +55,21 @@ def gguf(magic=b"GGUF", version=3, type_id=0, offset=0, data=16, n_tensors=1):
     b += struct.pack("<Q", len(name)) + name + struct.pack("<IQIQ", 1, 4, type_id, offset)
     b += b"\0" * (-len(b) % 32) + b"\0" * data
     return b
+
+
+def compact_link(adapter):
+    """The `tl1.` form of an adapter JSON (the record of crates/formats/src/adapter/file.rs;
+    checked against the toy model's example link below)."""
+    c = adapter["config"]
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert c["tying"]["kind"] == "ratio" and c["convention"]["kind"] == "peft"
+    record = b"TL" + struct.pack("<BBHHB", 1, c["r"], c["u"], len(adapter["v"]),
+                                 sum(1 << i for i, t in enumerate(targets) if t in c["targets"]))
+    record += b"\x01" + struct.pack("<d", c["tying"]["weight_tying"]) + b"\x00" + struct.pack("<Q", c["seed"])
+    record += bytes.fromhex(adapter["base_fingerprint"][:16]) + bytes.fromhex(adapter["basis_hash"][:16])
+    record += b"".join(struct.pack("<f", x) for v in adapter["v"] for x in v)
+    record += hashlib.sha256(record).digest()[:4]
+    return "tl1." + base64.urlsafe_b64encode(record).decode().rstrip("=")
 
 
 def main():
@@ -117,6 +134,12 @@ def main():
     case("adapter_corrupted", toy + ["{dir}/adapter_corrupted.tl1"], "checksum", "one character of the link changed")
     (HERE / "adapter_truncated.tl1").write_text(compact[:60])
     case("adapter_truncated", toy + ["{dir}/adapter_truncated.tl1"], "adapter_truncated.tl1", "the link cut short")
+    huge = {**toy_adapter, "config": {**toy_adapter["config"], "r": 64, "u": 65535}, "trainable_parameters": 65535, "v": [[0.0] * 65535]}
+    (HERE / "adapter_huge_basis.json").write_text(json.dumps(huge, separators=(",", ":")))
+    case("adapter_huge_basis", toy + ["{dir}/adapter_huge_basis.json"], "projection values per module exceeds the limit", "the validator's maxima r = 64, u = 65535 (a 263 KB file asking for 1 GiB of projections per module)")
+    assert compact_link(toy_adapter) == compact, "compact_link no longer matches the trainer's encoder"
+    (HERE / "adapter_huge_basis.tl1").write_text(compact_link(huge) + "\n")
+    case("adapter_huge_basis_link", toy + ["{dir}/adapter_huge_basis.tl1"], "projection values per module exceeds the limit", "the same as a `tl1.` link (the browser test opens it as #adapter=)")
 
     lines = (TOY / "test.jsonl").read_text().splitlines()[:3]
     (HERE / "gsm8k_broken_line.jsonl").write_text("\n".join([lines[0], '{"question": "no answer"', lines[2]]) + "\n")

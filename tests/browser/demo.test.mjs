@@ -1,7 +1,8 @@
 // The demo page end to end in headless Chromium (WebGPU on SwiftShader): the bundled model with
 // the example adapter from a URL fragment answers exactly like `trainer generate`; a model
 // loaded through the hub's URL layout gives the native logits; downloads are cached; bad
-// downloads and mismatched adapters get messages and the page stays usable.
+// downloads, mismatched adapters and adapters beyond the limits get messages and the page
+// stays usable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -148,6 +149,23 @@ test('cut, altered and missing downloads are reported and the page stays usable'
     assert.match(await waitState(page, '#model-info', 'error'), /missing|404/);
     await page.click('#load-bundled');
     await waitState(page, '#model-info', 'ready');
+  });
+});
+
+test('a link asking for a huge basis is refused at once and the page stays usable', { timeout: 300_000 }, async () => {
+  // r = 64, u = 65535 (tests/bad_inputs/make_bad_inputs.py): 1 GiB of projections per module
+  // before the limits; refused before any basis work now, so well within the wait below.
+  const huge = readFileSync(join(ROOT, 'tests/bad_inputs/adapter_huge_basis.tl1'), 'utf8').trim();
+  const example = readFileSync(join(ROOT, 'assets/toy/example-adapter.tl1'), 'utf8').trim();
+  await withPage(async ({ page, url }) => {
+    await page.goto(url(`#adapter=${huge}`));
+    await waitState(page, '#model-info', 'ready');
+    const refusal = await waitState(page, '#adapter-info', 'error', 60_000);
+    console.log(`huge basis: ${refusal}`);
+    assert.match(refusal, /projection values per module exceeds the limit/);
+    await page.fill('#adapter-text', example);
+    await page.click('#apply-adapter');
+    await waitState(page, '#adapter-info', 'ready');
   });
 });
 

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use super::config::{Convention, TinyLoraConfig};
 use super::projection::projection;
 use super::svd::top_svd;
-use super::targets::{linear_mut, target_modules};
+use super::targets::{check_limits, linear_mut, target_modules};
 use crate::model::Qwen2ForCausalLM;
 use crate::model::linear::Linear;
 use crate::readback::to_vec_f32;
@@ -60,9 +60,12 @@ pub async fn host_weight(linear: &Linear) -> Result<Vec<f32>> {
 
 impl Basis {
     /// Computes the basis of `model` for `config`: SVD factors per the convention, projections
-    /// from the config's seed, groups from its tying.
+    /// from the config's seed, groups from its tying. Refuses a config beyond [`super::limits`]
+    /// before any work.
     pub async fn compute(model: &mut Qwen2ForCausalLM, config: &TinyLoraConfig) -> Result<Self> {
         config.validate()?;
+        check_limits(model, config)
+            .map_err(|e| Error::InvalidInput(format!("adapter config: {e}")))?;
         let modules = target_modules(model.config.num_hidden_layers, &config.targets);
         let kinds: Vec<&str> = modules.iter().map(|m| m.1).collect();
         let groups_of = config
@@ -74,7 +77,7 @@ impl Basis {
         {
             let linear = linear_mut(model, layer, kind);
             let (d_in, d_out) = linear.dims();
-            let r = config.r.min(d_in).min(d_out);
+            let r = config.r;
             let w = host_weight(linear).await?;
             let svd = top_svd(&w, d_out, d_in, r);
             let (mut a, mut b) = (vec![0f32; r * d_in], vec![0f32; d_out * r]);

@@ -9,6 +9,7 @@ pub use tinylora_formats::adapter::file::{AdapterFile, COMPACT_PREFIX, FORMAT, V
 
 use super::TinyLora;
 use super::basis::{Basis, fingerprint};
+use super::targets::check_limits;
 use crate::Result;
 use crate::model::Qwen2ForCausalLM;
 
@@ -23,13 +24,15 @@ impl TinyLora {
         )
     }
 
-    /// Rebuilds the adapter in `file` on `model`: checks the base fingerprint, recomputes the
-    /// basis and checks its hash. `origin` names the adapter in errors.
+    /// Rebuilds the adapter in `file` on `model`: checks the work it asks for against
+    /// [`super::limits`] and the base fingerprint, recomputes the basis and checks its hash.
+    /// `origin` names the adapter in errors.
     pub async fn from_file(
         file: &AdapterFile,
         model: &mut Qwen2ForCausalLM,
         origin: &Path,
     ) -> Result<Self> {
+        check_limits(model, &file.config).map_err(|e| bad(origin, e))?;
         let found = fingerprint(model, &file.config.targets).await?;
         if !found.starts_with(&file.base_fingerprint) {
             return Err(bad(

@@ -10,7 +10,7 @@ pub mod svd;
 pub mod targets;
 
 /// The adapter's shape and tying, from `tinylora-formats`.
-pub use tinylora_formats::adapter::{config, tying};
+pub use tinylora_formats::adapter::{config, limits, tying};
 
 use burn::tensor::{Device, Tensor, TensorData};
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::TinyLora;
 use super::basis::{Basis, ModuleBasis};
 use super::config::{ALL_TARGETS, Convention, TinyLoraConfig};
-use super::targets::{linear_mut, target_modules};
+use super::targets::{check_limits, linear_mut, target_modules};
 use super::tying::Tying;
 use crate::model::Qwen2ForCausalLM;
 use crate::weights::TensorSource;
@@ -94,6 +94,7 @@ pub fn load_peft_tinylora(dir: &Path, model: &mut Qwen2ForCausalLM) -> Result<Ti
     config
         .validate()
         .map_err(|e| bad(&config_path, e.to_string()))?;
+    check_limits(model, &config).map_err(|e| bad(&config_path, e))?;
     let weights_path = dir.join("adapter_model.safetensors");
     let mut weights = SafetensorsFile::open(&weights_path)?;
     let modules = target_modules(model.config.num_hidden_layers, &config.targets);
@@ -125,7 +126,7 @@ pub fn load_peft_tinylora(dir: &Path, model: &mut Qwen2ForCausalLM) -> Result<Ti
     let mut out = Vec::with_capacity(modules.len());
     for ((path, kind, layer), group) in modules.into_iter().zip(groups_of) {
         let (d_in, d_out) = linear_mut(model, layer, kind).dims();
-        let r = config.r.min(d_in).min(d_out);
+        let r = config.r;
         let key = format!("base_model.model.{path}");
         out.push(ModuleBasis {
             a: read(format!("{key}.tinylora_A"), &[r, d_in])?,

@@ -1,6 +1,8 @@
 //! The adapted linear layers of a model, in checkpoint order (layer-major; q, k, v, o, gate,
 //! up, down within a layer), with their Hugging Face module paths.
 
+use super::config::TinyLoraConfig;
+use super::limits::{self, ModuleShape};
 use crate::model::Qwen2ForCausalLM;
 use crate::model::linear::Linear;
 
@@ -39,4 +41,17 @@ pub fn linear_mut<'a>(model: &'a mut Qwen2ForCausalLM, layer: usize, kind: &str)
         "up_proj" => &mut block.mlp.up_proj,
         _ => &mut block.mlp.down_proj,
     }
+}
+
+/// Checks `config` against [`limits`] on `model`'s target shapes, before any basis work: the
+/// error says which limit an adapter exceeds.
+pub fn check_limits(model: &mut Qwen2ForCausalLM, config: &TinyLoraConfig) -> Result<(), String> {
+    let shapes: Vec<ModuleShape> = target_modules(model.config.num_hidden_layers, &config.targets)
+        .into_iter()
+        .map(|(path, kind, layer)| {
+            let (d_in, d_out) = linear_mut(model, layer, kind).dims();
+            ModuleShape { path, d_in, d_out }
+        })
+        .collect();
+    limits::check(config, &shapes)
 }
