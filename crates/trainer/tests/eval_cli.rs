@@ -1,5 +1,5 @@
 //! `trainer eval` end to end on a tiny model: one JSONL line per problem and a summary whose
-//! accuracy equals the correct lines over the problems. The fixture model is random, so the
+//! strict, flexible and truncated counts equal those of the lines. The fixture model is random, so the
 //! byte-level tokenizer built here only has to cover its 512 ids.
 
 mod common;
@@ -56,8 +56,14 @@ fn eval_writes_one_line_per_problem_and_a_consistent_summary() {
         .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(summary["n"], 3);
-    let correct = lines.iter().filter(|l| l["correct"] == true).count();
-    assert_eq!(summary["correct"], correct);
+    let count = |key: &str| lines.iter().filter(|l| l[key] == true).count();
+    assert_eq!(summary["correct"], count("correct"));
+    assert_eq!(summary["flexible_correct"], count("flexible_correct"));
+    assert_eq!(summary["truncated"], count("truncated"));
+    // A truncated response used all 6 new tokens.
+    for l in lines.iter().filter(|l| l["truncated"] == true) {
+        assert_eq!(l["response_tokens"], 6, "{l}");
+    }
     assert_eq!(lines[2]["gold"], "500");
     assert!(
         lines

@@ -83,14 +83,18 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!();
     evaluation.write_records(&args.out)?;
     let (n, correct, accuracy) = (evaluation.n, evaluation.correct, evaluation.accuracy());
+    let (flexible, truncated) = (evaluation.flexible_correct, evaluation.truncated);
+    let seconds = started.elapsed().as_secs_f64();
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"accuracy": accuracy, "n": n, "correct": correct})
+            serde_json::json!({"accuracy": accuracy, "n": n, "correct": correct,
+                "flexible_correct": flexible, "truncated": truncated, "seconds": seconds})
         );
     } else {
         println!(
-            "accuracy {:.2}% ({correct}/{n}); per-problem results in {}",
+            "accuracy {:.2}% ({correct}/{n}), flexible {flexible}/{n}, {truncated} truncated, \
+             {seconds:.0} s; per-problem results in {}",
             100.0 * accuracy,
             args.out.display()
         );

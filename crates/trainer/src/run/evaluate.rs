@@ -1,12 +1,13 @@
-//! GSM8K accuracy under the strict reward with greedy decoding, as the paper evaluates:
-//! used by `trainer eval` and by training runs on their held-out set.
+//! GSM8K accuracy under the strict reward with greedy decoding, as the paper evaluates (and
+//! under the flexible rule beside it, to tell format from arithmetic): used by `trainer eval`
+//! and by training runs on their held-out set.
 
 use std::path::Path;
 
 use anyhow::Result;
 use serde_json::{Value, json};
 use tinylora::generate::{GenerateConfig, generate};
-use tinylora::gsm8k::{Problem, prompt, strict_reward};
+use tinylora::gsm8k::{Problem, flexible_reward, prompt, strict_reward};
 use tinylora::model::Qwen2ForCausalLM;
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
@@ -14,11 +15,16 @@ use tinylora::tokenizer::Tokenizer;
 
 /// What an evaluation found.
 pub struct Evaluation {
-    /// Problems answered correctly.
+    /// Problems answered correctly by the strict rule (`#### N`).
     pub correct: usize,
+    /// Problems whose last number is the gold answer (the flexible rule).
+    pub flexible_correct: usize,
+    /// Responses that hit the new-token limit.
+    pub truncated: usize,
     /// Problems evaluated.
     pub n: usize,
-    /// One record per problem: index, question, gold, response, correct, response_tokens.
+    /// One record per problem: index, question, gold, response, correct, flexible_correct,
+    /// response_tokens, truncated.
     pub records: Vec<Value>,
 }
 
@@ -56,6 +62,8 @@ pub fn evaluate(
     };
     let mut out = Evaluation {
         correct: 0,
+        flexible_correct: 0,
+        truncated: 0,
         n: 0,
         records: Vec::with_capacity(problems.len()),
     };
@@ -68,14 +76,20 @@ pub fn evaluate(
         for (problem, generation) in batch.iter().zip(generations) {
             let response = tokenizer.decode(&generation.tokens)?;
             let correct = strict_reward(&response, &problem.gold) == 1.0;
+            let flexible = flexible_reward(&response, &problem.gold) == 1.0;
+            let truncated = !generation.stopped;
             out.correct += usize::from(correct);
+            out.flexible_correct += usize::from(flexible);
+            out.truncated += usize::from(truncated);
             out.records.push(json!({
                 "index": out.n,
                 "question": problem.question,
                 "gold": problem.gold,
                 "response": response,
                 "correct": correct,
+                "flexible_correct": flexible,
                 "response_tokens": generation.tokens.len(),
+                "truncated": truncated,
             }));
             out.n += 1;
         }
