@@ -77,15 +77,6 @@ pub fn gradient_tolerance(config: &Qwen2Config, positions: usize, magnitude: f64
     )
 }
 
-/// The Euclidean norm of `values`, in f64.
-pub fn norm(values: &[f32]) -> f64 {
-    values
-        .iter()
-        .map(|&x| f64::from(x) * f64::from(x))
-        .sum::<f64>()
-        .sqrt()
-}
-
 /// The central difference `(f(h) − f(−h)) / 2h` of `f` at 0, with an estimate of its own
 /// error: `|D(h) − D(h/2)|`. Truncation (`O(h²)`) and the rounding of `f` (`O(ε/h)`, from
 /// whatever summation order this machine uses) both show in it, so a test that allows an

@@ -71,14 +71,18 @@ impl AdamW {
     }
 }
 
+/// The L2 norm of `values` (e.g. every vector of `v` or of its gradient, flattened), in f64.
+pub fn global_norm<'a>(values: impl IntoIterator<Item = &'a f32>) -> f64 {
+    values
+        .into_iter()
+        .map(|&x| f64::from(x).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// Scales `grads` so that their global L2 norm is at most `max_norm`; returns the norm before.
 pub fn clip_grad_norm(grads: &mut [Vec<f32>], max_norm: f64) -> f64 {
-    let norm = grads
-        .iter()
-        .flatten()
-        .map(|&g| f64::from(g).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let norm = global_norm(grads.iter().flatten());
     if norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         for g in grads.iter_mut().flatten() {

@@ -43,21 +43,35 @@ pub fn compute(device: &Device) -> Tensor<2> {
     softmax(rms_norm(x, gain, EPS).matmul(w), 1)
 }
 
+/// The terms `normedᵢ·wᵢₒ` of each logit in f64, `[ROWS][OUT][IN]`: what [`reference`] sums
+/// and [`error_bound`] bounds.
+fn logit_terms() -> Vec<Vec<Vec<f64>>> {
+    let (x, gain, w) = inputs();
+    x.chunks(IN)
+        .map(|row| {
+            let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / IN as f64;
+            let scale = 1.0 / (ms + EPS).sqrt();
+            let normed: Vec<f64> = row
+                .iter()
+                .zip(&gain)
+                .map(|(&v, &g)| f64::from(v) * scale * f64::from(g))
+                .collect();
+            (0..OUT)
+                .map(|o| {
+                    (0..IN)
+                        .map(|i| normed[i] * f64::from(w[i * OUT + o]))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// The same computation in scalar f64, row-major `[ROWS, OUT]`.
 pub fn reference() -> Vec<f64> {
-    let (x, gain, w) = inputs();
     let mut out = Vec::with_capacity(ROWS * OUT);
-    for row in x.chunks(IN) {
-        let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / IN as f64;
-        let scale = 1.0 / (ms + EPS).sqrt();
-        let normed: Vec<f64> = row
-            .iter()
-            .zip(&gain)
-            .map(|(&v, &g)| f64::from(v) * scale * f64::from(g))
-            .collect();
-        let logits: Vec<f64> = (0..OUT)
-            .map(|o| (0..IN).map(|i| normed[i] * f64::from(w[i * OUT + o])).sum())
-            .collect();
+    for row in logit_terms() {
+        let logits: Vec<f64> = row.iter().map(|terms| terms.iter().sum()).collect();
         let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let denom: f64 = logits.iter().map(|l| (l - max).exp()).sum();
         out.extend(logits.iter().map(|l| (l - max).exp() / denom));
@@ -72,19 +86,11 @@ pub fn reference() -> Vec<f64> {
 /// largest error, plus its own sum (`γ_OUT`) and WGSL's allowance for `exp` (`3 + 2|x|` ULP, the
 /// loosest of the backends).
 pub fn error_bound() -> f64 {
-    let (x, gain, w) = inputs();
     let u = numerics::F32_UNIT_ROUNDOFF;
     let (mut largest_sum, mut largest_logit) = (0f64, 0f64);
-    for row in x.chunks(IN) {
-        let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / IN as f64;
-        let scale = 1.0 / (ms + EPS).sqrt();
-        for o in 0..OUT {
-            let terms =
-                (0..IN).map(|i| f64::from(row[i]) * scale * f64::from(gain[i] * w[i * OUT + o]));
-            let (sum, abs_sum) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
-            largest_sum = largest_sum.max(abs_sum);
-            largest_logit = largest_logit.max(sum.abs());
-        }
+    for terms in logit_terms().iter().flatten() {
+        largest_sum = largest_sum.max(terms.iter().map(|t| t.abs()).sum());
+        largest_logit = largest_logit.max(terms.iter().sum::<f64>().abs());
     }
     let logit_error = (2.0 * numerics::gamma(IN) + 8.0 * u) * largest_sum;
     2.0 * logit_error + numerics::gamma(OUT) + (3.0 + 2.0 * 2.0 * largest_logit) * 2.0 * u

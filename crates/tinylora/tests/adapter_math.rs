@@ -9,7 +9,8 @@ use tinylora::adapter::tying::Tying;
 use tinylora::adapter::{TinyLora, detach, merge, unmerge};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::model::Qwen2ForCausalLM;
-use tinylora::numerics::{central_difference, gradient_tolerance, logits_tolerance, norm};
+use tinylora::numerics::{central_difference, gradient_tolerance, logits_tolerance};
+use tinylora::optim::global_norm;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::rng::SplitMix64;
 
@@ -127,7 +128,7 @@ fn v_gradients_match_finite_differences() {
     // Finite differences: within three times their own error estimate (truncation and this
     // machine's rounding), plus the analytic gradient's own summation-order bound.
     for g in 0..adapter.v.len() {
-        let tol = gradient_tolerance(&m.config, IDS.len(), norm(&analytic[g]));
+        let tol = gradient_tolerance(&m.config, IDS.len(), global_norm(&analytic[g]));
         for i in 0..adapter.config.u {
             let eval = |delta: f64| {
                 let mut values = adapter.v.clone();

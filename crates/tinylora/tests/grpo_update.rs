@@ -14,7 +14,8 @@ use tinylora::grpo_step::{
     GrpoStepConfig, Rollouts, loss_and_gradients, reference_logprobs, rollout,
 };
 use tinylora::model::Qwen2ForCausalLM;
-use tinylora::numerics::{central_difference, gradient_tolerance, logprob_tolerance, norm};
+use tinylora::numerics::{central_difference, gradient_tolerance, logprob_tolerance};
+use tinylora::optim::global_norm;
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
 
@@ -112,7 +113,7 @@ fn micro_batches_add_up_to_the_mini_batch() {
         );
         assert!((whole.kl - split.kl).abs() <= logprob_tol * (1.0 + whole.kl) && whole.kl > 0.0);
         assert!(whole.grads[0].iter().any(|&g| g != 0.0));
-        let tol = gradient_tolerance(&model.config, positions, norm(&whole.grads[0]));
+        let tol = gradient_tolerance(&model.config, positions, global_norm(&whole.grads[0]));
         for (a, b) in whole.grads[0].iter().zip(&split.grads[0]) {
             assert!(
                 f64::from((a - b).abs()) <= tol,
@@ -143,7 +144,7 @@ fn gradient_equals_finite_differences() {
     .unwrap();
     // Finite differences: within three times their own error estimate (truncation and this
     // machine's rounding), plus the analytic gradient's own summation-order bound.
-    let tol = gradient_tolerance(&model.config, 3 + 5, norm(&at.grads[0]));
+    let tol = gradient_tolerance(&model.config, 3 + 5, global_norm(&at.grads[0]));
     let mut checked = 0;
     for k in [0, 4, 9, 12] {
         let saved = adapter.v[0][k];

@@ -15,7 +15,7 @@ use tinylora::device::{BackendKind, init};
 use tinylora::fsutil::write_atomic;
 use tinylora::gsm8k::{BadLines, Problem};
 use tinylora::model::Qwen2ForCausalLM;
-use tinylora::optim::{AdamW, AdamWConfig};
+use tinylora::optim::{AdamW, AdamWConfig, global_norm};
 use tinylora::readback::block_on;
 use tinylora::tokenizer::Tokenizer;
 
@@ -301,14 +301,7 @@ impl Session {
                 },
             };
             let done = step + 1;
-            let v_norm = self
-                .adapter
-                .v
-                .iter()
-                .flatten()
-                .map(|x| f64::from(*x).powi(2))
-                .sum::<f64>()
-                .sqrt();
+            let v_norm = global_norm(self.adapter.v.iter().flatten());
             let mut record = report.record;
             record["split"] = json!("train");
             record["step"] = json!(done);
