@@ -94,7 +94,7 @@ async function recover() {
   const [model, adapter, v] = [lastModel, lastAdapter, adapterV];
   try {
     if (!(await loadModel(model.request, model.files)) || !adapter) return;
-    if (!(await applyAdapter(adapter.text, adapter.origin)) || !v) return;
+    if (!(await applyAdapter(adapter.text, adapter.origin, adapter.basisUrl)) || !v) return;
     await call({ cmd: 'set_v', v });
     adapterV = v;
     buildSliders();
@@ -158,7 +158,7 @@ async function checkWebGpu() {
 
 let problems = [];
 let modelIsToy = false;
-/** The last model loaded ({request, files}) and adapter applied ({text, origin}). */
+/** The last model loaded ({request, files}) and adapter applied ({text, origin, basisUrl}). */
 let lastModel = null;
 let lastAdapter = null;
 
@@ -179,6 +179,7 @@ async function loadModel(request, files = []) {
     progressDone();
     lastModel = { request, files };
     show('model-info', `${ready.name}: ${(ready.parameters / 1e6).toFixed(2)} M parameters, ${ready.layers} layers, hidden ${ready.hidden}, vocabulary ${ready.vocab}; ready in ${ready.seconds.toFixed(1)} s`, 'ready');
+    await offerShippedAdapter(ready.fingerprint);
     const toy = request.cmd === 'load_bundled';
     if (toy !== modelIsToy || problems.length === 0) {
       modelIsToy = toy;
@@ -194,6 +195,30 @@ async function loadModel(request, files = []) {
 
 // ---- adapter ----------------------------------------------------------------------------------
 
+/** The adapters shipped with the page (`adapters/index.json`), read once. */
+let shipped = null;
+
+/** Shows a button for the shipped adapter trained on the base model with `fingerprint`, if any. */
+async function offerShippedAdapter(fingerprint) {
+  const button = $('shipped-adapter');
+  button.hidden = true;
+  try {
+    shipped ??= (await (await fetch('adapters/index.json')).json()).adapters;
+  } catch (error) {
+    shipped = [];
+    notice(`The list of shipped adapters could not be read: ${error.message}`);
+  }
+  const match = shipped.find((a) => fingerprint.startsWith(a.base_fingerprint));
+  if (!match) return;
+  button.textContent = `Apply ${match.name}`;
+  button.hidden = false;
+  button.onclick = async () => {
+    const text = (await (await fetch(match.link)).text()).trim();
+    const basis = match.basis ? new URL(match.basis, location.href).href : null;
+    applyAdapter(text, match.name, basis);
+  };
+}
+
 let adapterV = null;
 
 function clearAdapterUi(text) {
@@ -202,16 +227,24 @@ function clearAdapterUi(text) {
   show('adapter-info', text);
 }
 
-async function applyAdapter(text, origin) {
-  show('adapter-info', `Applying the adapter from ${origin} (rebuilding its frozen basis)…`, 'loading');
+/**
+ * Applies an adapter (JSON or `tl1.` text); `basisUrl`, when given, is its basis file (`trainer
+ * export --basis`), read instead of recomputing the frozen factors.
+ */
+async function applyAdapter(text, origin, basisUrl = null) {
+  const how = basisUrl ? `reading its frozen basis from ${basisUrl}` : 'rebuilding its frozen basis';
+  show('adapter-info', `Applying the adapter from ${origin} (${how})…`, 'loading');
   try {
-    const ready = await call({ cmd: 'adapter', text, origin });
+    const ready = await call({ cmd: 'adapter', text, origin, basis_url: basisUrl });
+    progressDone();
     adapterV = ready.v;
-    lastAdapter = { text, origin };
-    show('adapter-info', `Adapter from ${origin}: ${ready.trainable} trainable floats over ${ready.modules} modules (rank ${ready.r}); basis rebuilt in ${ready.seconds.toFixed(1)} s`, 'ready');
+    lastAdapter = { text, origin, basisUrl };
+    const basis = ready.basis_from_file ? `basis read from ${basisUrl}` : 'basis rebuilt';
+    show('adapter-info', `Adapter from ${origin}: ${ready.trainable} trainable floats over ${ready.modules} modules (rank ${ready.r}); ${basis} in ${ready.seconds.toFixed(1)} s`, 'ready');
     buildSliders();
     return true;
   } catch (error) {
+    progressDone();
     clearAdapterUi(error.message);
     show('adapter-info', `Adapter from ${origin} not applied: ${error.message}`, 'error');
     return false;
@@ -266,7 +299,7 @@ let nextId = 1;
 
 function setBusy(value) {
   busy = value;
-  for (const id of ['solve', 'compare', 'evaluate', 'load-hub', 'load-bundled', 'apply-adapter', 'example-adapter']) {
+  for (const id of ['solve', 'compare', 'evaluate', 'load-hub', 'load-bundled', 'apply-adapter', 'shipped-adapter']) {
     $(id).disabled = value;
   }
   $('stop').disabled = !value;
@@ -343,9 +376,29 @@ async function evaluate() {
 
 // ---- wiring -----------------------------------------------------------------------------------
 
+/**
+ * The link's model: `?repo=OWNER/NAME[&gguf=FILE][&revision=REV]` from the hub (`?hub=` or the
+ * default address), else the bundled one.
+ */
+function linkedModel() {
+  const params = new URLSearchParams(location.search);
+  const repo = params.get('repo');
+  if (!repo) return { cmd: 'load_bundled' };
+  $('hub-repo').value = repo;
+  $('hub-gguf').value = params.get('gguf') ?? '';
+  $('hub-revision').value = params.get('revision') ?? 'main';
+  return {
+    cmd: 'load_hub', base: $('hub-base').value.trim(), repo,
+    revision: $('hub-revision').value.trim() || 'main', gguf: params.get('gguf'),
+  };
+}
+
+/** The link's adapter: `#adapter=tl1.…`, optionally `&basis=URL` (relative to the page). */
 function fragmentAdapter() {
   const params = new URLSearchParams(location.hash.slice(1));
-  return params.get('adapter');
+  const text = params.get('adapter');
+  const basis = params.get('basis');
+  return text ? { text, basisUrl: basis ? new URL(basis, location.href).href : null } : null;
 }
 
 function wire() {
@@ -375,18 +428,14 @@ function wire() {
     const removed = await caches.delete(CACHE_NAME).catch(() => false);
     notice(removed ? 'Downloaded models were removed from the browser cache.' : 'Nothing was cached.');
   };
-  $('example-adapter').onclick = async () => {
-    if (!modelIsToy) { notice('The example adapter belongs to the bundled toy model: load it first.'); return; }
-    applyAdapter(await (await fetch('toy/example-adapter.tl1')).text(), 'the example adapter');
-  };
   $('apply-adapter').onclick = () => applyAdapter($('adapter-text').value, 'pasted text');
   $('adapter-file').onchange = async (e) => {
     const file = e.target.files[0];
     if (file) applyAdapter(await file.text(), file.name);
   };
   window.addEventListener('hashchange', () => {
-    const text = fragmentAdapter();
-    if (text) applyAdapter(text, 'the link (#adapter=…)');
+    const link = fragmentAdapter();
+    if (link) applyAdapter(link.text, 'the link (#adapter=…)', link.basisUrl);
   });
   const hub = new URLSearchParams(location.search).get('hub');
   if (hub) $('hub-base').value = hub;
@@ -412,9 +461,9 @@ async function main() {
   }
   setBusy(true);
   try {
-    if (await loadModel({ cmd: 'load_bundled' })) {
-      const text = fragmentAdapter();
-      if (text) await applyAdapter(text, 'the link (#adapter=…)');
+    if (await loadModel(linkedModel())) {
+      const link = fragmentAdapter();
+      if (link) await applyAdapter(link.text, 'the link (#adapter=…)', link.basisUrl);
     }
   } finally {
     setBusy(false);

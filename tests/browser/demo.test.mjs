@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve, serveHub } from './serve.mjs';
 import { launch } from './browser.mjs';
@@ -156,17 +157,74 @@ test('a link asking for a huge basis is refused at once and the page stays usabl
   // r = 64, u = 65535 (tests/bad_inputs/make_bad_inputs.py): 1 GiB of projections per module
   // before the limits; refused before any basis work now, so well within the wait below.
   const huge = readFileSync(join(ROOT, 'tests/bad_inputs/adapter_huge_basis.tl1'), 'utf8').trim();
-  const example = readFileSync(join(ROOT, 'assets/toy/example-adapter.tl1'), 'utf8').trim();
   await withPage(async ({ page, url }) => {
     await page.goto(url(`#adapter=${huge}`));
     await waitState(page, '#model-info', 'ready');
     const refusal = await waitState(page, '#adapter-info', 'error', 60_000);
     console.log(`huge basis: ${refusal}`);
     assert.match(refusal, /projection values per module exceeds the limit/);
-    await page.fill('#adapter-text', example);
-    await page.click('#apply-adapter');
-    await waitState(page, '#adapter-info', 'ready');
+    // The bundled model's own adapter is offered (assets/adapters/index.json) and applies.
+    assert.match(await page.locator('#shipped-adapter').textContent(), /example adapter/);
+    await page.evaluate(() => { document.querySelector('#adapter-info').dataset.state = ''; });
+    await page.click('#shipped-adapter');
+    console.log(await waitState(page, '#adapter-info', 'ready'));
   });
+});
+
+test('a PEFT-trained adapter through a link and its basis file gives the native logits; a wrong basis file is refused', { timeout: 600_000 }, async () => {
+  // PEFT's factors come from torch: only a basis file (`trainer export --basis`) carries them.
+  const tmp = mkdtempSync(join(tmpdir(), 'tinylora-basis-'));
+  const model = 'tests/fixtures/qwen2/untied_bf16_tf5';
+  const peft = 'tests/fixtures/peft/full_tie_u13';
+  const repo = join(tmp, 'untied_bf16_tf5');
+  mkdirSync(repo);
+  for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(ROOT, model, f), join(repo, f));
+  const link = trainer('export', '--model', model, '--adapter', peft, '--compact', '--basis', join(repo, 'basis.safetensors')).trim();
+  // A basis file for another base model (the toy model's example adapter), and an altered one.
+  trainer('export', '--model', 'assets/toy', '--adapter', 'assets/toy/example-adapter.json', '--basis', join(repo, 'toy-basis.safetensors'));
+  const altered = readFileSync(join(repo, 'basis.safetensors'));
+  altered[altered.length - 4] ^= 0x01; // the lowest mantissa byte of the last factor value
+  writeFileSync(join(repo, 'altered-basis.safetensors'), altered);
+  const ids = [5, 77, 301, 12, 9, 400, 3];
+  const native = JSON.parse(trainer('logits', '--model', model, '--adapter', peft, '--ids', ids.join(','), '--json')).last_logits;
+  const hub = await serveHub(tmp);
+  const file = (name) => `http://127.0.0.1:${hub.address().port}/tinylora/untied_bf16_tf5/resolve/main/${name}`;
+  try {
+    await withPage(async ({ page, url }) => {
+      // One link loads the model from the hub and applies the adapter with its basis file.
+      const hubAddress = `http://127.0.0.1:${hub.address().port}`;
+      const basisUrl = encodeURIComponent(file('basis.safetensors'));
+      await page.goto(url(`?hub=${hubAddress}&repo=tinylora/untied_bf16_tf5#adapter=${link}&basis=${basisUrl}`));
+      console.log(await waitState(page, '#model-info', 'ready'));
+      // No shipped adapter was trained on this fixture: nothing is offered.
+      assert.equal(await page.locator('#shipped-adapter').isHidden(), true);
+      // Clears the adapter line's state, then links the adapter with `basis`: the next final
+      // state is this application's.
+      const apply = (basis) => page.evaluate((hash) => {
+        document.querySelector('#adapter-info').dataset.state = '';
+        location.hash = hash;
+      }, `adapter=${link}&basis=${encodeURIComponent(basis)}`);
+      const ready = await waitState(page, '#adapter-info', 'ready');
+      console.log(ready);
+      assert.match(ready, /basis read from/);
+      const web = (await page.evaluate((ids) => window.tinylora.call({ cmd: 'logits', ids, adapted: true }), ids)).values;
+      const diff = Math.max(...web.map((v, i) => Math.abs(v - native[i])));
+      console.log(`PEFT adapter via link + basis file: max |wasm - native| logits = ${diff.toExponential(2)}`);
+      assert.ok(diff <= 1e-3, `wasm logits differ from native by ${diff}`);
+      for (const [name, reason] of [
+        ['toy-basis.safetensors', /made for another base model/],
+        ['altered-basis.safetensors', /corrupted or was altered/],
+      ]) {
+        await apply(file(name));
+        const refusal = await waitState(page, '#adapter-info', 'error');
+        console.log(`${name}: ${refusal}`);
+        assert.match(refusal, reason);
+        assert.match(refusal, new RegExp(name.replace('.', '\\.')));
+      }
+    });
+  } finally {
+    hub.close();
+  }
 });
 
 test('a full browser cache is a warning: the model still loads', { timeout: 600_000 }, async () => {

@@ -40,6 +40,10 @@ pub enum Request {
         text: String,
         /// Where it came from (URL fragment, a file name, "pasted text"), for messages.
         origin: String,
+        /// A basis file (`trainer export --basis`) to read the frozen factors from instead of
+        /// recomputing them; needed for adapters trained with PEFT.
+        #[serde(default)]
+        basis_url: Option<String>,
     },
     /// Replace the adapter's trainable vectors (one per tie group).
     SetV {
@@ -118,6 +122,9 @@ pub enum Event {
         vocab: usize,
         /// Whether a tokenizer came with it (generation needs one).
         has_tokenizer: bool,
+        /// Fingerprint of its seven projections (as in adapter files with all targets): the
+        /// page offers the shipped adapters trained on this base model.
+        fingerprint: String,
         /// Seconds from request to ready.
         seconds: f64,
     },
@@ -133,7 +140,9 @@ pub enum Event {
         r: usize,
         /// Adapted modules.
         modules: usize,
-        /// Seconds to rebuild the frozen basis.
+        /// Whether the frozen basis was read from a basis file (else it was recomputed).
+        basis_from_file: bool,
+        /// Seconds to check the adapter and rebuild or read its frozen basis.
         seconds: f64,
     },
     /// The adapter's vectors were replaced.

@@ -5,6 +5,9 @@ use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
 
+use js_sys::Uint8Array;
+use tinylora::adapter::basis::fingerprint;
+use tinylora::adapter::config::ALL_TARGETS;
 use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::{TinyLora, detach};
 use tinylora::burn::tensor::{Device, Tensor};
@@ -16,8 +19,10 @@ use tinylora::model::{KvCache, Qwen2ForCausalLM};
 use tinylora::readback::to_vec_f32;
 use tinylora::sampling::SamplingConfig;
 use tinylora::tokenizer::Tokenizer;
+use tinylora::weights::safetensors::SafetensorsFile;
 use tinylora::weights::{HostTensor, TensorSource};
 
+use crate::js_bytes::JsBytes;
 use crate::protocol::Event;
 use crate::worker::post;
 
@@ -117,7 +122,7 @@ impl Session {
 
     /// Uploads `checkpoint` tensor by tensor and makes it the current model (any adapter is
     /// dropped). Returns the `Ready` event.
-    pub fn load(
+    pub async fn load(
         &mut self,
         checkpoint: Checkpoint,
         tokenizer: Option<Tokenizer>,
@@ -135,7 +140,11 @@ impl Session {
             done: 0,
             total,
         };
-        let model = Qwen2ForCausalLM::load(&config, &mut source, &self.device)
+        let mut model = Qwen2ForCausalLM::load(&config, &mut source, &self.device)
+            .map_err(|e| e.to_string())?;
+        let targets: Vec<String> = ALL_TARGETS.iter().map(|t| t.to_string()).collect();
+        let fingerprint = fingerprint(&mut model, &targets)
+            .await
             .map_err(|e| e.to_string())?;
         let parameters = parameter_count(&config);
         let has_tokenizer = tokenizer.is_some();
@@ -152,13 +161,20 @@ impl Session {
             hidden: config.hidden_size,
             vocab: config.vocab_size,
             has_tokenizer,
+            fingerprint,
             seconds: (now_ms() - started_ms) / 1000.0,
         })
     }
 
     /// Parses an adapter (JSON or compact form), checks it against the loaded model, rebuilds
-    /// its frozen basis and attaches it in place of any previous one.
-    pub async fn apply_adapter(&mut self, text: &str, origin: &str) -> Result<Event, String> {
+    /// its frozen basis — or reads it from `basis`, a basis file's bytes and URL — and attaches
+    /// it in place of any previous one.
+    pub async fn apply_adapter(
+        &mut self,
+        text: &str,
+        origin: &str,
+        basis: Option<(Uint8Array, String)>,
+    ) -> Result<Event, String> {
         let started = now_ms();
         let loaded = self.loaded()?;
         let path = Path::new(origin);
@@ -168,9 +184,27 @@ impl Session {
             AdapterFile::from_compact(text, path)
         }
         .map_err(|e| e.to_string())?;
-        let adapter = TinyLora::from_file(&file, &mut loaded.model, path)
-            .await
-            .map_err(|e| e.to_string())?;
+        let basis_from_file = basis.is_some();
+        let adapter = match basis {
+            None => TinyLora::from_file(&file, &mut loaded.model, path).await,
+            Some((bytes, url)) => {
+                let basis_origin = Path::new(&url);
+                match SafetensorsFile::from_reader(JsBytes::new(bytes), basis_origin) {
+                    Ok(mut basis) => {
+                        TinyLora::from_file_and_basis(
+                            &file,
+                            &mut loaded.model,
+                            path,
+                            &mut basis,
+                            basis_origin,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        .map_err(|e| e.to_string())?;
         detach(&mut loaded.model);
         adapter
             .attach(&mut loaded.model)
@@ -181,6 +215,7 @@ impl Session {
             trainable: adapter.trainable_count(),
             r: adapter.config.r,
             modules: adapter.basis.modules.len(),
+            basis_from_file,
             seconds: (now_ms() - started) / 1000.0,
         };
         loaded.adapter = Some(adapter);

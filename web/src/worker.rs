@@ -11,6 +11,7 @@ use tinylora::selfcheck;
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
+use crate::download::fetch_required;
 use crate::protocol::{Event, Request};
 use crate::session::{Session, now_ms};
 use crate::sources;
@@ -95,7 +96,17 @@ async fn run(
             max_buffer,
         ),
         Request::LoadFiles { max_buffer } => (sources::local(files).await?, max_buffer),
-        Request::Adapter { text, origin } => return session.apply_adapter(&text, &origin).await,
+        Request::Adapter {
+            text,
+            origin,
+            basis_url,
+        } => {
+            let basis = match basis_url {
+                Some(url) => Some((fetch_required(&url, "the basis file", true).await?, url)),
+                None => None,
+            };
+            return session.apply_adapter(&text, &origin, basis).await;
+        }
         Request::SetV { v } => {
             session.set_v(v)?;
             return Ok(Event::VSet);
@@ -135,13 +146,15 @@ async fn run(
         Request::Stop => return Err("stop is handled when it arrives".into()),
     };
     let (found, max_buffer) = found;
-    session.load(
-        found.checkpoint,
-        found.tokenizer,
-        found.name,
-        max_buffer,
-        started,
-    )
+    session
+        .load(
+            found.checkpoint,
+            found.tokenizer,
+            found.name,
+            max_buffer,
+            started,
+        )
+        .await
 }
 
 /// Parses a message from the page: its request and any files.

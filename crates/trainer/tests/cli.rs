@@ -163,8 +163,9 @@ fn adapters_from_peft_and_from_a_compact_link_give_the_same_logits() {
         &ids,
         "--json",
     ]);
+    let out_peft = out;
     let err = max_rel_err(
-        &floats(&stdout_json(&out)["last_logits"]),
+        &floats(&stdout_json(&out_peft)["last_logits"]),
         &floats(&expected["last_logits"]),
     );
     let tol = tolerance(
@@ -173,14 +174,31 @@ fn adapters_from_peft_and_from_a_compact_link_give_the_same_logits() {
     );
     assert!(err <= tol, "{err:e} > {tol:e}");
 
-    let out = trainer(&[
-        "export",
-        "--model",
-        model,
-        "--adapter",
-        peft_dir,
-        "--compact",
-    ]);
+    // PEFT's factors come from torch's RNG and SVD: a link alone could never be applied, so
+    // `--compact` alone is refused and `--compact --basis FILE` writes the factors beside it.
+    let export = |extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            "--model",
+            model,
+            "--adapter",
+            peft_dir,
+            "--compact",
+        ];
+        args.extend_from_slice(extra);
+        trainer(&args)
+    };
+    let out = export(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("add --basis FILE"),
+        "{stderr}"
+    );
+    let tmp = std::env::temp_dir().join(format!("tinylora-cli-basis-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let basis = tmp.join("basis.safetensors");
+    let basis = basis.to_str().unwrap();
+    let out = export(&["--basis", basis]);
     assert!(
         out.status.success(),
         "{}",
@@ -191,23 +209,35 @@ fn adapters_from_peft_and_from_a_compact_link_give_the_same_logits() {
         compact.trim().starts_with("tl1.") && compact.trim().len() < 200,
         "{compact}"
     );
-    // A compact link of a PEFT import points at PEFT's saved basis, which our SVD does not
-    // reproduce bit for bit: applying it must fail loudly, not silently.
-    let link = std::env::temp_dir().join(format!("tinylora-cli-{}.txt", std::process::id()));
+    let link = tmp.join("adapter.tl1");
     std::fs::write(&link, &compact).unwrap();
-    let out = trainer(&[
-        "logits",
-        "--model",
-        model,
-        "--adapter",
-        link.to_str().unwrap(),
-        "--ids",
-        &ids,
-        "--json",
-    ]);
+    let link = link.to_str().unwrap();
+    let logits = |extra: &[&str]| {
+        let mut args = vec![
+            "logits",
+            "--model",
+            model,
+            "--adapter",
+            link,
+            "--ids",
+            &ids,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        trainer(&args)
+    };
+    // The link with its basis file is the PEFT adapter: the same factors and the same f32
+    // floats through the same computation, so the same logits bit for bit.
+    assert_eq!(
+        stdout_json(&logits(&["--basis", basis]))["last_logits"],
+        stdout_json(&out_peft)["last_logits"]
+    );
+    // Without it our SVD does not reproduce PEFT's factors: a loud failure, not a wrong answer.
+    let out = logits(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("basis recomputed differently"),
         "{stderr}"
     );
+    std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -252,6 +252,117 @@ fn sft_resumes_and_survives_ctrl_c_on_one_trajectory() {
 }
 
 #[test]
+fn a_run_starts_from_an_adapter_and_a_basis_file() {
+    let (dir, config) = setup("init");
+    let first = dir.join("first");
+    run(&[
+        "sft",
+        "--config",
+        s(&config),
+        "--out",
+        s(&first),
+        "--set",
+        "run.max_steps=2",
+    ]);
+    let adapter = first.join("adapter.json");
+    let basis = dir.join("basis.safetensors");
+    run(&[
+        "export",
+        "--model",
+        s(&dir),
+        "--adapter",
+        s(&adapter),
+        "--basis",
+        s(&basis),
+    ]);
+
+    // The factors read from the basis file are the computed ones: the same trajectory.
+    let computed = dir.join("computed");
+    let read = dir.join("read");
+    run(&[
+        "sft",
+        "--config",
+        s(&config),
+        "--out",
+        s(&computed),
+        "--set",
+        "run.max_steps=3",
+    ]);
+    let with_basis = format!("init.basis={}", s(&basis));
+    run(&[
+        "sft",
+        "--config",
+        s(&config),
+        "--out",
+        s(&read),
+        "--set",
+        "run.max_steps=3",
+        "--set",
+        &with_basis,
+    ]);
+    assert_eq!(
+        train_records(&computed)
+            .iter()
+            .map(trajectory)
+            .collect::<Vec<_>>(),
+        train_records(&read)
+            .iter()
+            .map(trajectory)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        adapter_v(&computed.join("adapter.json")),
+        adapter_v(&read.join("adapter.json"))
+    );
+
+    // A run from an adapter starts at its v: with a zero learning rate it stays there.
+    let from = dir.join("from");
+    let with_adapter = format!("init.adapter={}", s(&adapter));
+    run(&[
+        "train",
+        "--config",
+        s(&config),
+        "--out",
+        s(&from),
+        "--set",
+        "run.max_steps=1",
+        "--set",
+        "optim.lr=0.0",
+        "--set",
+        &with_adapter,
+        "--set",
+        &with_basis,
+    ]);
+    assert_eq!(adapter_v(&from.join("adapter.json")), adapter_v(&adapter));
+    assert_ne!(
+        adapter_v(&adapter),
+        adapter_v(&computed.join("adapter.json"))
+    );
+
+    // A basis file for another adapter config is refused, naming it.
+    let out = trainer(&[
+        "sft",
+        "--config",
+        s(&config),
+        "--out",
+        s(&dir.join("bad")),
+        "--set",
+        "adapter.seed=7",
+        "--set",
+        &with_basis,
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("basis.safetensors")
+            && stderr.contains("another adapter config"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_diverging_run_keeps_the_last_good_checkpoint() {
     let (dir, config) = setup("diverge");
     let out_dir = dir.join("run");

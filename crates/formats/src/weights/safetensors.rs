@@ -49,6 +49,7 @@ pub struct SafetensorsFile<R> {
     reader: R,
     data_start: u64,
     entries: BTreeMap<String, Entry>,
+    metadata: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -101,8 +102,17 @@ impl<R: Read + Seek> SafetensorsFile<R> {
         let data_start = 8 + header_len;
         let data_len = file_len - data_start;
         let mut entries = BTreeMap::new();
+        let mut metadata = BTreeMap::new();
         for (name, value) in json {
             if name == "__metadata__" {
+                // The format says string to string; other values (some writers add them) are
+                // not ours to judge and are skipped.
+                if let serde_json::Value::Object(map) = value {
+                    metadata = map
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                        .collect();
+                }
                 continue;
             }
             let raw: RawEntry = serde_json::from_value(value)
@@ -142,7 +152,13 @@ impl<R: Read + Seek> SafetensorsFile<R> {
             reader,
             data_start,
             entries,
+            metadata,
         })
+    }
+
+    /// The header's `__metadata__` (string keys and values; empty when absent).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// The element type of `name`, if present.
@@ -327,9 +343,20 @@ impl TensorSource for ShardedSafetensors {
 /// Serialises f32 tensors `(name, shape, values)` as safetensors bytes (names sorted, as
 /// Hugging Face writes them).
 pub fn to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
+    to_bytes_with_metadata(tensors, &BTreeMap::new())
+}
+
+/// [`to_bytes`] with a `__metadata__` entry in the header (omitted when `metadata` is empty).
+pub fn to_bytes_with_metadata(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
     let mut sorted: Vec<&(String, Vec<usize>, Vec<f32>)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
     let mut offset = 0usize;
     for (name, shape, values) in &sorted {
         if shape.iter().product::<usize>() != values.len() {
@@ -390,6 +417,11 @@ mod tests {
         assert_eq!(st.read("b").unwrap().values, tensors[0].2);
         assert_eq!(st.read("a").unwrap().shape, vec![3]);
         assert!(to_bytes(&[("x".into(), vec![2], vec![1.0])]).is_err());
+        assert!(st.metadata().is_empty());
+        let metadata = BTreeMap::from([("format".to_string(), "x".to_string())]);
+        let st = open(to_bytes_with_metadata(&tensors, &metadata).unwrap()).unwrap();
+        assert_eq!(st.metadata(), &metadata);
+        assert_eq!(st.names(), ["a", "b"]);
     }
 
     #[test]

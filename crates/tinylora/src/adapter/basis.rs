@@ -2,6 +2,7 @@
 //! module's weight, the projections `P (u×r×r)`, and each module's tie group. Computed on the
 //! host in f64 (see [`super::svd`]) so that native and browser builds get the same bits.
 
+use burn::tensor::{Int, Tensor, TensorData};
 use sha2::{Digest, Sha256};
 
 use super::config::{Convention, TinyLoraConfig};
@@ -108,13 +109,17 @@ impl Basis {
                 group,
             });
         }
-        let groups = out.iter().map(|m| m.group + 1).max().unwrap_or(0);
-        Ok(Self {
+        Ok(Self::from_modules(config, out))
+    }
+
+    /// The basis of `config` made of `modules` (their groups give the group count).
+    pub fn from_modules(config: &TinyLoraConfig, modules: Vec<ModuleBasis>) -> Self {
+        Self {
             r: config.r,
             u: config.u,
-            groups,
-            modules: out,
-        })
+            groups: modules.iter().map(|m| m.group + 1).max().unwrap_or(0),
+            modules,
+        }
     }
 
     /// SHA-256 (hex) of the factors' f32 bits, shapes and groups, in module order.
@@ -137,16 +142,23 @@ impl Basis {
 }
 
 /// SHA-256 (hex) identifying the base model's adapted weights: each target's path, shape and
-/// up to 4096 evenly strided values of its weight.
+/// up to 4096 evenly strided values of its weight (row-major `[out, in]`). Only those values
+/// leave the device (a gather), so this is cheap for a large model on a GPU.
 pub async fn fingerprint(model: &mut Qwen2ForCausalLM, targets: &[String]) -> Result<String> {
     let mut h = Sha256::new();
+    let device = model.device.clone();
     for (path, kind, layer) in target_modules(model.config.num_hidden_layers, targets) {
         let linear = linear_mut(model, layer, kind);
         let (d_in, d_out) = linear.dims();
-        let w = host_weight(linear).await?;
+        let len = d_in * d_out;
+        let stride = (len / 4096).max(1);
+        let picks: Vec<i64> = (0..len).step_by(stride).map(|k| k as i64).collect();
+        let count = picks.len();
+        let picks = Tensor::<1, Int>::from_data(TensorData::new(picks, [count]), &device);
+        let w = linear.weight_t.clone().transpose().reshape([len]);
+        let values = to_vec_f32(w.select(0, picks)).await?;
         h.update(format!("|{path} {d_out}x{d_in}|"));
-        let stride = (w.len() / 4096).max(1);
-        for x in w.iter().step_by(stride) {
+        for x in values {
             h.update(x.to_le_bytes());
         }
     }

@@ -2,6 +2,7 @@
 //! `tinylora-formats`): describing an adapter, and rebuilding one on a model after checking that
 //! the model and the recomputed basis are the ones it was trained with.
 
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use tinylora_formats::adapter::file::bad;
@@ -12,6 +13,7 @@ use super::basis::{Basis, fingerprint};
 use super::targets::check_limits;
 use crate::Result;
 use crate::model::Qwen2ForCausalLM;
+use crate::weights::safetensors::SafetensorsFile;
 
 impl TinyLora {
     /// The file describing this adapter, trained on a base model with the given fingerprint.
@@ -32,21 +34,23 @@ impl TinyLora {
         model: &mut Qwen2ForCausalLM,
         origin: &Path,
     ) -> Result<Self> {
-        check_limits(model, &file.config).map_err(|e| bad(origin, e))?;
-        let found = fingerprint(model, &file.config.targets).await?;
-        if !found.starts_with(&file.base_fingerprint) {
-            return Err(bad(
-                origin,
-                format!(
-                    "this adapter was trained on another base model (fingerprint {}…, this model has {}…)",
-                    file.base_fingerprint
-                        .get(..16)
-                        .unwrap_or(&file.base_fingerprint),
-                    &found[..16]
-                ),
-            ));
-        }
+        check_base(file, model, origin).await?;
         let basis = Basis::compute(model, &file.config).await?;
+        Self::from_file_with_basis(file, basis, origin)
+    }
+
+    /// Rebuilds the adapter in `file` on `model` with the factors saved in a basis file
+    /// ([`super::basis_file`]) instead of recomputing them: the same checks as
+    /// [`Self::from_file`], and the basis file's own (base model, config, hash).
+    pub async fn from_file_and_basis<R: Read + Seek>(
+        file: &AdapterFile,
+        model: &mut Qwen2ForCausalLM,
+        origin: &Path,
+        basis_file: &mut SafetensorsFile<R>,
+        basis_origin: &Path,
+    ) -> Result<Self> {
+        let found = check_base(file, model, origin).await?;
+        let basis = Basis::from_file(basis_file, basis_origin, model, &file.config, &found)?;
         Self::from_file_with_basis(file, basis, origin)
     }
 
@@ -80,4 +84,28 @@ impl TinyLora {
             v: file.v.clone(),
         })
     }
+}
+
+/// Checks the work `file` asks for against [`super::limits`] and that `model` is the base model
+/// it was trained on; returns the model's fingerprint.
+async fn check_base(
+    file: &AdapterFile,
+    model: &mut Qwen2ForCausalLM,
+    origin: &Path,
+) -> Result<String> {
+    check_limits(model, &file.config).map_err(|e| bad(origin, e))?;
+    let found = fingerprint(model, &file.config.targets).await?;
+    if !found.starts_with(&file.base_fingerprint) {
+        return Err(bad(
+            origin,
+            format!(
+                "this adapter was trained on another base model (fingerprint {}…, this model has {}…)",
+                file.base_fingerprint
+                    .get(..16)
+                    .unwrap_or(&file.base_fingerprint),
+                &found[..16]
+            ),
+        ));
+    }
+    Ok(found)
 }

@@ -2,6 +2,7 @@
 //! `W`, `P` fixed random and `v` (a few floats, shared by tied modules) the only trainable part.
 
 pub mod basis;
+pub mod basis_file;
 pub mod export;
 pub mod file;
 pub mod peft;

@@ -7,9 +7,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::TinyLora;
-use super::basis::{Basis, ModuleBasis};
+use super::basis_file::read_factors;
 use super::config::{ALL_TARGETS, Convention, TinyLoraConfig};
-use super::targets::{check_limits, linear_mut, target_modules};
+use super::targets::check_limits;
 use super::tying::Tying;
 use crate::model::Qwen2ForCausalLM;
 use crate::weights::TensorSource;
@@ -97,50 +97,19 @@ pub fn load_peft_tinylora(dir: &Path, model: &mut Qwen2ForCausalLM) -> Result<Ti
     check_limits(model, &config).map_err(|e| bad(&config_path, e))?;
     let weights_path = dir.join("adapter_model.safetensors");
     let mut weights = SafetensorsFile::open(&weights_path)?;
-    let modules = target_modules(model.config.num_hidden_layers, &config.targets);
-    let kinds: Vec<&str> = modules.iter().map(|m| m.1).collect();
-    let groups_of = config
-        .tying
-        .groups(&kinds)
-        .map_err(|e| bad(&config_path, e))?;
-    let mut read = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
+    let basis = read_factors(&mut weights, &weights_path, model, &config)?;
+    let mut read = |name: String| -> Result<Vec<f32>> {
         match weights.shape(&name) {
-            Some(s) if s == shape => Ok(weights.read(&name)?.values),
+            Some(s) if s == [config.u] => Ok(weights.read(&name)?.values),
             Some(s) => Err(bad(
                 &weights_path,
-                format!("`{name}` has shape {s:?}, the model needs {shape:?}"),
+                format!("`{name}` has shape {s:?}, expected [{}]", config.u),
             )),
-            None => Err(bad(
-                &weights_path,
-                format!(
-                    "missing `{name}`{}",
-                    if name.ends_with("tinylora_P") {
-                        " (saved with save_projection=False: torch's generator cannot be reproduced, save the projections)"
-                    } else {
-                        ""
-                    }
-                ),
-            )),
+            None => Err(bad(&weights_path, format!("missing `{name}`"))),
         }
     };
-    let mut out = Vec::with_capacity(modules.len());
-    for ((path, kind, layer), group) in modules.into_iter().zip(groups_of) {
-        let (d_in, d_out) = linear_mut(model, layer, kind).dims();
-        let r = config.r;
-        let key = format!("base_model.model.{path}");
-        out.push(ModuleBasis {
-            a: read(format!("{key}.tinylora_A"), &[r, d_in])?,
-            b: read(format!("{key}.tinylora_B"), &[d_out, r])?,
-            p: read(format!("{key}.tinylora_P"), &[config.u, r, r])?,
-            path,
-            d_in,
-            d_out,
-            group,
-        });
-    }
-    let groups = out.iter().map(|m| m.group + 1).max().unwrap_or(0);
-    let v = (0..groups)
-        .map(|g| read(format!("base_model.tinylora_v.{g}"), &[config.u]))
+    let v = (0..basis.groups)
+        .map(|g| read(format!("base_model.tinylora_v.{g}")))
         .collect::<Result<Vec<_>>>()?;
     if v.iter().flatten().any(|x| !x.is_finite()) {
         return Err(bad(
@@ -148,14 +117,5 @@ pub fn load_peft_tinylora(dir: &Path, model: &mut Qwen2ForCausalLM) -> Result<Ti
             "tinylora_v contains NaN or infinite values".into(),
         ));
     }
-    Ok(TinyLora {
-        basis: Basis {
-            r: config.r,
-            u: config.u,
-            groups,
-            modules: out,
-        },
-        config,
-        v,
-    })
+    Ok(TinyLora { basis, config, v })
 }

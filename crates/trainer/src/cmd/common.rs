@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tinylora::adapter::TinyLora;
 use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::peft::{is_peft_dir, load_peft_tinylora};
@@ -11,6 +11,7 @@ use tinylora::device::{BackendKind, init};
 use tinylora::model::Qwen2ForCausalLM;
 use tinylora::readback::block_on;
 use tinylora::tokenizer::Tokenizer;
+use tinylora::weights::safetensors::SafetensorsFile;
 
 /// Which model to load and where to run it.
 #[derive(clap::Args)]
@@ -24,6 +25,10 @@ pub struct ModelArgs {
     /// A TinyLoRA adapter: our JSON or compact file, or a PEFT TinyLoRA directory.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// The adapter's basis file (`trainer export --basis`): its frozen factors are read from
+    /// it instead of recomputed. `trainer export` writes this file instead.
+    #[arg(long, requires = "adapter")]
+    pub basis: Option<PathBuf>,
 }
 
 /// Where the tokenizer comes from.
@@ -52,7 +57,7 @@ impl ModelArgs {
             .load(&device)
             .with_context(|| format!("loading {}", self.model.display()))?;
         if let Some(path) = &self.adapter {
-            let adapter = load_adapter(path, &mut model)?;
+            let adapter = load_adapter(path, self.basis.as_deref(), &mut model)?;
             eprintln!(
                 "adapter {}: {} trainable parameters ({} vector(s) of u = {} over {} modules)",
                 path.display(),
@@ -71,13 +76,37 @@ impl ModelArgs {
 }
 
 /// Reads an adapter for `model`: a PEFT TinyLoRA directory, or our adapter file (JSON or
-/// compact form), whose base fingerprint and basis hash are checked.
-pub fn load_adapter(path: &Path, model: &mut Qwen2ForCausalLM) -> Result<TinyLora> {
+/// compact form), whose base fingerprint and basis hash are checked; its frozen factors come
+/// from `basis` (a basis file) when given, else they are recomputed.
+pub fn load_adapter(
+    path: &Path,
+    basis: Option<&Path>,
+    model: &mut Qwen2ForCausalLM,
+) -> Result<TinyLora> {
     if is_peft_dir(path) {
+        if let Some(basis) = basis {
+            bail!(
+                "{}: a PEFT directory carries its own factors; --basis {} is for adapter files",
+                path.display(),
+                basis.display()
+            );
+        }
         return Ok(load_peft_tinylora(path, model)?);
     }
     let file = AdapterFile::load(path)?;
-    Ok(block_on(TinyLora::from_file(&file, model, path))?)
+    Ok(match basis {
+        None => block_on(TinyLora::from_file(&file, model, path))?,
+        Some(basis) => {
+            let mut basis_file = SafetensorsFile::open(basis)?;
+            block_on(TinyLora::from_file_and_basis(
+                &file,
+                model,
+                path,
+                &mut basis_file,
+                basis,
+            ))?
+        }
+    })
 }
 
 /// Parses `5,77,301` into token ids.

@@ -1,11 +1,14 @@
 //! `trainer export`: turn an adapter into what other tools load: a PEFT LoRA directory, merged
-//! Hugging Face weights, or the compact text form for a URL.
+//! Hugging Face weights, the compact text form for a URL, and the basis file that lets the page
+//! (or `--basis`) skip the SVDs and carries factors that cannot be recomputed (PEFT's).
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use tinylora::adapter::basis::fingerprint;
+use tinylora::adapter::basis::{Basis, fingerprint};
 use tinylora::adapter::export::{export_merged, export_peft_lora};
+use tinylora::adapter::peft::is_peft_dir;
+use tinylora::fsutil::write_atomic;
 use tinylora::readback::block_on;
 
 use super::common::{ModelArgs, load_adapter};
@@ -31,11 +34,34 @@ pub fn run(mut args: Args) -> Result<()> {
     let Some(path) = args.model.adapter.take() else {
         bail!("--adapter is required");
     };
-    if args.peft_lora.is_none() && args.merged.is_none() && !args.compact {
-        bail!("choose at least one of --peft-lora DIR, --merged DIR, --compact");
+    let basis_out = args.model.basis.take();
+    if args.peft_lora.is_none() && args.merged.is_none() && !args.compact && basis_out.is_none() {
+        bail!("choose at least one of --peft-lora DIR, --merged DIR, --compact, --basis FILE");
     }
     let mut model = args.model.load()?.model;
-    let adapter = load_adapter(&path, &mut model)?;
+    let adapter = load_adapter(&path, None, &mut model)?;
+    // Before any merge: merging and unmerging need not give back the same bits.
+    let print = block_on(fingerprint(&mut model, &adapter.config.targets))?;
+    if let Some(file) = &basis_out {
+        write_atomic(file, &adapter.basis.to_file_bytes(&adapter.config, &print)?)?;
+        eprintln!(
+            "wrote the basis ({} modules, r = {}) to {}",
+            adapter.basis.modules.len(),
+            adapter.config.r,
+            file.display()
+        );
+    }
+    if args.compact && basis_out.is_none() && is_peft_dir(&path) {
+        let ours = block_on(Basis::compute(&mut model, &adapter.config))?;
+        if ours.hash() != adapter.basis.hash() {
+            bail!(
+                "{}: this PEFT adapter's frozen factors come from torch's RNG and SVD and cannot be \
+                 recomputed from a link; add --basis FILE and publish the file beside the link \
+                 (the page takes #adapter=tl1.…&basis=URL)",
+                path.display()
+            );
+        }
+    }
     if let Some(dir) = &args.peft_lora {
         export_peft_lora(&adapter, dir)?;
         eprintln!(
@@ -50,7 +76,6 @@ pub fn run(mut args: Args) -> Result<()> {
         eprintln!("wrote merged weights to {}", dir.display());
     }
     if args.compact {
-        let print = block_on(fingerprint(&mut model, &adapter.config.targets))?;
         println!("{}", adapter.to_file(print).to_compact());
     }
     Ok(())

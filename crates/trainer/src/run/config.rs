@@ -1,5 +1,5 @@
 //! The training configuration: one TOML file with sections `[model]`, `[data]`, `[adapter]`,
-//! `[grpo]`, `[sft]`, `[optim]`, `[run]`, every key optional with the default below, plus
+//! `[init]`, `[grpo]`, `[sft]`, `[optim]`, `[run]`, every key optional with the default below, plus
 //! `--set section.key=value` overrides. Every knob, its default and its source are listed in
 //! `assets/configs/README.md` (a test keeps that table and these defaults in step).
 
@@ -20,6 +20,8 @@ pub struct TrainConfig {
     pub data: DataSection,
     /// The TinyLoRA adapter (`r`, `u`, `targets`, `tying`, `convention`, `seed`).
     pub adapter: TinyLoraConfig,
+    /// Where the adapter starts: its `v` and its frozen factors.
+    pub init: InitSection,
     /// GRPO (`trainer train`).
     pub grpo: GrpoSection,
     /// The supervised baseline (`trainer sft`).
@@ -51,6 +53,18 @@ impl Default for ModelSection {
             backend: "cpu".into(),
         }
     }
+}
+
+/// `[init]`: where the adapter starts. Paths are relative to the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct InitSection {
+    /// An adapter file whose `v` the run starts from (e.g. `trainer sft`'s, then GRPO); its
+    /// config must equal `[adapter]` and its base model this one. Empty: `v = 0`.
+    pub adapter: PathBuf,
+    /// A basis file (`trainer export --basis`) to read the frozen factors from instead of
+    /// computing them; checked against the model and the config. Empty: computed.
+    pub basis: PathBuf,
 }
 
 /// `[data]`.
@@ -332,9 +346,11 @@ fn unknown_key_error(key: &str, origin: &str) -> anyhow::Error {
 }
 
 /// The keys that hold paths.
-const PATH_KEYS: [(&str, &str); 4] = [
+const PATH_KEYS: [(&str, &str); 6] = [
     ("model", "path"),
     ("model", "tokenizer"),
+    ("init", "adapter"),
+    ("init", "basis"),
     ("data", "train"),
     ("data", "eval"),
 ];

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use tinylora::adapter::TinyLora;
-use tinylora::adapter::basis::fingerprint;
+use tinylora::adapter::basis::{Basis, fingerprint};
 use tinylora::adapter::file::AdapterFile;
 use tinylora::checkpoint::Checkpoint as ModelCheckpoint;
 use tinylora::device::{BackendKind, init};
@@ -18,6 +18,7 @@ use tinylora::model::Qwen2ForCausalLM;
 use tinylora::optim::{AdamW, AdamWConfig, global_norm};
 use tinylora::readback::block_on;
 use tinylora::tokenizer::Tokenizer;
+use tinylora::weights::safetensors::SafetensorsFile;
 
 use super::config::TrainConfig;
 use super::data::load_problems;
@@ -28,6 +29,28 @@ use super::plot::write_plots;
 use super::progress::Progress;
 use super::schedule::{learning_rate, warmup_steps};
 use super::state::{self, RunKind, TrainState};
+
+/// The adapter in `file` (read from `origin`) on `model`, its factors read from the basis file
+/// `basis` or, when that is empty, recomputed.
+fn adapter_from_file(
+    file: &AdapterFile,
+    origin: &Path,
+    basis: &Path,
+    model: &mut Qwen2ForCausalLM,
+) -> Result<TinyLora> {
+    Ok(if basis.as_os_str().is_empty() {
+        block_on(TinyLora::from_file(file, model, origin))?
+    } else {
+        let mut basis_file = SafetensorsFile::open(basis)?;
+        block_on(TinyLora::from_file_and_basis(
+            file,
+            model,
+            origin,
+            &mut basis_file,
+            basis,
+        ))?
+    })
+}
 
 /// Command-line arguments of `trainer train` and `trainer sft`.
 #[derive(clap::Args)]
@@ -128,6 +151,7 @@ impl Session {
         let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
         let adapter_config = config.adapter.clone();
         let base_fingerprint = block_on(fingerprint(&mut model, &adapter_config.targets))?;
+        let basis = &config.init.basis;
         let (adapter, optimizer, start_step) = match &resumed {
             Some(c) => {
                 let origin = c.dir.join("adapter.json");
@@ -136,11 +160,32 @@ impl Session {
                     "{}: the checkpoint's adapter differs from the config's [adapter]",
                     origin.display()
                 );
-                let adapter = block_on(TinyLora::from_file(&c.adapter, &mut model, &origin))?;
+                let adapter = adapter_from_file(&c.adapter, &origin, basis, &mut model)?;
                 (adapter, c.state.optimizer.clone(), c.state.step)
             }
             None => {
-                let adapter = block_on(TinyLora::init(&mut model, adapter_config))?;
+                let adapter = if !config.init.adapter.as_os_str().is_empty() {
+                    let origin = &config.init.adapter;
+                    let file = AdapterFile::load(origin)?;
+                    ensure!(
+                        file.config == adapter_config,
+                        "{}: init.adapter's config differs from the config's [adapter]",
+                        origin.display()
+                    );
+                    adapter_from_file(&file, origin, basis, &mut model)?
+                } else if !basis.as_os_str().is_empty() {
+                    let mut file = SafetensorsFile::open(basis)?;
+                    let basis = Basis::from_file(
+                        &mut file,
+                        basis,
+                        &mut model,
+                        &adapter_config,
+                        &base_fingerprint,
+                    )?;
+                    TinyLora::new(adapter_config, basis)
+                } else {
+                    block_on(TinyLora::init(&mut model, adapter_config))?
+                };
                 let o = &config.optim;
                 let optimizer = AdamW::new(
                     AdamWConfig {
