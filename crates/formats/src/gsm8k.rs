@@ -122,10 +122,9 @@ pub fn strict_reward(response: &str, gold: &str) -> f32 {
     }
 }
 
-/// The flexible rule: the last number anywhere in the response (verl's `\-?[0-9\.\,]+`,
-/// ignoring a lone `.`), with `,` removed and a sentence-final `.` dropped, must equal the gold
-/// string. 1.0 or 0.0. (verl's own flexible rule compares without removing either.)
-pub fn flexible_reward(response: &str, gold: &str) -> f32 {
+/// The last number anywhere in the response (verl's `\-?[0-9\.\,]+`, ignoring a lone `.`),
+/// with `,` and `$` removed and a sentence-final `.` dropped.
+pub fn last_number(response: &str) -> Option<String> {
     let mut last = None;
     let mut i = 0;
     while i < response.len() {
@@ -137,8 +136,14 @@ pub fn flexible_reward(response: &str, gold: &str) -> f32 {
             i += response[i..].chars().next().map_or(1, char::len_utf8);
         }
     }
-    match last {
-        Some(n) if normalise(n.trim_end_matches('.')) == gold => 1.0,
+    last.map(|n| normalise(n.trim_end_matches('.')))
+}
+
+/// The flexible rule: [`last_number`] must equal the gold string. 1.0 or 0.0. (verl's own
+/// flexible rule compares without removing `,` or the final `.`.)
+pub fn flexible_reward(response: &str, gold: &str) -> f32 {
+    match last_number(response) {
+        Some(n) if n == gold => 1.0,
         _ => 0.0,
     }
 }

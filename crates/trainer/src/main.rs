@@ -26,6 +26,8 @@ enum Command {
     Export(cmd::export::Args),
     /// GSM8K accuracy under the strict reward (greedy decoding).
     Eval(cmd::eval::Args),
+    /// Supervised targets in the strict format from a model's own answers (`trainer eval`'s).
+    Distill(cmd::distill::Args),
     /// Train a TinyLoRA adapter with GRPO on GSM8K (see assets/configs/).
     Train(run::session::RunArgs),
     /// Train a TinyLoRA adapter on the reference solutions (supervised baseline).
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Distill(args) => cmd::distill::run(args),
         Command::Train(args) => run::grpo::train(args),
         Command::Sft(args) => run::sft::sft(args),
         Command::Pretrain(args) => toy::pretrain::pretrain(args),

@@ -59,6 +59,49 @@ pub async fn host_weight(linear: &Linear) -> Result<Vec<f32>> {
     Ok(w)
 }
 
+/// `A` (`[r, in]`) and `B` (`[out, r]`), row-major, from the top-r SVD of the row-major
+/// `[out, in]` weight `w`, split per `convention`.
+fn factors(
+    w: &[f32],
+    d_out: usize,
+    d_in: usize,
+    r: usize,
+    convention: &Convention,
+) -> (Vec<f32>, Vec<f32>) {
+    let svd = top_svd(w, d_out, d_in, r);
+    let (mut a, mut b) = (vec![0f32; r * d_in], vec![0f32; d_out * r]);
+    for k in 0..r {
+        // PEFT rounds σ to the weight dtype before the square root; so do we.
+        let (left, right) = match convention {
+            Convention::Peft => {
+                let s = (svd.sigma[k] as f32).sqrt();
+                (s, s)
+            }
+            Convention::Verl { .. } => (1.0, svd.sigma[k] as f32),
+        };
+        for j in 0..d_in {
+            a[k * d_in + j] = right * svd.v[k][j] as f32;
+        }
+        for i in 0..d_out {
+            b[i * r + k] = svd.u[k][i] as f32 * left;
+        }
+    }
+    (a, b)
+}
+
+/// `items.map(f)` in order, on rayon's threads natively and in sequence in the browser.
+fn map_maybe_parallel<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync + Send) -> Vec<U> {
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use rayon::prelude::*;
+        items.into_par_iter().map(f).collect()
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        items.into_iter().map(f).collect()
+    }
+}
+
 impl Basis {
     /// Computes the basis of `model` for `config`: SVD factors per the convention, projections
     /// from the config's seed, groups from its tying. Refuses a config beyond [`super::limits`]
@@ -74,40 +117,38 @@ impl Basis {
             .groups(&kinds)
             .map_err(|e| Error::InvalidInput(format!("adapter config: {e}")))?;
         let mut out = Vec::with_capacity(modules.len());
-        for (index, ((path, kind, layer), group)) in modules.into_iter().zip(groups_of).enumerate()
-        {
-            let linear = linear_mut(model, layer, kind);
-            let (d_in, d_out) = linear.dims();
-            let r = config.r;
-            let w = host_weight(linear).await?;
-            let svd = top_svd(&w, d_out, d_in, r);
-            let (mut a, mut b) = (vec![0f32; r * d_in], vec![0f32; d_out * r]);
-            for k in 0..r {
-                // PEFT rounds σ to the weight dtype before the square root; so do we.
-                let (left, right) = match config.convention {
-                    Convention::Peft => {
-                        let s = (svd.sigma[k] as f32).sqrt();
-                        (s, s)
-                    }
-                    Convention::Verl { .. } => (1.0, svd.sigma[k] as f32),
-                };
-                for j in 0..d_in {
-                    a[k * d_in + j] = right * svd.v[k][j] as f32;
-                }
-                for i in 0..d_out {
-                    b[i * r + k] = svd.u[k][i] as f32 * left;
-                }
+        let mut modules = modules.into_iter().zip(groups_of).enumerate().peekable();
+        // One layer's weights at a time on the host; their SVDs in parallel where threads exist
+        // (each is deterministic on its own, so the bits do not depend on the thread count).
+        while let Some(&(_, ((_, _, layer), _))) = modules.peek() {
+            let mut work = Vec::new();
+            while let Some((index, ((path, kind, _), group))) =
+                modules.next_if(|(_, ((_, _, l), _))| *l == layer)
+            {
+                let linear = linear_mut(model, layer, kind);
+                let (d_in, d_out) = linear.dims();
+                work.push((index, path, group, d_in, d_out, host_weight(linear).await?));
             }
-            let p = projection(config.seed, index, config.u, r, config.projection_std());
-            out.push(ModuleBasis {
-                path,
-                d_in,
-                d_out,
-                a,
-                b,
-                p,
-                group,
+            let factored = map_maybe_parallel(work, |(index, path, group, d_in, d_out, w)| {
+                let (a, b) = factors(&w, d_out, d_in, config.r, &config.convention);
+                let p = projection(
+                    config.seed,
+                    index,
+                    config.u,
+                    config.r,
+                    config.projection_std(),
+                );
+                ModuleBasis {
+                    path,
+                    d_in,
+                    d_out,
+                    a,
+                    b,
+                    p,
+                    group,
+                }
             });
+            out.extend(factored);
         }
         Ok(Self::from_modules(config, out))
     }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_grpo;
 pub mod common;
 pub mod devices;
+pub mod distill;
 pub mod eval;
 pub mod export;
 pub mod generate;
