@@ -1,6 +1,6 @@
 //! Opt-in check on the real Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF) assembled by
 //! `../shared/scripts/fetch-real-qwen.sh DIR`: set `TINYLORA_REAL_QWEN=DIR` to run it.
-//! Without the variable the test returns at once (it is never a CI requirement).
+//! Without the variable the tests return at once (they are never a CI requirement).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -78,4 +78,50 @@ fn real_qwen_basis_time() {
     );
     assert_eq!(adapter.trainable_count(), 13);
     assert_eq!(adapter.basis.modules.len(), 24 * 7);
+}
+
+/// Opt-in: the shipped adapter (`assets/adapters/qwen2.5-coder-0.5b-instruct/`) belongs to this
+/// model (its base fingerprint and, after the basis is recomputed, its basis hash match), and
+/// its greedy answer to the recorded problem is the recorded text (`expected.json`, written
+/// from `trainer generate` with the same prompt and token limit).
+#[test]
+fn real_qwen_shipped_adapter_reproduces_its_answer() {
+    use tinylora::adapter::TinyLora;
+    use tinylora::adapter::file::AdapterFile;
+    use tinylora::gsm8k::prompt;
+    let Some(dir) = std::env::var_os("TINYLORA_REAL_QWEN").map(PathBuf::from) else {
+        eprintln!("TINYLORA_REAL_QWEN not set: skipping the shipped adapter check");
+        return;
+    };
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../assets/adapters/qwen2.5-coder-0.5b-instruct");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped.join("expected.json")).unwrap())
+            .unwrap();
+    let device = init(BackendKind::Cpu).unwrap();
+    let mut model = Checkpoint::open(&dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
+        .unwrap()
+        .load(&device)
+        .unwrap();
+    let path = shipped.join("adapter.json");
+    let file = AdapterFile::load(&path).unwrap();
+    let started = Instant::now();
+    let adapter = block_on(TinyLora::from_file(&file, &mut model, &path)).unwrap();
+    eprintln!(
+        "basis recomputed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    adapter.attach(&mut model).unwrap();
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let question = expected["question"].as_str().unwrap();
+    let ids = tokenizer.encode(&prompt(question)).unwrap();
+    let config = GenerateConfig {
+        max_new_tokens: expected["max_new_tokens"].as_u64().unwrap() as usize,
+        sampling: SamplingConfig::greedy(),
+        seed: 0,
+        stop_tokens: tokenizer.stop_tokens(&model.config.eos_token_ids),
+    };
+    let out = block_on(generate(&model, &[ids], &config, |_, _| {})).unwrap();
+    let text = tokenizer.decode(&out[0].tokens).unwrap();
+    assert_eq!(text, expected["text"].as_str().unwrap());
 }
