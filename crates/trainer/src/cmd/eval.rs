@@ -32,7 +32,7 @@ pub struct Args {
     /// Skip malformed lines (counted) instead of stopping at the first one.
     #[arg(long)]
     skip_bad_lines: bool,
-    /// Per-problem results (JSONL).
+    /// Per-problem results (JSONL), rewritten after every batch.
     #[arg(long, default_value = "eval.jsonl")]
     out: PathBuf,
     /// Print `{"accuracy": ..., "n": ..., "correct": ...}`.
@@ -72,16 +72,20 @@ pub fn run(args: Args) -> Result<()> {
         &problems,
         args.batch_size,
         args.max_new_tokens,
-        |done, correct| {
+        |so_far| {
             eprint!(
-                "\r{done}/{total} problems, accuracy {:.1}%, {:.0} s",
-                100.0 * correct as f64 / done as f64,
+                "\r{}/{total} problems, accuracy {:.1}% (flexible {}, {} truncated), {:.0} s",
+                so_far.n,
+                100.0 * so_far.accuracy(),
+                so_far.flexible_correct,
+                so_far.truncated,
                 started.elapsed().as_secs_f64()
             );
+            // After every batch, so that an interrupted evaluation keeps what it answered.
+            so_far.write_records(&args.out)
         },
     )?;
     eprintln!();
-    evaluation.write_records(&args.out)?;
     let (n, correct, accuracy) = (evaluation.n, evaluation.correct, evaluation.accuracy());
     let (flexible, truncated) = (evaluation.flexible_correct, evaluation.truncated);
     let seconds = started.elapsed().as_secs_f64();

@@ -45,14 +45,14 @@ impl Evaluation {
     }
 }
 
-/// Greedy answers to `problems` in batches of `batch_size`; `on_batch(done, correct)` after each.
+/// Greedy answers to `problems` in batches of `batch_size`; `on_batch(so_far)` after each.
 pub fn evaluate(
     model: &Qwen2ForCausalLM,
     tokenizer: &Tokenizer,
     problems: &[Problem],
     batch_size: usize,
     max_new_tokens: usize,
-    mut on_batch: impl FnMut(usize, usize),
+    mut on_batch: impl FnMut(&Evaluation) -> Result<()>,
 ) -> Result<Evaluation> {
     let config = GenerateConfig {
         max_new_tokens,
@@ -93,7 +93,7 @@ pub fn evaluate(
             }));
             out.n += 1;
         }
-        on_batch(out.n, out.correct);
+        on_batch(&out)?;
     }
     Ok(out)
 }

@@ -278,7 +278,7 @@ impl Session {
             &self.eval_problems,
             self.config.run.eval_batch_size,
             self.config.run.eval_max_new_tokens,
-            |_, _| {},
+            |_| Ok(()),
         )?;
         evaluation.write_records(&self.run_dir.join(format!("eval/step-{step:06}.jsonl")))?;
         let accuracy = evaluation.accuracy();

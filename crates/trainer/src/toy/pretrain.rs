@@ -103,7 +103,7 @@ fn report(
 ) -> Result<(f64, f64)> {
     let (mut problems, _) = load_jsonl(data, BadLines::Fatal)?;
     problems.truncate(n);
-    let evaluation = evaluate(model, tokenizer, &problems, 32, 96, |_, _| {})?;
+    let evaluation = evaluate(model, tokenizer, &problems, 32, 96, |_| Ok(()))?;
     let flexible = evaluation
         .records
         .iter()
