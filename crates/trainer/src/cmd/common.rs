@@ -94,14 +94,25 @@ pub fn load_adapter(
         return Ok(load_peft_tinylora(path, model)?);
     }
     let file = AdapterFile::load(path)?;
+    adapter_from_file(&file, path, basis, model)
+}
+
+/// The adapter in `file` (read from `origin`) on `model`, its frozen factors read from the basis
+/// file `basis` when given, else recomputed.
+pub fn adapter_from_file(
+    file: &AdapterFile,
+    origin: &Path,
+    basis: Option<&Path>,
+    model: &mut Qwen2ForCausalLM,
+) -> Result<TinyLora> {
     Ok(match basis {
-        None => block_on(TinyLora::from_file(&file, model, path))?,
+        None => block_on(TinyLora::from_file(file, model, origin))?,
         Some(basis) => {
             let mut basis_file = SafetensorsFile::open(basis)?;
             block_on(TinyLora::from_file_and_basis(
-                &file,
+                file,
                 model,
-                path,
+                origin,
                 &mut basis_file,
                 basis,
             ))?

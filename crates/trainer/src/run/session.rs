@@ -29,28 +29,7 @@ use super::plot::write_plots;
 use super::progress::Progress;
 use super::schedule::{learning_rate, warmup_steps};
 use super::state::{self, RunKind, TrainState};
-
-/// The adapter in `file` (read from `origin`) on `model`, its factors read from the basis file
-/// `basis` or, when that is empty, recomputed.
-fn adapter_from_file(
-    file: &AdapterFile,
-    origin: &Path,
-    basis: &Path,
-    model: &mut Qwen2ForCausalLM,
-) -> Result<TinyLora> {
-    Ok(if basis.as_os_str().is_empty() {
-        block_on(TinyLora::from_file(file, model, origin))?
-    } else {
-        let mut basis_file = SafetensorsFile::open(basis)?;
-        block_on(TinyLora::from_file_and_basis(
-            file,
-            model,
-            origin,
-            &mut basis_file,
-            basis,
-        ))?
-    })
-}
+use crate::cmd::common::adapter_from_file;
 
 /// Command-line arguments of `trainer train` and `trainer sft`.
 #[derive(clap::Args)]
@@ -151,7 +130,7 @@ impl Session {
         let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
         let adapter_config = config.adapter.clone();
         let base_fingerprint = block_on(fingerprint(&mut model, &adapter_config.targets))?;
-        let basis = &config.init.basis;
+        let basis = Some(config.init.basis.as_path()).filter(|p| !p.as_os_str().is_empty());
         let (adapter, optimizer, start_step) = match &resumed {
             Some(c) => {
                 let origin = c.dir.join("adapter.json");
@@ -173,7 +152,7 @@ impl Session {
                         origin.display()
                     );
                     adapter_from_file(&file, origin, basis, &mut model)?
-                } else if !basis.as_os_str().is_empty() {
+                } else if let Some(basis) = basis {
                     let mut file = SafetensorsFile::open(basis)?;
                     let basis = Basis::from_file(
                         &mut file,
