@@ -4,6 +4,7 @@
 
 use burn::tensor::{Gradients, Tensor};
 
+use crate::Result;
 use crate::model::Qwen2ForCausalLM;
 use crate::model::params::ParamMut;
 use crate::optim::AdamWConfig;
@@ -43,10 +44,10 @@ fn update<const D: usize>(
 
 impl FullAdamW {
     /// Fresh state for every weight of `model`, whose weights are made leaves that require
-    /// gradients (`model` must live on an autodiff device).
-    pub fn new(config: AdamWConfig, model: &mut Qwen2ForCausalLM) -> Self {
+    /// gradients (`model` must live on an autodiff device and hold f32 weights).
+    pub fn new(config: AdamWConfig, model: &mut Qwen2ForCausalLM) -> Result<Self> {
         let moments = model
-            .params_mut()
+            .params_mut()?
             .into_iter()
             .map(|p| match p {
                 ParamMut::Vector(t) => {
@@ -61,22 +62,22 @@ impl FullAdamW {
                 }
             })
             .collect();
-        Self {
+        Ok(Self {
             config,
             t: 0,
             moments,
-        }
+        })
     }
 
     /// One update of every weight of `model` from `grads` at learning rate `lr`.
-    pub fn step(&mut self, model: &mut Qwen2ForCausalLM, grads: &Gradients, lr: f64) {
+    pub fn step(&mut self, model: &mut Qwen2ForCausalLM, grads: &Gradients, lr: f64) -> Result<()> {
         self.t += 1;
         let c = self.config;
         let bias = (
             1.0 - c.beta1.powi(self.t as i32),
             1.0 - c.beta2.powi(self.t as i32),
         );
-        for (p, moments) in model.params_mut().into_iter().zip(&mut self.moments) {
+        for (p, moments) in model.params_mut()?.into_iter().zip(&mut self.moments) {
             match (p, moments) {
                 (ParamMut::Vector(p), Moments::Vector(m, s)) => {
                     update(p, m, s, grads, &c, lr, bias)
@@ -87,5 +88,6 @@ impl FullAdamW {
                 _ => unreachable!("the parameter order of a model is fixed"),
             }
         }
+        Ok(())
     }
 }

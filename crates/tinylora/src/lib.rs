@@ -18,6 +18,8 @@ pub mod model;
 pub mod numerics;
 pub mod ops;
 pub mod optim;
+#[cfg(feature = "native")]
+pub mod quant;
 pub mod readback;
 pub mod rng;
 pub mod sampling;

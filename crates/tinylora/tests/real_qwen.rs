@@ -1,5 +1,6 @@
-//! Opt-in check on the real Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF) assembled by
-//! `../shared/scripts/fetch-real-qwen.sh DIR`: set `TINYLORA_REAL_QWEN=DIR` to run it.
+//! Opt-in check on the real Qwen2.5-Coder-0.5B-Instruct: set `TINYLORA_REAL_QWEN=DIR` to a
+//! directory holding `qwen2.5-coder-0.5b-instruct-q4_k_m.gguf` (Hugging Face repository
+//! `Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF`) and the model's `tokenizer.json`.
 //! Without the variable the tests return at once (they are never a CI requirement).
 
 use std::path::PathBuf;

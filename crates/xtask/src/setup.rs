@@ -15,7 +15,7 @@ pub const TRUNK_VERSION: &str = "0.21.14";
 pub enum WasmRoute {
     /// `rustup target add wasm32-unknown-unknown` worked: plain `cargo build --target`.
     Rustup,
-    /// Debian's rustc-web 1.96 with `-Zbuild-std` (see `../shared/toolchain.md`).
+    /// Debian's rustc-web 1.96, which builds std for wasm32 with `-Zbuild-std`.
     Debian,
 }
 

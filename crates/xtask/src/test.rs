@@ -92,7 +92,7 @@ pub fn build_wasm(env: &Env) -> Result<(), String> {
     let mut cmd = Command::new(&env.trunk);
     cmd.args(["build", "--offline"]).current_dir(root());
     if env.wasm == WasmRoute::Debian {
-        // Debian's rustc-web builds std for wasm32 itself (`../shared/toolchain.md`); std's own
+        // Debian's rustc-web ships no std for wasm32 and builds it itself; std's own
         // dependencies must be fetched first, since trunk runs cargo offline.
         proc::run(
             Command::new("/usr/bin/cargo")

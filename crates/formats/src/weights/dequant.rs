@@ -40,6 +40,11 @@ impl GgmlType {
         })
     }
 
+    /// Whether values are stored in scaled blocks (every type but F32, F16 and BF16).
+    pub fn is_quantised(self) -> bool {
+        !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    }
+
     /// `(values per block, bytes per block)`.
     pub fn block(self) -> (usize, usize) {
         match self {
@@ -54,6 +59,7 @@ impl GgmlType {
     }
 }
 
+#[inline(always)]
 fn half_at(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }
@@ -61,49 +67,89 @@ fn half_at(bytes: &[u8], at: usize) -> f32 {
 /// Dequantises `bytes` (a whole number of blocks) of type `kind` into f32 values.
 pub fn dequantize(bytes: &[u8], kind: GgmlType) -> Vec<f32> {
     let (values, size) = kind.block();
-    let mut out = Vec::with_capacity(bytes.len() / size * values);
-    for block in bytes.chunks_exact(size) {
-        match kind {
-            GgmlType::F32 => out.push(f32::from_le_bytes([block[0], block[1], block[2], block[3]])),
-            GgmlType::F16 => out.push(half_at(block, 0)),
-            GgmlType::BF16 => out.push(bf16::from_le_bytes([block[0], block[1]]).to_f32()),
-            GgmlType::Q4_0 => q4_0(block, &mut out),
-            GgmlType::Q5_0 => q5_0(block, &mut out),
-            GgmlType::Q8_0 => {
-                let d = half_at(block, 0);
-                out.extend(block[2..].iter().map(|&q| d * f32::from(q as i8)));
-            }
-            GgmlType::Q4K => q4_k(block, &mut out),
-            GgmlType::Q6K => q6_k(block, &mut out),
-        }
-    }
+    let mut out = vec![0.0; bytes.len() / size * values];
+    decode_row(kind, bytes, &mut out);
     out
 }
 
-fn q4_0(block: &[u8], out: &mut Vec<f32>) {
-    let d = half_at(block, 0);
-    let qs = &block[2..18];
-    out.extend(qs.iter().map(|&q| d * (f32::from(q & 0x0F) - 8.0)));
-    out.extend(qs.iter().map(|&q| d * (f32::from(q >> 4) - 8.0)));
+/// Decodes whole blocks of `kind` from `bytes` into `out` (`values per block` values each).
+///
+/// The one definition of every block layout: [`dequantize`] and the CPU kernels that multiply
+/// straight from the blocks both call it. It is inlined into its callers so that a caller
+/// compiled for a wider instruction set (AVX2, AVX-512) gets these loops vectorised for it; the
+/// values are the same in every build (no fused multiply-add, each value computed alone).
+///
+/// # Panics
+/// If `out.len()` is not `bytes.len() / bytes per block · values per block`.
+#[inline(always)]
+pub fn decode_row(kind: GgmlType, bytes: &[u8], out: &mut [f32]) {
+    let (values, size) = kind.block();
+    let count = bytes.len() / size;
+    assert_eq!(count * values, out.len(), "{kind:?} row size");
+    // Index loops rather than iterator adapters: they inline into the caller for certain, so a
+    // caller compiled for AVX-512 vectorises the block decoders for it.
+    macro_rules! each_block {
+        ($decode:expr) => {
+            for i in 0..count {
+                $decode(
+                    &bytes[i * size..(i + 1) * size],
+                    &mut out[i * values..(i + 1) * values],
+                );
+            }
+        };
+    }
+    match kind {
+        GgmlType::F32 => each_block!(
+            |b: &[u8], o: &mut [f32]| o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        ),
+        GgmlType::F16 => each_block!(|b: &[u8], o: &mut [f32]| o[0] = half_at(b, 0)),
+        GgmlType::BF16 => {
+            each_block!(|b: &[u8], o: &mut [f32]| o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32())
+        }
+        GgmlType::Q4_0 => each_block!(q4_0),
+        GgmlType::Q5_0 => each_block!(q5_0),
+        GgmlType::Q8_0 => each_block!(q8_0),
+        GgmlType::Q4K => each_block!(q4_k),
+        GgmlType::Q6K => each_block!(q6_k),
+    }
 }
 
-fn q5_0(block: &[u8], out: &mut Vec<f32>) {
+#[inline(always)]
+fn q8_0(block: &[u8], out: &mut [f32]) {
+    let d = half_at(block, 0);
+    let (qs, out) = (&block[2..34], &mut out[..32]);
+    for j in 0..32 {
+        out[j] = d * f32::from(qs[j] as i8);
+    }
+}
+
+#[inline(always)]
+fn q4_0(block: &[u8], out: &mut [f32]) {
+    let d = half_at(block, 0);
+    let qs = &block[2..18];
+    let (low, high) = out[..32].split_at_mut(16);
+    for j in 0..16 {
+        low[j] = d * (f32::from(qs[j] & 0x0F) - 8.0);
+        high[j] = d * (f32::from(qs[j] >> 4) - 8.0);
+    }
+}
+
+#[inline(always)]
+fn q5_0(block: &[u8], out: &mut [f32]) {
     let d = half_at(block, 0);
     let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
     let qs = &block[6..22];
-    let low = (0..16).map(|j| {
-        let high = ((qh >> j) << 4) & 0x10;
-        d * ((u32::from(qs[j] & 0x0F) | high) as f32 - 16.0)
-    });
-    out.extend(low);
-    let high = (0..16).map(|j| {
-        let high = (qh >> (j + 12)) & 0x10;
-        d * ((u32::from(qs[j] >> 4) | high) as f32 - 16.0)
-    });
-    out.extend(high);
+    let (low, high) = out[..32].split_at_mut(16);
+    for j in 0..16 {
+        let bit_low = ((qh >> j) << 4) & 0x10;
+        let bit_high = (qh >> (j + 12)) & 0x10;
+        low[j] = d * ((u32::from(qs[j] & 0x0F) | bit_low) as f32 - 16.0);
+        high[j] = d * ((u32::from(qs[j] >> 4) | bit_high) as f32 - 16.0);
+    }
 }
 
 /// The 6-bit scale and min of sub-block `j` packed in Q4_K's 12 scale bytes.
+#[inline(always)]
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -115,43 +161,54 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-fn q4_k(block: &[u8], out: &mut Vec<f32>) {
+#[inline(always)]
+fn q4_k(block: &[u8], out: &mut [f32]) {
     let d = half_at(block, 0);
     let dmin = half_at(block, 2);
     let scales = &block[4..16];
     let qs = &block[16..144];
-    for (chunk, q) in qs.chunks_exact(32).enumerate() {
+    for (chunk, (q, o)) in qs
+        .chunks_exact(32)
+        .zip(out[..256].chunks_exact_mut(64))
+        .enumerate()
+    {
         let (sc1, m1) = scale_min_k4(2 * chunk, scales);
         let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
         let (d1, min1) = (d * f32::from(sc1), dmin * f32::from(m1));
         let (d2, min2) = (d * f32::from(sc2), dmin * f32::from(m2));
-        out.extend(q.iter().map(|&b| d1 * f32::from(b & 0x0F) - min1));
-        out.extend(q.iter().map(|&b| d2 * f32::from(b >> 4) - min2));
+        let (low, high) = o.split_at_mut(32);
+        for j in 0..32 {
+            low[j] = d1 * f32::from(q[j] & 0x0F) - min1;
+            high[j] = d2 * f32::from(q[j] >> 4) - min2;
+        }
     }
 }
 
-fn q6_k(block: &[u8], out: &mut Vec<f32>) {
+#[inline(always)]
+fn q6_k(block: &[u8], out: &mut [f32]) {
     let ql_all = &block[0..128];
     let qh_all = &block[128..192];
     let sc_all = &block[192..208];
     let d = half_at(block, 208);
     for half in 0..2 {
+        let y = &mut out[128 * half..128 * half + 128];
         let ql = &ql_all[64 * half..64 * half + 64];
         let qh = &qh_all[32 * half..32 * half + 32];
         let sc = &sc_all[8 * half..8 * half + 8];
-        let mut y = [0f32; 128];
-        for l in 0..32 {
-            let is = l / 16;
-            let q1 = i32::from((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32;
-            let q2 = i32::from((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        // Sixteen values share a scale: sub-block `is` of each quarter.
+        for is in 0..2 {
             let scale = |k: usize| d * f32::from(sc[is + k] as i8);
-            y[l] = scale(0) * q1 as f32;
-            y[l + 32] = scale(2) * q2 as f32;
-            y[l + 64] = scale(4) * q3 as f32;
-            y[l + 96] = scale(6) * q4 as f32;
+            let (s0, s2, s4, s6) = (scale(0), scale(2), scale(4), scale(6));
+            for l in 16 * is..16 * is + 16 {
+                let q1 = i32::from((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32;
+                let q2 = i32::from((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[l] = s0 * q1 as f32;
+                y[l + 32] = s2 * q2 as f32;
+                y[l + 64] = s4 * q3 as f32;
+                y[l + 96] = s6 * q4 as f32;
+            }
         }
-        out.extend_from_slice(&y);
     }
 }

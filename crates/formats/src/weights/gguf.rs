@@ -7,7 +7,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::dequant::{GgmlType, dequantize};
-use super::{BoxedReader, HostTensor, TensorSource};
+use super::{BlockTensor, BoxedReader, HostTensor, TensorSource};
 use crate::config::Qwen2Config;
 use crate::{Error, Result};
 
@@ -362,17 +362,9 @@ impl GgufSource {
     }
 }
 
-impl TensorSource for GgufSource {
-    fn names(&self) -> Vec<String> {
-        self.names.keys().cloned().collect()
-    }
-
-    fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        let gguf = self.names.get(name)?;
-        self.file.tensors.get(gguf).map(|t| t.shape.clone())
-    }
-
-    fn read(&mut self, name: &str) -> Result<HostTensor> {
+impl GgufSource {
+    /// The stored bytes of `name` and where they came from.
+    fn bytes_of(&mut self, name: &str) -> Result<(TensorInfo, Vec<u8>)> {
         let file = &mut self.file;
         let info = self
             .names
@@ -388,10 +380,43 @@ impl TensorSource for GgufSource {
                 path: file.path.clone(),
                 source,
             })?;
+        Ok((info, bytes))
+    }
+}
+
+impl TensorSource for GgufSource {
+    fn names(&self) -> Vec<String> {
+        self.names.keys().cloned().collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let gguf = self.names.get(name)?;
+        self.file.tensors.get(gguf).map(|t| t.shape.clone())
+    }
+
+    fn read(&mut self, name: &str) -> Result<HostTensor> {
+        let (info, bytes) = self.bytes_of(name)?;
         Ok(HostTensor {
             shape: info.shape,
             values: dequantize(&bytes, info.kind),
         })
+    }
+
+    fn read_blocks(&mut self, name: &str) -> Result<Option<BlockTensor>> {
+        let quantised = self
+            .names
+            .get(name)
+            .and_then(|g| self.file.tensors.get(g))
+            .is_some_and(|info| info.kind.is_quantised());
+        if !quantised {
+            return Ok(None);
+        }
+        let (info, bytes) = self.bytes_of(name)?;
+        Ok(Some(BlockTensor {
+            shape: info.shape,
+            kind: info.kind,
+            bytes,
+        }))
     }
 
     fn origin(&self, _name: &str) -> PathBuf {

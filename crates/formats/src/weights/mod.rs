@@ -20,6 +20,17 @@ pub struct HostTensor {
     pub values: Vec<f32>,
 }
 
+/// A tensor as the file stores it: GGML blocks, not converted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockTensor {
+    /// Dimensions, outermost first (`[out, in]` for linear weights); blocks run along the last.
+    pub shape: Vec<usize>,
+    /// The block type.
+    pub kind: dequant::GgmlType,
+    /// The blocks, row-major, as in the file.
+    pub bytes: Vec<u8>,
+}
+
 /// Anything that hands out checkpoint tensors by their Hugging Face names.
 pub trait TensorSource {
     /// Every tensor name the source holds.
@@ -28,6 +39,11 @@ pub trait TensorSource {
     fn shape(&self, name: &str) -> Option<Vec<usize>>;
     /// Reads and converts one tensor.
     fn read(&mut self, name: &str) -> Result<HostTensor>;
+    /// Reads one tensor as its quantised blocks, without converting them; `None` when the
+    /// source does not store `name` quantised (the default: only GGUF does).
+    fn read_blocks(&mut self, _name: &str) -> Result<Option<BlockTensor>> {
+        Ok(None)
+    }
     /// The file that holds `name` (or the checkpoint itself), for error messages.
     fn origin(&self, name: &str) -> PathBuf;
 }

@@ -2,7 +2,7 @@
 //! module's weight, the projections `P (u×r×r)`, and each module's tie group. Computed on the
 //! host in f64 (see [`super::svd`]) so that native and browser builds get the same bits.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use sha2::{Digest, Sha256};
 
 use super::config::{Convention, TinyLoraConfig};
@@ -47,16 +47,8 @@ pub struct Basis {
 }
 
 /// The weight of a linear layer as a row-major `[out, in]` host matrix.
-pub async fn host_weight(linear: &Linear) -> Result<Vec<f32>> {
-    let (d_in, d_out) = linear.dims();
-    let wt = to_vec_f32(linear.weight_t.clone()).await?;
-    let mut w = vec![0f32; d_in * d_out];
-    for i in 0..d_in {
-        for o in 0..d_out {
-            w[o * d_in + i] = wt[i * d_out + o];
-        }
-    }
-    Ok(w)
+pub async fn host_weight(linear: &Linear, device: &Device) -> Result<Vec<f32>> {
+    to_vec_f32(linear.weight.to_dense(device)).await
 }
 
 /// `A` (`[r, in]`) and `B` (`[out, r]`), row-major, from the top-r SVD of the row-major
@@ -117,6 +109,7 @@ impl Basis {
             .groups(&kinds)
             .map_err(|e| Error::InvalidInput(format!("adapter config: {e}")))?;
         let mut out = Vec::with_capacity(modules.len());
+        let device = model.device.clone();
         let mut modules = modules.into_iter().zip(groups_of).enumerate().peekable();
         // One layer's weights at a time on the host; their SVDs in parallel where threads exist
         // (each is deterministic on its own, so the bits do not depend on the thread count).
@@ -127,7 +120,14 @@ impl Basis {
             {
                 let linear = linear_mut(model, layer, kind);
                 let (d_in, d_out) = linear.dims();
-                work.push((index, path, group, d_in, d_out, host_weight(linear).await?));
+                work.push((
+                    index,
+                    path,
+                    group,
+                    d_in,
+                    d_out,
+                    host_weight(linear, &device).await?,
+                ));
             }
             let factored = map_maybe_parallel(work, |(index, path, group, d_in, d_out, w)| {
                 let (a, b) = factors(&w, d_out, d_in, config.r, &config.convention);
@@ -196,7 +196,7 @@ pub async fn fingerprint(model: &mut Qwen2ForCausalLM, targets: &[String]) -> Re
         let picks: Vec<i64> = (0..len).step_by(stride).map(|k| k as i64).collect();
         let count = picks.len();
         let picks = Tensor::<1, Int>::from_data(TensorData::new(picks, [count]), &device);
-        let w = linear.weight_t.clone().transpose().reshape([len]);
+        let w = linear.weight.to_dense(&device).reshape([len]);
         let values = to_vec_f32(w.select(0, picks)).await?;
         h.update(format!("|{path} {d_out}x{d_in}|"));
         for x in values {

@@ -1,8 +1,9 @@
-//! A linear layer holding its weight as `[in, out]` (a transposed view of the checkpoint's
-//! contiguous `[out, in]`), with an optional bias and an optional TinyLoRA adapter.
+//! A linear layer: a frozen [`Weight`], an optional bias and an optional TinyLoRA adapter.
 
 use burn::tensor::Tensor;
 use burn::tensor::module::linear;
+
+use super::weight::Weight;
 
 /// Frozen TinyLoRA factors of one layer and the `r×r` matrix that mixes them:
 /// `Δy = ((x·Aᵀ)·mix)·Bᵀ`, i.e. `ΔW = B·mixᵀ·A`.
@@ -30,53 +31,11 @@ impl LinearAdapter {
     }
 }
 
-/// Up to this many rows, [`project`] computes `(W·xᵀ)ᵀ` instead of `x·Wᵀ`.
-const WEIGHT_LEFT_MAX_ROWS: usize = 32;
-
-/// `x·Wᵀ + b` through `weight_t` (`[in, out]`, a transposed view of the checkpoint's
-/// contiguous `[out, in]`), always as one 2-D product over the flattened rows.
-///
-/// Up to [`WEIGHT_LEFT_MAX_ROWS`] rows (decoding) it computes `(W·xᵀ)ᵀ`, with the contiguous
-/// matrix on the left: gemm then reads the weight in place (a matrix-vector product for one
-/// row) instead of packing a copy of all of it on every call. More rows (prefill, log-prob
-/// recomputation) are faster as `x·Wᵀ`. burn's `linear` is avoided on purpose: for a
-/// `[1, seq, in]` input it reshapes the weight to `[1, in, out]`, which copies the transposed
-/// view into a new contiguous matrix on every call. Measured on the 0.5B shape (2 CPU cores,
-/// `BENCHMARKS.md`): prefill 45 → 75–87 tok/s, decode at batch 8 +10 %, at batch 32 +20 %.
-///
-/// # Shapes
-/// - `x`: `[..., in]`; `weight_t`: `[in, out]`; `bias`: `[out]`; output `[..., out]`
-pub fn project<const D: usize>(
-    x: Tensor<D>,
-    weight_t: &Tensor<2>,
-    bias: Option<Tensor<1>>,
-) -> Tensor<D> {
-    let mut dims = x.dims();
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let [d_in, d_out] = weight_t.dims();
-    let x = x.reshape([rows, d_in]);
-    let y = if rows <= WEIGHT_LEFT_MAX_ROWS {
-        weight_t
-            .clone()
-            .transpose()
-            .matmul(x.transpose())
-            .transpose()
-    } else {
-        x.matmul(weight_t.clone())
-    };
-    let y = match bias {
-        Some(b) => y + b.unsqueeze::<2>(),
-        None => y,
-    };
-    dims[D - 1] = d_out;
-    y.reshape(dims)
-}
-
-/// `y = x·Wᵀ + b (+ adapter)` with `W` stored transposed.
+/// `y = x·Wᵀ + b (+ adapter)`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `Wᵀ`, shape `[in, out]`.
-    pub weight_t: Tensor<2>,
+    /// `W`, `[out, in]`.
+    pub weight: Weight,
     /// Bias `[out]`, if the layer has one.
     pub bias: Option<Tensor<1>>,
     /// TinyLoRA adapter, if attached.
@@ -85,9 +44,9 @@ pub struct Linear {
 
 impl Linear {
     /// A plain layer without adapter.
-    pub fn new(weight_t: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+    pub fn new(weight: Weight, bias: Option<Tensor<1>>) -> Self {
         Self {
-            weight_t,
+            weight,
             bias,
             adapter: None,
         }
@@ -99,7 +58,7 @@ impl Linear {
     /// - `x`: `[..., in]`
     /// - output: `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let base = project(x.clone(), &self.weight_t, self.bias.clone());
+        let base = self.weight.project(x.clone(), self.bias.clone());
         match &self.adapter {
             Some(ad) if !ad.merged => {
                 let h = linear(x, ad.a_t.clone(), None);
@@ -110,25 +69,32 @@ impl Linear {
         }
     }
 
-    /// Adds the adapter's `ΔW` into the weight (fast inference, export). No-op without adapter.
+    /// Adds the adapter's `ΔW` into a dense weight (fast inference). No-op without adapter and
+    /// for a quantised weight, whose adapter stays a separate low-rank path.
     pub fn merge_adapter(&mut self) {
-        if let Some(ad) = self.adapter.as_mut().filter(|a| !a.merged) {
-            self.weight_t = self.weight_t.clone() + ad.delta_t();
+        if let (Some(ad), Some(w)) = (
+            self.adapter.as_mut().filter(|a| !a.merged),
+            self.weight.dense_mut(),
+        ) {
+            *w = w.clone() + ad.delta_t().transpose();
             ad.merged = true;
         }
     }
 
     /// Subtracts a merged `ΔW` again, restoring the unmerged forward.
     pub fn unmerge_adapter(&mut self) {
-        if let Some(ad) = self.adapter.as_mut().filter(|a| a.merged) {
-            self.weight_t = self.weight_t.clone() - ad.delta_t();
+        if let (Some(ad), Some(w)) = (
+            self.adapter.as_mut().filter(|a| a.merged),
+            self.weight.dense_mut(),
+        ) {
+            *w = w.clone() - ad.delta_t().transpose();
             ad.merged = false;
         }
     }
 
     /// `(in, out)` features.
     pub fn dims(&self) -> (usize, usize) {
-        let [i, o] = self.weight_t.dims();
+        let [o, i] = self.weight.dims();
         (i, o)
     }
 }

@@ -11,6 +11,7 @@ use super::config::Qwen2Config;
 use super::linear::Linear;
 use super::mlp::Mlp;
 use super::qwen2::{Qwen2ForCausalLM, Qwen2Model};
+use super::weight::Weight;
 use crate::weights::TensorSource;
 use crate::{Error, Result};
 
@@ -18,11 +19,28 @@ use crate::{Error, Result};
 struct Loader<'a> {
     source: &'a mut dyn TensorSource,
     device: &'a Device,
+    /// Whether quantised matrices stay as their blocks (on the CPU backend).
+    keep_blocks: bool,
     used: BTreeSet<String>,
 }
 
+/// Whether `device` is burn's CPU backend (plain or autodiff), where [`Weight::Blocks`] run.
+#[cfg(feature = "native")]
+fn is_cpu(device: &Device) -> bool {
+    matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        burn::backend::DispatchDevice::Flex(_)
+    )
+}
+
+#[cfg(not(feature = "native"))]
+fn is_cpu(_: &Device) -> bool {
+    false
+}
+
 impl Loader<'_> {
-    fn values(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    /// Checks that `name` exists with `shape` and marks it used.
+    fn check(&mut self, name: &str, shape: &[usize]) -> Result<()> {
         let found = self.source.shape(name).ok_or_else(|| Error::BadFile {
             path: self.source.origin(name),
             reason: format!("missing tensor `{name}`"),
@@ -36,6 +54,11 @@ impl Loader<'_> {
             });
         }
         self.used.insert(name.to_string());
+        Ok(())
+    }
+
+    fn values(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.check(name, shape)?;
         Ok(self.source.read(name)?.values)
     }
 
@@ -55,21 +78,37 @@ impl Loader<'_> {
         ))
     }
 
+    /// A `[rows, cols]` weight: its blocks when quantised and kept, else f32 on the device.
+    fn weight(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+        if self.keep_blocks {
+            self.check(name, &[rows, cols])?;
+            if let Some(blocks) = self.source.read_blocks(name)? {
+                return Weight::from_blocks(blocks).map_err(|reason| Error::BadFile {
+                    path: self.source.origin(name),
+                    reason: format!("tensor `{name}`: {reason}"),
+                });
+            }
+        }
+        Ok(Weight::Dense(self.matrix(name, rows, cols)?))
+    }
+
     /// A linear layer `in → out` from `{prefix}.weight` (`[out, in]`) and `{prefix}.bias`.
     fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
-        let weight = self.matrix(&format!("{prefix}.weight"), d_out, d_in)?;
+        let weight = self.weight(&format!("{prefix}.weight"), d_out, d_in)?;
         let bias = if bias {
             Some(self.vector(&format!("{prefix}.bias"), d_out)?)
         } else {
             None
         };
-        Ok(Linear::new(weight.transpose(), bias))
+        Ok(Linear::new(weight, bias))
     }
 }
 
 impl Qwen2ForCausalLM {
     /// Loads every weight of `config`'s architecture from `source` onto `device`.
     ///
+    /// On the CPU backend, matrices the source stores quantised (GGUF Q4_0, Q5_0, Q8_0, Q4_K,
+    /// Q6_K) stay as their blocks ([`Weight::Blocks`]); everything else is f32 on `device`.
     /// Missing tensors, wrong shapes and tensors the architecture does not use are errors
     /// naming the file and the tensor.
     pub fn load(
@@ -90,9 +129,10 @@ impl Qwen2ForCausalLM {
         let mut loader = Loader {
             source,
             device,
+            keep_blocks: is_cpu(device),
             used: BTreeSet::new(),
         };
-        let embed_tokens = loader.matrix("model.embed_tokens.weight", v, h)?;
+        let embed_tokens = loader.weight("model.embed_tokens.weight", v, h)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");

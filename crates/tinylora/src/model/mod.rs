@@ -11,6 +11,7 @@ pub mod mlp;
 pub mod params;
 pub mod qwen2;
 pub mod rope;
+pub mod weight;
 
 /// `config.json`, from `tinylora-formats`.
 pub use tinylora_formats::config;

@@ -1,20 +1,20 @@
 //! The full causal language model (`Qwen2ForCausalLM`).
 
-use burn::tensor::module::embedding;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use super::block::DecoderLayer;
 use super::config::Qwen2Config;
 use super::kv_cache::KvCache;
-use super::linear::{Linear, project};
+use super::linear::Linear;
 use super::rope::rope_tables;
+use super::weight::Weight;
 use crate::ops::rms_norm;
 
 /// `model`: embeddings, decoder layers and the final norm.
 #[derive(Debug, Clone)]
 pub struct Qwen2Model {
     /// Token embeddings, `[vocab, hidden]`.
-    pub embed_tokens: Tensor<2>,
+    pub embed_tokens: Weight,
     /// Decoder layers.
     pub layers: Vec<DecoderLayer>,
     /// Final RMSNorm weight, `[hidden]`.
@@ -47,11 +47,8 @@ impl Qwen2ForCausalLM {
     /// - `tokens`: `[batch][seq]`, all rows the same length
     /// - output: `[batch, seq, hidden]`
     pub fn hidden_states(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<3> {
-        let batch = tokens.len();
         let seq = tokens.first().map_or(0, Vec::len);
-        let ids: Vec<i32> = tokens.iter().flatten().map(|&t| t as i32).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq]), &self.device);
-        let mut x = embedding(self.model.embed_tokens.clone(), ids);
+        let mut x = self.model.embed_tokens.rows(tokens, &self.device);
         let rope = rope_tables(
             &cache.positions(seq),
             self.config.head_dim(),
@@ -80,7 +77,7 @@ impl Qwen2ForCausalLM {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => project(hidden, &self.model.embed_tokens.clone().transpose(), None),
+            None => self.model.embed_tokens.project(hidden, None),
         }
     }
 
@@ -109,7 +106,7 @@ impl Qwen2ForCausalLM {
             |push: &mut dyn FnMut(String, (Vec<usize>, Tensor<1>)), name: String, l: &Linear| {
                 push(
                     format!("{name}.weight"),
-                    flat(l.weight_t.clone().transpose()),
+                    flat(l.weight.to_dense(&self.device)),
                 );
                 if let Some(b) = &l.bias {
                     push(format!("{name}.bias"), flat(b.clone()));
@@ -117,7 +114,7 @@ impl Qwen2ForCausalLM {
             };
         push(
             "model.embed_tokens.weight".into(),
-            flat(self.model.embed_tokens.clone()),
+            flat(self.model.embed_tokens.to_dense(&self.device)),
         );
         for (i, layer) in self.model.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
@@ -152,6 +149,38 @@ impl Qwen2ForCausalLM {
             linear(&mut push, "lm_head".into(), head);
         }
         out
+    }
+
+    /// Bytes of weights one decoded token reads: every layer's projections, the output
+    /// projection (the embedding when tied) and the norms, as stored (blocks or f32).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let hidden = self.config.hidden_size * 4;
+        let layers: usize = self
+            .model
+            .layers
+            .iter()
+            .map(|l| {
+                let (a, m) = (&l.self_attn, &l.mlp);
+                [
+                    &a.q_proj,
+                    &a.k_proj,
+                    &a.v_proj,
+                    &a.o_proj,
+                    &m.gate_proj,
+                    &m.up_proj,
+                    &m.down_proj,
+                ]
+                .iter()
+                .map(|p| p.weight.size_bytes())
+                .sum::<usize>()
+                    + 2 * hidden
+            })
+            .sum();
+        let head = match &self.lm_head {
+            Some(head) => head.weight.size_bytes(),
+            None => self.model.embed_tokens.size_bytes(),
+        };
+        layers + head + hidden
     }
 
     /// Logits of the last position only (what sampling needs), continuing `cache`.

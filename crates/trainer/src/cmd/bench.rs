@@ -108,7 +108,7 @@ fn candle(bin: &PathBuf, args: &Args, batch: usize) -> Result<(f64, f64)> {
 /// Measures and prints the table.
 pub fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
-    // (row, decode tok/s, parameters) of batch-1 decodes, compared with the bandwidth at the end.
+    // (row, decode tok/s, weight bytes per token) of batch-1 decodes, compared with the bandwidth at the end.
     let mut single = Vec::new();
     // candle (CPU only): one run per batch size, batch 1 also giving its prefill figure.
     let mut candle_runs = std::collections::BTreeMap::new();
@@ -131,11 +131,16 @@ pub fn run(args: Args) -> Result<()> {
         let t = Instant::now();
         let mut model = Checkpoint::open(&args.model)?.load(&device)?;
         let params = parameter_count(&model.config);
+        let bytes_per_token = model.weight_bytes_per_token();
         let b = backend.name();
         rows.push(Row {
             what: format!("{b}: load"),
             value: format!("{:.2} s", t.elapsed().as_secs_f64()),
-            note: format!("{:.1} M parameters, f32", params as f64 / 1e6),
+            note: format!(
+                "{:.1} M parameters; a decoded token reads {:.0} MiB of weights",
+                params as f64 / 1e6,
+                bytes_per_token as f64 / (1 << 20) as f64
+            ),
         });
         let vocab = model.config.vocab_size;
         let ids = prompt(args.prompt_len, vocab, 0);
@@ -171,7 +176,7 @@ pub fn run(args: Args) -> Result<()> {
                 / first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
             let mut note = Vec::new();
             if batch == 1 {
-                single.push((rows.len(), decode, params));
+                single.push((rows.len(), decode, bytes_per_token));
             }
             if let Some((_, c)) = candle_on(backend, batch) {
                 note.push(format!(
@@ -236,9 +241,9 @@ pub fn run(args: Args) -> Result<()> {
         value: format!("{:.1} GB/s", bandwidth / 1e9),
         note: "1 GiB memcpy, best of 3".into(),
     });
-    for (row, decode, params) in single {
+    for (row, decode, bytes_per_token) in single {
         // Decoding one token reads every f32 weight once: half of a copy's traffic per byte.
-        let limit = bandwidth / 2.0 / (params as f64 * 4.0);
+        let limit = bandwidth / 2.0 / bytes_per_token as f64;
         let note = &mut rows[row].note;
         let sep = if note.is_empty() { "" } else { "; " };
         *note = format!(

@@ -190,7 +190,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
             weight_decay: 0.01,
         },
         &mut model,
-    );
+    )?;
     let warmup = args.steps / 20;
     let progress = Progress::new(0, args.steps, "pretrain");
     let mut losses = Vec::with_capacity(args.steps);
@@ -216,7 +216,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
             step + 1
         );
         let lr = learning_rate(args.lr, step, args.steps, warmup, Schedule::Cosine);
-        optimizer.step(&mut model, &grads, lr);
+        optimizer.step(&mut model, &grads, lr)?;
         losses.push(loss);
         let recent = &losses[losses.len().saturating_sub(20)..];
         progress.step(

@@ -1,0 +1,140 @@
+//! The frozen weight of a linear layer or an embedding, stored the way it was loaded: an f32
+//! tensor on the model's device, or (on the CPU) the checkpoint's GGUF blocks.
+
+#[cfg(feature = "native")]
+use std::sync::Arc;
+
+use burn::tensor::module::embedding;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::weights::BlockTensor;
+
+#[cfg(feature = "native")]
+use crate::quant::{QMatrix, op::quant_linear};
+
+/// A `[out, in]` weight (`[vocab, hidden]` for an embedding).
+// A burn tensor handle is large; a model holds a few hundred weights, so boxing it buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Weight {
+    /// f32 on the model's device, `[out, in]`, contiguous as in the checkpoint.
+    Dense(Tensor<2>),
+    /// GGUF blocks on the CPU, multiplied without being dequantised (see [`crate::quant`]).
+    #[cfg(feature = "native")]
+    Blocks(Arc<QMatrix>),
+}
+
+/// Up to this many rows, [`Weight::project`] computes `(W·xᵀ)ᵀ` instead of `x·Wᵀ`.
+const WEIGHT_LEFT_MAX_ROWS: usize = 32;
+
+impl Weight {
+    /// A checkpoint's quantised blocks, kept as they are (the CPU backend runs them).
+    pub fn from_blocks(blocks: BlockTensor) -> Result<Self, String> {
+        #[cfg(feature = "native")]
+        {
+            QMatrix::from_blocks(blocks).map(|m| Weight::Blocks(Arc::new(m)))
+        }
+        #[cfg(not(feature = "native"))]
+        {
+            let _ = blocks;
+            Err("quantised blocks run on the native CPU backend only".into())
+        }
+    }
+
+    /// `[out, in]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            Weight::Dense(w) => w.dims(),
+            #[cfg(feature = "native")]
+            Weight::Blocks(m) => m.dims(),
+        }
+    }
+
+    /// Bytes the weight occupies.
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Weight::Dense(w) => w.dims().iter().product::<usize>() * 4,
+            #[cfg(feature = "native")]
+            Weight::Blocks(m) => m.size_bytes(),
+        }
+    }
+
+    /// `x·Wᵀ + b`, always as one 2-D product over the flattened rows.
+    ///
+    /// For a dense weight up to [`WEIGHT_LEFT_MAX_ROWS`] rows (decoding) it computes
+    /// `(W·xᵀ)ᵀ`, with the contiguous matrix on the left: gemm then reads the weight in place (a
+    /// matrix-vector product for one row) instead of packing a copy of all of it on every call;
+    /// more rows (prefill, log-prob recomputation) are faster as `x·Wᵀ`. burn's `linear` is
+    /// avoided on purpose: for a `[1, seq, in]` input it reshapes the weight to `[1, in, out]`,
+    /// which copies the transposed view into a new contiguous matrix on every call.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., in]`; `bias`: `[out]`; output `[..., out]`
+    pub fn project<const D: usize>(&self, x: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
+        let y = match self {
+            Weight::Dense(w) => {
+                let mut dims = x.dims();
+                let rows = dims[..D - 1].iter().product::<usize>();
+                let [d_out, d_in] = w.dims();
+                let x = x.reshape([rows, d_in]);
+                let y = if rows <= WEIGHT_LEFT_MAX_ROWS {
+                    w.clone().matmul(x.transpose()).transpose()
+                } else {
+                    x.matmul(w.clone().transpose())
+                };
+                dims[D - 1] = d_out;
+                y.reshape(dims)
+            }
+            #[cfg(feature = "native")]
+            Weight::Blocks(m) => quant_linear(x, m),
+        };
+        match bias {
+            Some(b) => y + b.unsqueeze::<D>(),
+            None => y,
+        }
+    }
+
+    /// The rows `ids` (an embedding lookup).
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch][seq]`, each `< out` (checked by the caller); output `[batch, seq, in]`
+    pub fn rows(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<3> {
+        let batch = ids.len();
+        let seq = ids.first().map_or(0, Vec::len);
+        match self {
+            Weight::Dense(w) => {
+                let flat: Vec<i32> = ids.iter().flatten().map(|&t| t as i32).collect();
+                let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [batch, seq]), device);
+                embedding(w.clone(), ids)
+            }
+            #[cfg(feature = "native")]
+            Weight::Blocks(m) => {
+                let flat: Vec<usize> = ids.iter().flatten().map(|&t| t as usize).collect();
+                let d_in = m.dims()[1];
+                Tensor::from_data(TensorData::new(m.gather(&flat), [batch, seq, d_in]), device)
+            }
+        }
+    }
+
+    /// The weight as an f32 tensor `[out, in]` on `device`: the tensor itself when dense, a
+    /// dequantised copy (for export, the adapter basis and merged inference) otherwise.
+    #[cfg_attr(not(feature = "native"), allow(unused_variables))]
+    pub fn to_dense(&self, device: &Device) -> Tensor<2> {
+        match self {
+            Weight::Dense(w) => w.clone(),
+            #[cfg(feature = "native")]
+            Weight::Blocks(m) => {
+                Tensor::from_data(TensorData::new(m.dequantize(), m.dims()), device)
+            }
+        }
+    }
+
+    /// The dense tensor, for full-parameter training; `None` for blocks.
+    pub fn dense_mut(&mut self) -> Option<&mut Tensor<2>> {
+        match self {
+            Weight::Dense(w) => Some(w),
+            #[cfg(feature = "native")]
+            Weight::Blocks(_) => None,
+        }
+    }
+}

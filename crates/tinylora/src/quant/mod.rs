@@ -1,0 +1,162 @@
+//! Linear-layer weights kept as GGUF blocks on the CPU and multiplied straight from them.
+//!
+//! A Q4_K_M checkpoint of Qwen2.5-0.5B is 463 MiB of blocks and 1.98 GB once dequantised to
+//! f32; decoding reads every weight once per token, so it runs at the speed the memory delivers
+//! the blocks. [`QMatrix`] holds a `[out, in]` weight as its blocks and computes `x·Wᵀ` (and
+//! `dy·W` for gradients) by decoding one row of blocks at a time into a small f32 buffer that
+//! stays in the core's cache. Activations stay f32, so the only difference from a dequantised
+//! f32 weight is the order of the sums (see [`QMatrix::matmul`] for the bound).
+//!
+//! [`op`] makes the product a burn operation on the CPU backend, with its backward pass, so that
+//! an adapter's gradient flows through a quantised base model.
+
+pub mod kernels;
+pub mod op;
+
+use std::fmt;
+
+use crate::weights::BlockTensor;
+use crate::weights::dequant::{GgmlType, decode_row};
+
+/// A `[rows, cols]` matrix (`[out, in]` of a linear layer) stored as GGML blocks, row-major,
+/// each row a whole number of blocks.
+#[derive(Clone, PartialEq)]
+pub struct QMatrix {
+    kind: GgmlType,
+    rows: usize,
+    cols: usize,
+    /// `rows · row_bytes` bytes.
+    blocks: Vec<u8>,
+    row_bytes: usize,
+}
+
+impl fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "QMatrix({:?}, [{}, {}], {} bytes)",
+            self.kind,
+            self.rows,
+            self.cols,
+            self.blocks.len()
+        )
+    }
+}
+
+impl QMatrix {
+    /// Wraps `blocks` of `kind` as a `[rows, cols]` matrix; an error when a row is not a whole
+    /// number of blocks or the byte count does not match.
+    pub fn new(
+        kind: GgmlType,
+        rows: usize,
+        cols: usize,
+        blocks: Vec<u8>,
+    ) -> std::result::Result<Self, String> {
+        let (per_block, block_bytes) = kind.block();
+        if !cols.is_multiple_of(per_block) {
+            return Err(format!(
+                "rows of {cols} values are not whole {kind:?} blocks of {per_block}"
+            ));
+        }
+        let row_bytes = cols / per_block * block_bytes;
+        if rows.checked_mul(row_bytes) != Some(blocks.len()) {
+            return Err(format!(
+                "{} bytes of {kind:?} blocks do not make a [{rows}, {cols}] matrix",
+                blocks.len()
+            ));
+        }
+        Ok(Self {
+            kind,
+            rows,
+            cols,
+            blocks,
+            row_bytes,
+        })
+    }
+
+    /// A matrix from a checkpoint's blocks (`shape` `[rows, cols]`).
+    pub fn from_blocks(tensor: BlockTensor) -> std::result::Result<Self, String> {
+        match tensor.shape[..] {
+            [rows, cols] => Self::new(tensor.kind, rows, cols, tensor.bytes),
+            _ => Err(format!(
+                "a {}-dimensional tensor is not a matrix",
+                tensor.shape.len()
+            )),
+        }
+    }
+
+    /// The block type.
+    pub fn kind(&self) -> GgmlType {
+        self.kind
+    }
+
+    /// `[rows, cols]`.
+    pub fn dims(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// Bytes of blocks held.
+    pub fn size_bytes(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The blocks of row `row`.
+    fn row_blocks(&self, row: usize) -> &[u8] {
+        &self.blocks[row * self.row_bytes..(row + 1) * self.row_bytes]
+    }
+
+    /// Decodes row `row` into `out` (`cols` values).
+    pub fn decode_row(&self, row: usize, out: &mut [f32]) {
+        decode_row(self.kind, self.row_blocks(row), out);
+    }
+
+    /// Every value, `[rows, cols]` row-major (for export and for the adapter basis's SVDs).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.rows * self.cols];
+        for (row, chunk) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            self.decode_row(row, chunk);
+        }
+        out
+    }
+
+    /// The rows `ids`, decoded: an embedding lookup, `[ids.len(), cols]`.
+    ///
+    /// # Panics
+    /// If an id is `≥ rows` (token ids are checked against the vocabulary before).
+    pub fn gather(&self, ids: &[usize]) -> Vec<f32> {
+        let mut out = vec![0.0; ids.len() * self.cols];
+        for (&id, chunk) in ids.iter().zip(out.chunks_exact_mut(self.cols.max(1))) {
+            self.decode_row(id, chunk);
+        }
+        out
+    }
+
+    /// `y = x·Wᵀ`: `x` is `[n, cols]`, the result `[n, rows]`.
+    ///
+    /// Each output is one dot product of `cols` terms summed in [`kernels::LANES`] interleaved
+    /// partial sums and then a fixed tree, the same order in every instruction set, so the
+    /// result is the same on every x86-64 and aarch64 machine and differs from an exact dot
+    /// product of the dequantised values by at most `(cols/LANES + log2 LANES + 1)·ε·Σ|wᵢxᵢ|`
+    /// (ε = 2⁻²⁴, first order).
+    ///
+    /// # Panics
+    /// If `x.len() != n · cols`.
+    pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        assert_eq!(x.len(), n * self.cols, "x is not [{n}, {}]", self.cols);
+        kernels::matmul(self, x, n)
+    }
+
+    /// `dx = dy·W`: `dy` is `[n, rows]`, the result `[n, cols]` (the backward of
+    /// [`matmul`](Self::matmul)). Each output sums its `rows` terms in row order, so it is the
+    /// same for any thread count, within `rows·ε·Σ|dyᵣwᵣ|` of exact.
+    ///
+    /// # Panics
+    /// If `dy.len() != n · rows`.
+    pub fn matmul_t(&self, dy: &[f32], n: usize) -> Vec<f32> {
+        assert_eq!(dy.len(), n * self.rows, "dy is not [{n}, {}]", self.rows);
+        kernels::matmul_t(self, dy, n)
+    }
+}
+
+#[cfg(test)]
+mod tests;
