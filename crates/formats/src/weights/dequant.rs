@@ -1,7 +1,7 @@
 //! Dequantisation of GGML tensor types to f32, block by block, following llama.cpp's
 //! reference formulas (`ggml-quants.c`: `dequantize_row_*`).
 
-use half::{bf16, f16};
+use half::bf16;
 
 /// GGML tensor types this reader supports, with their GGUF type ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +59,26 @@ impl GgmlType {
     }
 }
 
+/// The little-endian f16 at `at`, widened exactly. Written out rather than calling `half`, whose
+/// conversion checks the CPU at run time on every call: this inlines into the block decoders.
 #[inline(always)]
 fn half_at(bytes: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+    let h = u32::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
+    let sign = (h & 0x8000) << 16;
+    let exponent = (h >> 10) & 0x1F;
+    let mantissa = h & 0x3FF;
+    let magnitude = match (exponent, mantissa) {
+        // ±0 and subnormals: mantissa · 2⁻²⁴, exact in f32.
+        (0, _) => {
+            let v = mantissa as f32 * f32::from_bits(0x3380_0000);
+            return if sign == 0 { v } else { -v };
+        }
+        (0x1F, 0) => 0x7F80_0000,
+        // NaNs come out quiet with their payload, as F16C's conversion gives them.
+        (0x1F, _) => 0x7FC0_0000 | (mantissa << 13),
+        _ => ((exponent + 112) << 23) | (mantissa << 13),
+    };
+    f32::from_bits(sign | magnitude)
 }
 
 /// Dequantises `bytes` (a whole number of blocks) of type `kind` into f32 values.
@@ -143,8 +160,9 @@ fn q5_0(block: &[u8], out: &mut [f32]) {
     for j in 0..16 {
         let bit_low = ((qh >> j) << 4) & 0x10;
         let bit_high = (qh >> (j + 12)) & 0x10;
-        low[j] = d * ((u32::from(qs[j] & 0x0F) | bit_low) as f32 - 16.0);
-        high[j] = d * ((u32::from(qs[j] >> 4) | bit_high) as f32 - 16.0);
+        // Small integers: converting from i32 (one instruction) gives the same floats as u32.
+        low[j] = d * ((i32::from(qs[j] & 0x0F) | bit_low as i32) as f32 - 16.0);
+        high[j] = d * ((i32::from(qs[j] >> 4) | bit_high as i32) as f32 - 16.0);
     }
 }
 
@@ -209,6 +227,20 @@ fn q6_k(block: &[u8], out: &mut [f32]) {
                 y[l + 64] = s4 * q3 as f32;
                 y[l + 96] = s6 * q4 as f32;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::half_at;
+
+    #[test]
+    fn half_conversion_matches_the_half_crate_for_every_bit_pattern() {
+        for bits in 0..=u16::MAX {
+            let ours = half_at(&bits.to_le_bytes(), 0);
+            let theirs = half::f16::from_bits(bits).to_f32();
+            assert_eq!(ours.to_bits(), theirs.to_bits(), "f16 bits {bits:#06x}");
         }
     }
 }

@@ -133,11 +133,11 @@ impl QMatrix {
 
     /// `y = x·Wᵀ`: `x` is `[n, cols]`, the result `[n, rows]`.
     ///
-    /// Each output is one dot product of `cols` terms summed in [`kernels::LANES`] interleaved
-    /// partial sums and then a fixed tree, the same order in every instruction set, so the
-    /// result is the same on every x86-64 and aarch64 machine and differs from an exact dot
-    /// product of the dequantised values by at most `(cols/LANES + log2 LANES + 1)·ε·Σ|wᵢxᵢ|`
-    /// (ε = 2⁻²⁴, first order).
+    /// Up to [`kernels::DOT_MAX_ROWS`] rows each output is one dot product of `cols` terms
+    /// summed in [`kernels::LANES`] interleaved partial sums and then a fixed tree, the same
+    /// order in every instruction set, so the result is the same on every x86-64 and aarch64
+    /// machine. More rows go through gemm. Either way it is within `cols·ε·Σ|wᵢxᵢ|` (ε = 2⁻²⁴,
+    /// first order) of an exact product of the dequantised values.
     ///
     /// # Panics
     /// If `x.len() != n · cols`.
@@ -147,8 +147,8 @@ impl QMatrix {
     }
 
     /// `dx = dy·W`: `dy` is `[n, rows]`, the result `[n, cols]` (the backward of
-    /// [`matmul`](Self::matmul)). Each output sums its `rows` terms in row order, so it is the
-    /// same for any thread count, within `rows·ε·Σ|dyᵣwᵣ|` of exact.
+    /// [`matmul`](Self::matmul)), through gemm on decoded tiles; within `rows·ε·Σ|dyᵣwᵣ|`
+    /// of exact.
     ///
     /// # Panics
     /// If `dy.len() != n · rows`.
