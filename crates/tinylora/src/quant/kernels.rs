@@ -26,8 +26,8 @@ const TILE_ROWS: usize = 16;
 const STRIPE_COLS: usize = 256;
 
 /// Rows of `x` up to which [`QMatrix::matmul`] uses the dot-product kernel; more rows
-/// amortise decoding a tile of the weight into f32 for gemm (measured on a 4864×896 Q5_0
-/// matrix, 2 cores: the dot kernel is faster up to 8 rows, gemm from 16).
+/// amortise decoding a tile of the weight into f32 for gemm (4864×896, 2 cores: for Q5_0 the
+/// dot kernel is faster up to 8 rows, gemm from 16; Q8_0 and Q4_K cross between 4 and 8).
 pub const DOT_MAX_ROWS: usize = 8;
 
 /// Floats in a decoded tile of the weight for gemm (256 KiB, a core's second-level cache).
