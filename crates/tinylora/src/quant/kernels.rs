@@ -213,15 +213,20 @@ pub fn matmul_tiled(m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
     transpose(y_t, m.rows, n)
 }
 
-/// `[rows, n]` → `[n, rows]`.
+/// `[rows, n]` → `[n, rows]`, in 64×64 blocks so that reads and writes both stay in cache.
 fn transpose(y_t: Vec<f32>, rows: usize, n: usize) -> Vec<f32> {
+    const BLOCK: usize = 64;
     if n <= 1 {
         return y_t;
     }
     let mut y = vec![0.0f32; n * rows];
-    for (r, row) in y_t.chunks_exact(n).enumerate() {
-        for (i, &v) in row.iter().enumerate() {
-            y[i * rows + r] = v;
+    for r0 in (0..rows).step_by(BLOCK) {
+        for i0 in (0..n).step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for i in i0..(i0 + BLOCK).min(n) {
+                    y[i * rows + r] = y_t[r * n + i];
+                }
+            }
         }
     }
     y
