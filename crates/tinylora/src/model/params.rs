@@ -8,7 +8,7 @@ use super::qwen2::Qwen2ForCausalLM;
 use super::weight::Weight;
 use crate::{Error, Result};
 
-/// One trainable tensor: a vector (norm weight, bias) or a matrix (embedding, linear `Wᵀ`).
+/// One trainable tensor: a vector (norm weight, bias) or a matrix (embedding, linear `W`).
 pub enum ParamMut<'a> {
     /// `[n]`.
     Vector(&'a mut Tensor<1>),

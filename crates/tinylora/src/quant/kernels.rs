@@ -28,14 +28,14 @@ const STRIPE_COLS: usize = 256;
 /// Rows of `x` up to which [`QMatrix::matmul`] uses the dot-product kernel; more rows
 /// amortise decoding a tile of the weight into f32 for gemm (4864×896, 2 cores: for Q5_0 the
 /// dot kernel is faster up to 8 rows, gemm from 16; Q8_0 and Q4_K cross between 4 and 8).
-pub const DOT_MAX_ROWS: usize = 8;
+pub(super) const DOT_MAX_ROWS: usize = 8;
 
 /// Floats in a decoded tile of the weight for gemm (256 KiB, a core's second-level cache).
 const TILE_FLOATS: usize = 1 << 16;
 
 /// An instruction set the kernels are compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
+pub(super) enum Isa {
     /// The target's baseline (SSE2 on x86-64, NEON on aarch64, scalar elsewhere).
     Baseline,
     /// x86-64 with AVX2, FMA and F16C.
@@ -172,7 +172,7 @@ pub(super) fn matmul(m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
 }
 
 /// `x·Wᵀ` by the dot-product kernel compiled for `isa` (which must be available).
-pub fn matmul_with(isa: Isa, m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
+pub(super) fn matmul_with(isa: Isa, m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
     assert!(isa.available(), "{isa:?} is not available on this machine");
     let mut y_t = vec![0.0f32; m.rows * n];
     if n > 0 {
@@ -185,7 +185,7 @@ pub fn matmul_with(isa: Isa, m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
 }
 
 /// `x·Wᵀ` by gemm on tiles of the weight decoded into f32.
-pub fn matmul_tiled(m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
+fn matmul_tiled(m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
     let mut y_t = vec![0.0f32; m.rows * n];
     let tile_rows = (TILE_FLOATS / m.cols.max(1)).max(1);
     if n > 0 {

@@ -10,7 +10,7 @@
 //! [`op`] makes the product a burn operation on the CPU backend, with its backward pass, so that
 //! an adapter's gradient flows through a quantised base model.
 
-pub mod kernels;
+mod kernels;
 pub mod op;
 
 use std::fmt;
@@ -85,11 +85,6 @@ impl QMatrix {
         }
     }
 
-    /// The block type.
-    pub fn kind(&self) -> GgmlType {
-        self.kind
-    }
-
     /// `[rows, cols]`.
     pub fn dims(&self) -> [usize; 2] {
         [self.rows, self.cols]
@@ -133,8 +128,8 @@ impl QMatrix {
 
     /// `y = x·Wᵀ`: `x` is `[n, cols]`, the result `[n, rows]`.
     ///
-    /// Up to [`kernels::DOT_MAX_ROWS`] rows each output is one dot product of `cols` terms
-    /// summed in [`kernels::LANES`] interleaved partial sums and then a fixed tree, the same
+    /// Up to 8 (`kernels::DOT_MAX_ROWS`) rows each output is one dot product of `cols` terms
+    /// summed in 64 (`kernels::LANES`) interleaved partial sums and then a fixed tree, the same
     /// order in every instruction set, so the result is the same on every x86-64 and aarch64
     /// machine. More rows go through gemm. Either way it is within `cols·ε·Σ|wᵢxᵢ|` (ε = 2⁻²⁴,
     /// first order) of an exact product of the dequantised values.
