@@ -3,6 +3,9 @@
 
 use half::bf16;
 
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
 /// GGML tensor types this reader supports, with their GGUF type ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
@@ -43,6 +46,20 @@ impl GgmlType {
     /// Whether values are stored in scaled blocks (every type but F32, F16 and BF16).
     pub fn is_quantised(self) -> bool {
         !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    }
+
+    /// Whether the integer form of a block has offsets besides scales (Q4_K's mins).
+    pub fn has_offsets(self) -> bool {
+        matches!(self, GgmlType::Q4K)
+    }
+
+    /// How many offsets the integer form of `values` values has (0 without offsets).
+    pub fn offsets(self, values: usize) -> usize {
+        if self.has_offsets() {
+            values / OFFSET_GROUP
+        } else {
+            0
+        }
     }
 
     /// `(values per block, bytes per block)`.
@@ -89,12 +106,23 @@ pub fn dequantize(bytes: &[u8], kind: GgmlType) -> Vec<f32> {
     out
 }
 
+/// Values that share one scale in the integer form of a block ([`decode_row_int`]).
+pub const SCALE_GROUP: usize = 16;
+
+/// Values that share one offset in the integer form of a block ([`decode_row_int`]).
+pub const OFFSET_GROUP: usize = 32;
+
+/// Values per block of the largest block type (Q4_K, Q6_K).
+const MAX_BLOCK: usize = 256;
+
 /// Decodes whole blocks of `kind` from `bytes` into `out` (`values per block` values each).
 ///
-/// The one definition of every block layout: [`dequantize`] and the CPU kernels that multiply
-/// straight from the blocks both call it. It is inlined into its callers so that a caller
-/// compiled for a wider instruction set (AVX2, AVX-512) gets these loops vectorised for it; the
-/// values are the same in every build (no fused multiply-add, each value computed alone).
+/// Quantised kinds go through their integer form ([`decode_row_int`], the one definition of
+/// each block layout), a block at a time: `out[i] = scales[i / 16] · q[i] (+ offsets[i / 32])`,
+/// the same floats llama.cpp's `dequantize_row_*` computes. It is inlined into its callers so
+/// that a caller compiled for a wider instruction set (AVX2, AVX-512) gets these loops
+/// vectorised for it; the values are the same in every build (no fused multiply-add, each value
+/// computed alone).
 ///
 /// # Panics
 /// If `out.len()` is not `bytes.len() / bytes per block · values per block`.
@@ -106,61 +134,147 @@ pub fn decode_row(kind: GgmlType, bytes: &[u8], out: &mut [f32]) {
     // `for` loops over exact chunks rather than closures handed to iterator adapters: they
     // inline into the caller for certain (so a caller compiled for AVX-512 vectorises the block
     // decoders for it) and need no bounds checks per block.
+    let chunks = bytes.chunks_exact(size).zip(out.chunks_exact_mut(values));
+    match kind {
+        GgmlType::F32 => {
+            for (b, o) in chunks {
+                o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (b, o) in chunks {
+                o[0] = half_at(b, 0);
+            }
+        }
+        GgmlType::BF16 => {
+            for (b, o) in chunks {
+                o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        _ => {
+            let mut q = [0i8; MAX_BLOCK];
+            let mut scales = [0.0f32; MAX_BLOCK / SCALE_GROUP];
+            let mut offsets = [0.0f32; MAX_BLOCK / OFFSET_GROUP];
+            let (q, scales) = (&mut q[..values], &mut scales[..values / SCALE_GROUP]);
+            let offsets = &mut offsets[..kind.offsets(values)];
+            for (b, o) in chunks {
+                decode_row_int(kind, b, q, scales, offsets);
+                for ((o, q), &s) in o
+                    .chunks_exact_mut(SCALE_GROUP)
+                    .zip(q.chunks_exact(SCALE_GROUP))
+                    .zip(scales.iter())
+                {
+                    for j in 0..SCALE_GROUP {
+                        o[j] = s * f32::from(q[j]);
+                    }
+                }
+                // Q4_K: `d·sc·q − dmin·m`, as `d·sc·q + (−dmin·m)` (the same float).
+                for (o, &m) in o.chunks_exact_mut(OFFSET_GROUP).zip(offsets.iter()) {
+                    for v in o {
+                        *v += m;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decodes whole blocks of a quantised `kind` into their integer form: value `i` of the row is
+/// `scales[i / 16] · q[i] + offsets[i / 32]` (exactly, in real arithmetic), with
+/// `|q[i]| ≤ 128`. `offsets` is empty for kinds without ([`GgmlType::has_offsets`]). The one
+/// definition of every block layout, following llama.cpp's `dequantize_row_*`; the CPU
+/// kernels multiply from this form with integer dot products.
+///
+/// # Panics
+/// If `kind` is not quantised or a slice's length does not match `bytes`.
+#[inline(always)]
+pub fn decode_row_int(
+    kind: GgmlType,
+    bytes: &[u8],
+    q: &mut [i8],
+    scales: &mut [f32],
+    offsets: &mut [f32],
+) {
+    let blocks = int_blocks(kind, bytes, q, scales, offsets);
     macro_rules! each_block {
         ($decode:expr) => {
-            for (b, o) in bytes.chunks_exact(size).zip(out.chunks_exact_mut(values)) {
-                $decode(b, o);
+            for ((b, q), s) in blocks {
+                $decode(b, q, s);
             }
         };
     }
     match kind {
-        GgmlType::F32 => each_block!(
-            |b: &[u8], o: &mut [f32]| o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-        ),
-        GgmlType::F16 => each_block!(|b: &[u8], o: &mut [f32]| o[0] = half_at(b, 0)),
-        GgmlType::BF16 => {
-            each_block!(|b: &[u8], o: &mut [f32]| o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32())
-        }
         GgmlType::Q4_0 => each_block!(q4_0),
         GgmlType::Q5_0 => each_block!(q5_0),
         GgmlType::Q8_0 => each_block!(q8_0),
-        GgmlType::Q4K => each_block!(q4_k),
+        GgmlType::Q4K => {
+            for (((b, q), s), m) in
+                blocks.zip(offsets.chunks_exact_mut(kind.offsets(kind.block().0)))
+            {
+                q4_k(b, q, s, m);
+            }
+        }
         GgmlType::Q6K => each_block!(q6_k),
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            panic!("{kind:?} has no integer form")
+        }
     }
 }
 
+/// Each block of `bytes` with the part of `q` and `scales` it decodes into, after checking
+/// that the lengths agree (`offsets` has [`GgmlType::offsets`] values).
+///
+/// # Panics
+/// If they do not, naming `kind`.
 #[inline(always)]
-fn q8_0(block: &[u8], out: &mut [f32]) {
-    let d = half_at(block, 0);
-    let (qs, out) = (&block[2..34], &mut out[..32]);
-    for j in 0..32 {
-        out[j] = d * f32::from(qs[j] as i8);
-    }
+fn int_blocks<'a>(
+    kind: GgmlType,
+    bytes: &'a [u8],
+    q: &'a mut [i8],
+    scales: &'a mut [f32],
+    offsets: &[f32],
+) -> impl Iterator<Item = ((&'a [u8], &'a mut [i8]), &'a mut [f32])> + use<'a> {
+    let (values, size) = kind.block();
+    assert_eq!(bytes.len() / size * values, q.len(), "{kind:?} row size");
+    assert_eq!(q.len(), scales.len() * SCALE_GROUP, "{kind:?} scales");
+    assert_eq!(offsets.len(), kind.offsets(q.len()), "{kind:?} offsets");
+    bytes
+        .chunks_exact(size)
+        .zip(q.chunks_exact_mut(values))
+        .zip(scales.chunks_exact_mut(values / SCALE_GROUP))
 }
 
 #[inline(always)]
-fn q4_0(block: &[u8], out: &mut [f32]) {
+fn q8_0(block: &[u8], q: &mut [i8], scales: &mut [f32]) {
     let d = half_at(block, 0);
+    scales[..2].fill(d);
+    let values: [u8; 32] = block[2..34].try_into().expect("32 bytes");
+    let q: &mut [i8; 32] = (&mut q[..32]).try_into().expect("32 values");
+    *q = values.map(u8::cast_signed);
+}
+
+#[inline(always)]
+fn q4_0(block: &[u8], q: &mut [i8], scales: &mut [f32]) {
+    scales[..2].fill(half_at(block, 0));
     let qs = &block[2..18];
-    let (low, high) = out[..32].split_at_mut(16);
+    let (low, high) = q[..32].split_at_mut(16);
     for j in 0..16 {
-        low[j] = d * (f32::from(qs[j] & 0x0F) - 8.0);
-        high[j] = d * (f32::from(qs[j] >> 4) - 8.0);
+        low[j] = (qs[j] & 0x0F) as i8 - 8;
+        high[j] = (qs[j] >> 4) as i8 - 8;
     }
 }
 
 #[inline(always)]
-fn q5_0(block: &[u8], out: &mut [f32]) {
-    let d = half_at(block, 0);
+fn q5_0(block: &[u8], q: &mut [i8], scales: &mut [f32]) {
+    scales[..2].fill(half_at(block, 0));
     let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
     let qs = &block[6..22];
-    let (low, high) = out[..32].split_at_mut(16);
+    let (low, high) = q[..32].split_at_mut(16);
     for j in 0..16 {
-        let bit_low = ((qh >> j) << 4) & 0x10;
-        let bit_high = (qh >> (j + 12)) & 0x10;
-        // Small integers: converting from i32 (one instruction) gives the same floats as u32.
-        low[j] = d * ((i32::from(qs[j] & 0x0F) | bit_low as i32) as f32 - 16.0);
-        high[j] = d * ((i32::from(qs[j] >> 4) | bit_high as i32) as f32 - 16.0);
+        let bit_low = (((qh >> j) << 4) & 0x10) as u8;
+        let bit_high = ((qh >> (j + 12)) & 0x10) as u8;
+        low[j] = ((qs[j] & 0x0F) | bit_low) as i8 - 16;
+        high[j] = ((qs[j] >> 4) | bit_high) as i8 - 16;
     }
 }
 
@@ -178,60 +292,115 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 #[inline(always)]
-fn q4_k(block: &[u8], out: &mut [f32]) {
-    let d = half_at(block, 0);
-    let dmin = half_at(block, 2);
-    let scales = &block[4..16];
-    let qs = &block[16..144];
-    for (chunk, (q, o)) in qs
+fn q4_k(block: &[u8], q: &mut [i8], scales: &mut [f32], offsets: &mut [f32]) {
+    q4_k_scales(block, scales, offsets);
+    for (nibbles, q) in block[16..144]
         .chunks_exact(32)
-        .zip(out[..256].chunks_exact_mut(64))
-        .enumerate()
+        .zip(q[..256].chunks_exact_mut(64))
     {
-        let (sc1, m1) = scale_min_k4(2 * chunk, scales);
-        let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
-        let (d1, min1) = (d * f32::from(sc1), dmin * f32::from(m1));
-        let (d2, min2) = (d * f32::from(sc2), dmin * f32::from(m2));
-        let (low, high) = o.split_at_mut(32);
+        let (low, high) = q.split_at_mut(32);
         for j in 0..32 {
-            low[j] = d1 * f32::from(q[j] & 0x0F) - min1;
-            high[j] = d2 * f32::from(q[j] >> 4) - min2;
+            low[j] = (nibbles[j] & 0x0F) as i8;
+            high[j] = (nibbles[j] >> 4) as i8;
         }
     }
 }
 
+/// A Q4_K block's 16 scales (each sub-block's `d·sc`, twice) and 8 offsets (`−dmin·m`).
 #[inline(always)]
-fn q6_k(block: &[u8], out: &mut [f32]) {
-    let ql_all = &block[0..128];
-    let qh_all = &block[128..192];
-    let sc_all = &block[192..208];
-    let d = half_at(block, 208);
+fn q4_k_scales(block: &[u8], scales: &mut [f32], offsets: &mut [f32]) {
+    let d = half_at(block, 0);
+    let dmin = half_at(block, 2);
+    let packed = &block[4..16];
+    for (j, (scales, offset)) in scales[..16]
+        .chunks_exact_mut(2)
+        .zip(&mut offsets[..8])
+        .enumerate()
+    {
+        let (sc, m) = scale_min_k4(j, packed);
+        scales.fill(d * f32::from(sc));
+        *offset = -(dmin * f32::from(m));
+    }
+}
+
+#[inline(always)]
+fn q6_k(block: &[u8], q: &mut [i8], scales: &mut [f32]) {
+    q6_k_scales(block, scales);
+    let (ql_all, qh_all) = (&block[0..128], &block[128..192]);
     for half in 0..2 {
-        let y = &mut out[128 * half..128 * half + 128];
+        let y = &mut q[128 * half..128 * half + 128];
         let ql = &ql_all[64 * half..64 * half + 64];
         let qh = &qh_all[32 * half..32 * half + 32];
-        let sc = &sc_all[8 * half..8 * half + 8];
-        // Sixteen values share a scale: sub-block `is` of each quarter.
-        for is in 0..2 {
-            let scale = |k: usize| d * f32::from(sc[is + k] as i8);
-            let (s0, s2, s4, s6) = (scale(0), scale(2), scale(4), scale(6));
-            for l in 16 * is..16 * is + 16 {
-                let q1 = i32::from((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32;
-                let q2 = i32::from((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                y[l] = s0 * q1 as f32;
-                y[l + 32] = s2 * q2 as f32;
-                y[l + 64] = s4 * q3 as f32;
-                y[l + 96] = s6 * q4 as f32;
-            }
+        for l in 0..32 {
+            y[l] = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i8 - 32;
+            y[l + 32] = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+            y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+            y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
         }
+    }
+}
+
+/// A Q6_K block's 16 scales: sixteen consecutive values share each `d·sc`.
+#[inline(always)]
+fn q6_k_scales(block: &[u8], scales: &mut [f32]) {
+    let d = half_at(block, 208);
+    for (s, &sc) in scales[..16].iter_mut().zip(&block[192..208]) {
+        *s = d * f32::from(sc as i8);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::half_at;
+    use super::{GgmlType, SCALE_GROUP, decode_row_int, half_at};
+
+    /// A decoder of a row into its integer form, writing `(q, scales, offsets)`.
+    #[cfg(target_arch = "x86_64")]
+    type DecodeInt<'a> = &'a dyn Fn(&mut [i8], &mut [f32], &mut [f32]);
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_decoders_give_the_portable_integers_and_scales() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")) {
+            eprintln!("no AVX2 + F16C here: nothing to compare");
+            return;
+        }
+        let kinds = [
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4K,
+            GgmlType::Q6K,
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for kind in kinds {
+            let (values, size) = kind.block();
+            // Random bytes, scales included (NaNs and infinities too: compared as bits).
+            let bytes: Vec<u8> = (0..7 * size)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (state >> 56) as u8
+                })
+                .collect();
+            let n = 7 * values;
+            let offsets = kind.offsets(n);
+            let run = |decode: DecodeInt| {
+                let (mut q, mut s, mut o) = (
+                    vec![0i8; n],
+                    vec![0f32; n / SCALE_GROUP],
+                    vec![0f32; offsets],
+                );
+                decode(&mut q, &mut s, &mut o);
+                let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+                (q, bits(s), bits(o))
+            };
+            let portable = run(&|q, s, o| decode_row_int(kind, &bytes, q, s, o));
+            // SAFETY: AVX2 and F16C are available (checked above).
+            let avx2 = run(&|q, s, o| unsafe { super::x86::decode_row_int(kind, &bytes, q, s, o) });
+            assert_eq!(avx2, portable, "{kind:?}");
+        }
+    }
 
     #[test]
     fn half_conversion_matches_the_half_crate_for_every_bit_pattern() {

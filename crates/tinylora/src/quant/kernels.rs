@@ -1,34 +1,33 @@
-//! The CPU kernels behind [`QMatrix::matmul`] and [`QMatrix::matmul_t`]: rows of blocks decoded
-//! into a cache-resident f32 buffer, then multiplied, on rayon's threads.
+//! The CPU kernels behind [`QMatrix::matmul`] and [`QMatrix::matmul_t`], on rayon's threads.
 //!
-//! Few rows of `x` (decoding): one dot-product body, written so that the compiler vectorises
-//! it, compiled three times — for the baseline target (SSE2 on x86-64, NEON on aarch64), for
-//! AVX2 and for AVX-512 — and [`Isa::best`] picks at run time; no fused multiply-add and a fixed
-//! order of every sum make the three builds give identical bits. More rows (prefill, batched
-//! rollouts, gradients): a tile of the weight is decoded and handed to gemm, whose own kernels
-//! and summation order depend on the machine (within the usual `k·ε·Σ|wᵢxᵢ|`).
+//! Few rows of `x` (decoding, as llama.cpp does): `x` is quantised to 8 bits per 32 values
+//! ([`Q8Rows`]), each row of the weight is decoded into its integer form (i8 values, a scale per
+//! 16, an offset per 32: `decode_row_int`, with AVX2 where the machine has it) in a buffer that
+//! stays in the core's first-level cache, and the two are multiplied with integer dot products — AVX-512 VNNI (`vpdpbusd`) or
+//! AVX2 (`vpmaddubsw`) chosen at run time, portable Rust elsewhere (NEON on aarch64 by the
+//! compiler) — one float multiply-add per 16 values. More rows (prefill, batched rollouts,
+//! gradients): a tile of the weight is decoded into f32 and handed to gemm, activations stay
+//! f32.
 
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::QMatrix;
-use crate::weights::dequant::decode_row;
-
-/// Interleaved partial sums of a dot product (four AVX-512 or eight AVX2 registers).
-pub(super) const LANES: usize = 64;
+#[cfg(target_arch = "x86_64")]
+use crate::weights::dequant::x86::decode_row_int as x86_decode_row_int;
+use crate::weights::dequant::{OFFSET_GROUP, SCALE_GROUP, decode_row, decode_row_int};
 
 /// Rows of the weight one task multiplies (each decoded once, into a buffer that stays in the
-/// core's first-level cache, and dotted with every row of `x`).
+/// core's first-level cache, and multiplied with every row of `x`).
 const TILE_ROWS: usize = 16;
 
 /// Columns of `dx` one task of [`matmul_t`] owns (rounded to whole blocks).
 const STRIPE_COLS: usize = 256;
 
-/// Rows of `x` up to which [`QMatrix::matmul`] uses the dot-product kernel; more rows
-/// amortise decoding a tile of the weight into f32 for gemm (4864×896, 2 cores: for Q5_0 the
-/// dot kernel is faster up to 8 rows, gemm from 16; Q8_0 and Q4_K cross between 4 and 8).
-pub(super) const DOT_MAX_ROWS: usize = 8;
+/// Rows of `x` up to which [`QMatrix::matmul`] uses the integer dot-product kernel; more rows
+/// amortise decoding a tile of the weight into f32 for gemm.
+pub(super) const DOT_MAX_ROWS: usize = 32;
 
 /// Floats in a decoded tile of the weight for gemm (256 KiB, a core's second-level cache).
 const TILE_FLOATS: usize = 1 << 16;
@@ -40,7 +39,7 @@ pub(super) enum Isa {
     Baseline,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
-    /// x86-64 with AVX-512 (F, BW, DQ, VL).
+    /// x86-64 with AVX-512 (F, BW, DQ, VL, VNNI).
     Avx512,
 }
 
@@ -78,6 +77,7 @@ impl Isa {
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512dq")
                     && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
@@ -85,83 +85,332 @@ impl Isa {
     }
 }
 
-/// Defines `$name(isa, args…)` that runs the `#[inline(always)]` body `$generic` compiled for
-/// `isa` (which must be [`Isa::available`]).
-macro_rules! multiversion {
-    ($name:ident => $generic:ident ( $($arg:ident : $ty:ty),* )) => {
-        fn $name(isa: Isa, $($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma,f16c")]
-            fn avx2($($arg: $ty),*) {
-                $generic($($arg),*)
+/// A row in integer form: value `i` is `scales[i / 16] · q[i] + offsets[i / 32]`.
+#[derive(Clone, Copy)]
+pub(super) struct IntRow<'a> {
+    /// `[cols]`.
+    pub q: &'a [i8],
+    /// `[cols / 16]`.
+    pub scales: &'a [f32],
+    /// `[cols / 32]`, or empty for none.
+    pub offsets: &'a [f32],
+}
+
+/// Rows of `x` quantised to 8 bits per block of 32 values, as llama.cpp's Q8_0 with an f32
+/// scale: `x̂ = d·round(x / d)`, `d = max|x| / 127` over the block, so `|x − x̂| ≤ d / 2`.
+pub(super) struct Q8Rows {
+    cols: usize,
+    /// `[n, cols]`.
+    q: Vec<i8>,
+    /// `[n, cols / 16]`: each block's `d`, twice (lined up with the weight's scales).
+    scales: Vec<f32>,
+    /// `[n, cols / 32]`: each block's `d·Σq` (multiplied with the weight's offsets).
+    sums: Vec<f32>,
+}
+
+impl Q8Rows {
+    /// Quantises `x` (`[n, cols]`, `cols` a multiple of 32).
+    pub fn new(x: &[f32], cols: usize) -> Self {
+        assert!(cols.is_multiple_of(OFFSET_GROUP), "{cols} columns");
+        let mut q = vec![0i8; x.len()];
+        let mut scales = Vec::with_capacity(x.len() / SCALE_GROUP);
+        let mut sums = Vec::with_capacity(x.len() / OFFSET_GROUP);
+        for (block, q) in x
+            .chunks_exact(OFFSET_GROUP)
+            .zip(q.chunks_exact_mut(OFFSET_GROUP))
+        {
+            let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
+            let mut sum = 0i32;
+            for (q, &v) in q.iter_mut().zip(block) {
+                *q = (v * inverse).round().clamp(-127.0, 127.0) as i8;
+                sum += i32::from(*q);
             }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-            fn avx512($($arg: $ty),*) {
-                $generic($($arg),*)
-            }
-            debug_assert!(isa.available());
-            match isa {
-                // SAFETY: `isa.available()`: the machine runs these instructions.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { avx2($($arg),*) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { avx512($($arg),*) },
-                _ => $generic($($arg),*),
-            }
+            scales.extend([d, d]);
+            sums.push(d * sum as f32);
         }
+        Self {
+            cols,
+            q,
+            scales,
+            sums,
+        }
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> IntRow<'_> {
+        let c = self.cols;
+        IntRow {
+            q: &self.q[i * c..(i + 1) * c],
+            scales: &self.scales[i * c / SCALE_GROUP..(i + 1) * c / SCALE_GROUP],
+            offsets: &self.sums[i * c / OFFSET_GROUP..(i + 1) * c / OFFSET_GROUP],
+        }
+    }
+}
+
+/// A task's rows of the weight decoded into integer form, reused from task to task.
+struct IntBuffer {
+    cols: usize,
+    q: Vec<i8>,
+    scales: Vec<f32>,
+    offsets: Vec<f32>,
+}
+
+impl IntBuffer {
+    /// Room for [`TILE_ROWS`] rows of `m`.
+    fn new(m: &QMatrix) -> Self {
+        let values = TILE_ROWS * m.cols;
+        Self {
+            cols: m.cols,
+            q: vec![0; values],
+            scales: vec![0.0; values / SCALE_GROUP],
+            offsets: vec![0.0; m.kind.offsets(values)],
+        }
+    }
+
+    /// Decodes `rows` rows of `m` from `first`, with the decoder for `isa`.
+    fn decode(&mut self, isa: Isa, m: &QMatrix, first: usize, rows: usize) {
+        let bytes = &m.blocks[first * m.row_bytes..(first + rows) * m.row_bytes];
+        let values = rows * self.cols;
+        let q = &mut self.q[..values];
+        let s = &mut self.scales[..values / SCALE_GROUP];
+        let o = &mut self.offsets[..m.kind.offsets(values)];
+        match isa {
+            // SAFETY: `isa` is available: AVX2 and F16C (AVX-512 machines have both).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe { x86_decode_row_int(m.kind, bytes, q, s, o) },
+            _ => decode_row_int(m.kind, bytes, q, s, o),
+        }
+    }
+
+    /// Decoded row `t`.
+    fn row(&self, t: usize) -> IntRow<'_> {
+        let c = self.cols;
+        let offsets = if self.offsets.is_empty() {
+            &[][..]
+        } else {
+            &self.offsets[t * c / OFFSET_GROUP..(t + 1) * c / OFFSET_GROUP]
+        };
+        IntRow {
+            q: &self.q[t * c..(t + 1) * c],
+            scales: &self.scales[t * c / SCALE_GROUP..(t + 1) * c / SCALE_GROUP],
+            offsets,
+        }
+    }
+}
+
+/// `Σ w.offsets[c] · x.offsets[c]`: the offsets' share of a dot product (`x.offsets` holds
+/// `d·Σq` per block); nothing for weights without offsets.
+#[inline(always)]
+fn offset_sum(w: IntRow, x: IntRow) -> f32 {
+    w.offsets.iter().zip(x.offsets).map(|(a, b)| a * b).sum()
+}
+
+/// `out[i] = Σⱼ ŵⱼx̂ᵢⱼ` for a weight row and every quantised row `i` of `x`, both in integer
+/// form: per group of 16 an exact integer sum, then one float multiply-add. Each output's
+/// float operations are the same whatever the number of rows.
+fn dots_int(isa: Isa, w: IntRow, x: &Q8Rows, out: &mut [f32]) {
+    let fits = |r: IntRow| {
+        r.q.len() == w.q.len()
+            && r.scales.len() == w.scales.len()
+            && (w.offsets.is_empty() || w.offsets.len() == r.offsets.len())
     };
-}
-
-/// `Σ aᵢbᵢ` in [`LANES`] interleaved sums, then a halving tree; any tail last.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let len = a.len().min(b.len());
-    let full = len / LANES * LANES;
-    let mut acc = [0.0f32; LANES];
-    let mut k = 0;
-    while k < full {
-        let (x, y) = (&a[k..k + LANES], &b[k..k + LANES]);
-        for j in 0..LANES {
-            acc[j] += x[j] * y[j];
+    assert!(
+        w.q.len().is_multiple_of(OFFSET_GROUP)
+            && w.scales.len() * SCALE_GROUP == w.q.len()
+            && (0..out.len()).all(|i| fits(x.row(i))),
+        "integer rows do not match"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            let done = out.len() / 4 * 4;
+            let mut quads = out.chunks_exact_mut(4);
+            for (k, y) in (&mut quads).enumerate() {
+                let rows: [IntRow; 4] = std::array::from_fn(|r| x.row(4 * k + r));
+                // SAFETY: `isa` is available (checked by the callers); lengths checked above.
+                y.copy_from_slice(&unsafe { x86::dots_int_avx512(w, rows) });
+            }
+            for (i, y) in quads.into_remainder().iter_mut().enumerate() {
+                // SAFETY: as above.
+                *y = unsafe { x86::dots_int_avx512(w, [x.row(done + i)]) }[0];
+            }
         }
-        k += LANES;
-    }
-    let mut tail = 0.0f32;
-    for j in full..len {
-        tail += a[j] * b[j];
-    }
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for j in 0..width {
-            acc[j] += acc[j + width];
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            for (i, y) in out.iter_mut().enumerate() {
+                // SAFETY: as above.
+                *y = unsafe { x86::dot_int_avx2(w, x.row(i)) };
+            }
         }
-    }
-    acc[0] + tail
-}
-
-/// Rows `first..first + out.len()/n` of `yᵀ` (`[rows, n]`): decodes each into `buf` and dots
-/// it with every row of `x`.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)]
-fn tile_generic(m: &QMatrix, x: &[f32], n: usize, first: usize, out: &mut [f32], buf: &mut [f32]) {
-    let cols = m.cols;
-    let rows = out.len() / n;
-    let buf = &mut buf[..cols];
-    for t in 0..rows {
-        decode_row(m.kind, m.row_blocks(first + t), buf);
-        for i in 0..n {
-            out[t * n + i] = dot(buf, &x[i * cols..(i + 1) * cols]);
+        _ => {
+            for (i, y) in out.iter_mut().enumerate() {
+                *y = dot_int_portable(w, x.row(i));
+            }
         }
     }
 }
 
-multiversion!(tile => tile_generic(m: &QMatrix, x: &[f32], n: usize, first: usize, out: &mut [f32], buf: &mut [f32]));
+/// One output of [`dots_int`] in portable Rust: four interleaved float sums over the groups of 16.
+fn dot_int_portable(w: IntRow, x: IntRow) -> f32 {
+    let mut acc = [0.0f32; 4];
+    let groups =
+        w.q.chunks_exact(SCALE_GROUP)
+            .zip(x.q.chunks_exact(SCALE_GROUP));
+    for (g, ((wq, xq), (ws, xs))) in groups.zip(w.scales.iter().zip(x.scales)).enumerate() {
+        let mut sum = 0i32;
+        for j in 0..SCALE_GROUP {
+            sum += i32::from(wq[j]) * i32::from(xq[j]);
+        }
+        acc[g % 4] += ws * xs * sum as f32;
+    }
+    (acc[0] + acc[2]) + (acc[1] + acc[3]) + offset_sum(w, x)
+}
 
-/// [`QMatrix::matmul`]: the dot-product kernel for the best instruction set up to
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! [`dots_int`](super::dots_int) with x86-64 intrinsics.
+    use std::arch::x86_64::*;
+
+    use super::{IntRow, offset_sum};
+
+    /// One block of 32: `Σ (wᵢ·xᵢ)` over each run of four values, eight i32 lanes (lanes 0–3
+    /// the first group of 16, 4–7 the second). `|wᵢ| ≤ 128`, `|xᵢ| ≤ 127`: no pair of
+    /// products overflows `vpmaddubsw`'s i16.
+    ///
+    /// # Safety
+    /// 32 values must be readable at `w` and at `x`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn block_sums_avx2(w: *const i8, x: *const i8) -> __m256i {
+        // SAFETY: the caller's.
+        let (w, x) = unsafe { (_mm256_loadu_si256(w.cast()), _mm256_loadu_si256(x.cast())) };
+        // |w| as unsigned times x with w's sign.
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+    }
+
+    /// The block of 32 at `k` scaled and added to `acc`.
+    ///
+    /// # Safety
+    /// `k + 32 ≤ len` of both rows, `(k + 32) / 16 ≤` both scale lengths.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn block_avx2(w: IntRow, x: IntRow, k: usize, acc: __m256) -> __m256 {
+        // SAFETY: the caller's.
+        let sums = unsafe { block_sums_avx2(w.q.as_ptr().add(k), x.q.as_ptr().add(k)) };
+        let g = k / 16;
+        // SAFETY: as above.
+        let (s0, s1) = unsafe {
+            (
+                w.scales.get_unchecked(g) * x.scales.get_unchecked(g),
+                w.scales.get_unchecked(g + 1) * x.scales.get_unchecked(g + 1),
+            )
+        };
+        let scale = _mm256_set_m128(_mm_set1_ps(s1), _mm_set1_ps(s0));
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc)
+    }
+
+    /// Sum of the eight lanes.
+    #[target_feature(enable = "avx")]
+    #[inline]
+    fn sum_avx2(v: __m256) -> f32 {
+        let four = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+        _mm_cvtss_f32(_mm_add_ss(two, _mm_movehdup_ps(two)))
+    }
+
+    /// # Safety
+    /// AVX2 and FMA available; the rows' lengths checked by [`dots_int`](super::dots_int).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_int_avx2(w: IntRow, x: IntRow) -> f32 {
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let len = w.q.len();
+        let mut k = 0;
+        while k + 64 <= len {
+            // SAFETY: in bounds (the loop's condition).
+            unsafe {
+                even = block_avx2(w, x, k, even);
+                odd = block_avx2(w, x, k + 32, odd);
+            }
+            k += 64;
+        }
+        if k < len {
+            // SAFETY: `len` is a multiple of 32.
+            even = unsafe { block_avx2(w, x, k, even) };
+        }
+        sum_avx2(_mm256_add_ps(even, odd)) + offset_sum(w, x)
+    }
+
+    /// `R` outputs at once: each 64 values of `w` are loaded and prepared once for all rows.
+    ///
+    /// # Safety
+    /// AVX-512 (F, BW, VL, VNNI), AVX2 and FMA available; the rows' lengths checked by
+    /// [`dots_int`](super::dots_int).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    pub(super) unsafe fn dots_int_avx512<const R: usize>(w: IntRow, x: [IntRow; R]) -> [f32; R] {
+        // Lane l of `vpdpbusd` sums values 4l..4l+3: group l / 4 of the four in 64 values.
+        let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+        let mut acc = [_mm512_setzero_ps(); R];
+        let len = w.q.len();
+        let mut k = 0;
+        while k + 64 <= len {
+            // SAFETY: in bounds (the loop's condition; four scales per 64 values).
+            let (wv, ws) = unsafe {
+                (
+                    _mm512_loadu_si512(w.q.as_ptr().add(k).cast()),
+                    _mm_loadu_ps(w.scales.as_ptr().add(k / 16)),
+                )
+            };
+            let negative = _mm512_movepi8_mask(wv);
+            let magnitude = _mm512_abs_epi8(wv);
+            for (acc, x) in acc.iter_mut().zip(&x) {
+                // SAFETY: as above, `x` as long as `w`.
+                let (xv, xs) = unsafe {
+                    (
+                        _mm512_loadu_si512(x.q.as_ptr().add(k).cast()),
+                        _mm_loadu_ps(x.scales.as_ptr().add(k / 16)),
+                    )
+                };
+                // x with w's sign, times |w| as unsigned.
+                let signed_x = _mm512_mask_sub_epi8(xv, negative, _mm512_setzero_si512(), xv);
+                let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), magnitude, signed_x);
+                let scale =
+                    _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_mul_ps(ws, xs)));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, *acc);
+            }
+            k += 64;
+        }
+        std::array::from_fn(|r| {
+            let mut total = _mm512_reduce_add_ps(acc[r]);
+            if k < len {
+                // SAFETY: `len` is a multiple of 32.
+                total += sum_avx2(unsafe { block_avx2(w, x[r], k, _mm256_setzero_ps()) });
+            }
+            total + offset_sum(w, x[r])
+        })
+    }
+}
+
+/// Rows `first..first + out.len()/n` of `yᵀ` (`[rows, n]`, at most [`TILE_ROWS`]): decodes
+/// them into integer form in `buf`, then multiplies each with every row of `x`.
+fn tile(
+    isa: Isa,
+    m: &QMatrix,
+    x: &Q8Rows,
+    n: usize,
+    first: usize,
+    out: &mut [f32],
+    buf: &mut IntBuffer,
+) {
+    buf.decode(isa, m, first, out.len() / n);
+    for (t, out) in out.chunks_exact_mut(n).enumerate() {
+        dots_int(isa, buf.row(t), x, out);
+    }
+}
+
+/// [`QMatrix::matmul`]: the integer kernel for the best instruction set up to
 /// [`DOT_MAX_ROWS`] rows of `x`, gemm on decoded tiles beyond.
 pub(super) fn matmul(m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
     if n <= DOT_MAX_ROWS {
@@ -171,14 +420,16 @@ pub(super) fn matmul(m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
     }
 }
 
-/// `x·Wᵀ` by the dot-product kernel compiled for `isa` (which must be available).
+/// `x̂·Wᵀ` (`x` quantised to [`Q8Rows`]) by the integer kernel compiled for `isa` (which must
+/// be available).
 pub(super) fn matmul_with(isa: Isa, m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
     assert!(isa.available(), "{isa:?} is not available on this machine");
     let mut y_t = vec![0.0f32; m.rows * n];
     if n > 0 {
+        let x = Q8Rows::new(x, m.cols);
         y_t.par_chunks_mut(TILE_ROWS * n).enumerate().for_each_init(
-            || vec![0.0f32; m.cols],
-            |buf, (t, out)| tile(isa, m, x, n, t * TILE_ROWS, out, buf),
+            || IntBuffer::new(m),
+            |buf, (t, out)| tile(isa, m, &x, n, t * TILE_ROWS, out, buf),
         );
     }
     transpose(y_t, m.rows, n)

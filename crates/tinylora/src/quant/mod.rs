@@ -3,9 +3,10 @@
 //! A Q4_K_M checkpoint of Qwen2.5-0.5B is 463 MiB of blocks and 1.98 GB once dequantised to
 //! f32; decoding reads every weight once per token, so it runs at the speed the memory delivers
 //! the blocks. [`QMatrix`] holds a `[out, in]` weight as its blocks and computes `x·Wᵀ` (and
-//! `dy·W` for gradients) by decoding one row of blocks at a time into a small f32 buffer that
-//! stays in the core's cache. Activations stay f32, so the only difference from a dequantised
-//! f32 weight is the order of the sums (see [`QMatrix::matmul`] for the bound).
+//! `dy·W` for gradients) by decoding one row of blocks at a time into a small buffer that stays
+//! in the core's cache: for a few rows of `x` (decoding) as integers multiplied with `x`
+//! quantised to 8 bits, as llama.cpp does; for more (prefill, batched rollouts, gradients) as
+//! f32 tiles handed to gemm (see [`QMatrix::matmul`] for the bounds).
 //!
 //! [`op`] makes the product a burn operation on the CPU backend, with its backward pass, so that
 //! an adapter's gradient flows through a quantised base model.
@@ -128,11 +129,12 @@ impl QMatrix {
 
     /// `y = x·Wᵀ`: `x` is `[n, cols]`, the result `[n, rows]`.
     ///
-    /// Up to 8 (`kernels::DOT_MAX_ROWS`) rows each output is one dot product of `cols` terms
-    /// summed in 64 (`kernels::LANES`) interleaved partial sums and then a fixed tree, the same
-    /// order in every instruction set, so the result is the same on every x86-64 and aarch64
-    /// machine. More rows go through gemm. Either way it is within `cols·ε·Σ|wᵢxᵢ|` (ε = 2⁻²⁴,
-    /// first order) of an exact product of the dequantised values.
+    /// Up to 8 (`kernels::DOT_MAX_ROWS`) rows (decoding), `x` is first rounded to 8 bits per
+    /// block of 32 (step `d = max|x| / 127`, as llama.cpp's Q8_0 but with an f32 `d`), which
+    /// moves each output by at most `Σᵢ |wᵢ|·dᵢ / 2`; the integer products are exact and the
+    /// float sums add `(cols/16 + cols/32 + 3)·ε·Σ|wᵢx̂ᵢ|` (ε = 2⁻²⁴, first order). More rows go
+    /// through gemm with f32 activations, within `cols·ε·Σ|wᵢxᵢ|` of an exact product of the
+    /// dequantised values. The backward ([`matmul_t`](Self::matmul_t)) is the f32 one either way.
     ///
     /// # Panics
     /// If `x.len() != n · cols`.

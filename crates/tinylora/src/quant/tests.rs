@@ -1,16 +1,17 @@
 //! The kernels against an f64 product of the dequantised blocks (the dequantisation itself is
-//! checked against the `gguf` package in `tests/gguf_parity.rs`), every instruction set against
-//! the baseline build bit for bit, and the burn operation's gradient against burn's own matmul.
+//! checked against the `gguf` package in `tests/gguf_parity.rs`), the integer kernels of every
+//! instruction set against an f64 product of the same integers, the 8-bit activations against
+//! their rounding bound, and the burn operation's gradient against burn's own matmul.
 
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::QMatrix;
-use super::kernels::{DOT_MAX_ROWS, Isa, LANES, matmul_with};
+use super::kernels::{DOT_MAX_ROWS, Isa, Q8Rows, matmul_with};
 use super::op::quant_linear;
 use crate::rng::SplitMix64;
-use crate::weights::dequant::GgmlType;
+use crate::weights::dequant::{GgmlType, OFFSET_GROUP, SCALE_GROUP, decode_row_int};
 
 const QUANTISED: [GgmlType; 5] = [
     GgmlType::Q4_0,
@@ -98,21 +99,16 @@ fn products_are_within_the_bound_of_the_dequantised_product_for_every_type() {
         let (rows, cols) = (300, 512 + 256);
         let m = random_matrix(kind, rows, cols, seed as u64);
         let w = m.dequantize();
-        for n in [1, 3, 20] {
+        for n in [1, 3, 20, 40] {
             let x = random_values(n * cols, 100 + seed as u64);
             let (exact, magnitude) = exact_products(&w, &x, cols);
-            let terms = if n <= DOT_MAX_ROWS {
-                cols / LANES + LANES.ilog2() as usize + 1
+            let got = m.matmul(&x, n);
+            if n <= DOT_MAX_ROWS {
+                assert_within_rounding(&m, &x, &got, &exact, &magnitude, n, kind);
             } else {
-                cols
-            };
-            assert_within(
-                &m.matmul(&x, n),
-                &exact,
-                &magnitude,
-                terms,
-                &format!("{kind:?} x·Wᵀ n={n}"),
-            );
+                let what = format!("{kind:?} x·Wᵀ n={n}");
+                assert_within(&got, &exact, &magnitude, cols, &what);
+            }
 
             // dx = dy·W: column c of W dotted with each row of dy.
             let dy = random_values(n * rows, 200 + seed as u64);
@@ -129,18 +125,123 @@ fn products_are_within_the_bound_of_the_dequantised_product_for_every_type() {
     }
 }
 
+/// The integer kernel's `x̂·Wᵀ` against the exact `x·Wᵀ`: rounding `x` to 8 bits moves each
+/// value by at most half its block's step `d` (plus a few ε of `d` for computing `x / d` in
+/// f32), so each output moves by at most `Σᵢ |wᵢ|·dᵢ·(½ + 2⁻¹⁶)`; the float sums add their
+/// `terms·ε·Σ|wᵢx̂ᵢ|` on top (bounded here with `Σ|wᵢ|(|xᵢ| + dᵢ)`).
+fn assert_within_rounding(
+    m: &QMatrix,
+    x: &[f32],
+    got: &[f32],
+    exact: &[f64],
+    magnitude: &[f64],
+    n: usize,
+    kind: GgmlType,
+) {
+    let [rows, cols] = m.dims();
+    let w = m.dequantize();
+    let q8 = Q8Rows::new(x, cols);
+    let eps = f64::from(f32::EPSILON) / 2.0;
+    let terms = (cols / SCALE_GROUP + cols / OFFSET_GROUP + 4) as f64;
+    for i in 0..n {
+        let step: Vec<f64> = q8.row(i).scales.iter().map(|&d| f64::from(d)).collect();
+        for r in 0..rows {
+            let (mut moved, mut size) = (0.0, 0.0);
+            for c in 0..cols {
+                let (wv, d) = (f64::from(w[r * cols + c]).abs(), step[c / SCALE_GROUP]);
+                moved += wv * d * (0.5 + 2f64.powi(-16));
+                size += wv * d;
+            }
+            let o = i * rows + r;
+            let bound =
+                moved + 2.0 * terms * eps * (magnitude[o] + size) + 2.0 * eps * exact[o].abs();
+            let error = (f64::from(got[o]) - exact[o]).abs();
+            assert!(
+                error <= bound,
+                "{kind:?} n={n} output {o}: {} vs exact {} (bound {bound:e})",
+                got[o],
+                exact[o]
+            );
+        }
+    }
+}
+
 #[test]
-fn every_instruction_set_gives_the_baseline_bits() {
+fn activations_round_to_within_half_a_step() {
+    let cols = 256;
+    let mut x = random_values(3 * cols, 9);
+    x[32..64].fill(0.0); // a block of zeros: step 0, values 0
+    x[70] = 1e30; // one huge value: the rest of its block rounds to 0
+    let q8 = Q8Rows::new(&x, cols);
+    for i in 0..3 {
+        let row = q8.row(i);
+        for c in 0..cols {
+            let d = row.scales[c / SCALE_GROUP];
+            let back = d * f32::from(row.q[c]);
+            let v = x[i * cols + c];
+            assert!(
+                f64::from((v - back).abs()) <= f64::from(d) * (0.5 + 2f64.powi(-16)),
+                "row {i} value {c}: {v} became {back}"
+            );
+        }
+        for (b, &sum) in row.offsets.iter().enumerate() {
+            let q: i32 = row.q[b * 32..b * 32 + 32]
+                .iter()
+                .map(|&q| i32::from(q))
+                .sum();
+            assert_eq!(sum, row.scales[2 * b] * q as f32, "row {i} block {b}");
+        }
+    }
+}
+
+#[test]
+fn every_instruction_set_multiplies_the_integers_within_the_float_bound() {
     let available: Vec<Isa> = Isa::all().into_iter().filter(|i| i.available()).collect();
     for (seed, kind) in QUANTISED.into_iter().enumerate() {
-        // 19 rows: a partial task of 16.
-        let m = random_matrix(kind, 19, 1280, 10 + seed as u64);
-        for n in 1..=DOT_MAX_ROWS {
-            let x = random_values(n * 1280, seed as u64);
-            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-            let base = bits(matmul_with(Isa::Baseline, &m, &x, n));
+        // 19 rows: a partial task of 16. 1312 = 41·32: a block of 32 past the last 64 (for
+        // the 32-value types; the K types have 1280 = 5·256).
+        let cols = if kind.block().0 == 32 { 1312 } else { 1280 };
+        let rows = 19;
+        let m = random_matrix(kind, rows, cols, 10 + seed as u64);
+        let (mut q, mut scales) = (vec![0i8; cols], vec![0.0f32; cols / SCALE_GROUP]);
+        let mut offsets = vec![0.0f32; kind.offsets(cols)];
+        for n in [1, 2, 4, 5, 8, 13, DOT_MAX_ROWS] {
+            let x = random_values(n * cols, seed as u64);
+            let q8 = Q8Rows::new(&x, cols);
+            // Exact, `[n, rows]`: Σ over groups of (scale·scale·Σ integer products), and the
+            // offsets times the blocks' sums.
+            let (mut exact, mut magnitude) = (Vec::new(), Vec::new());
+            for i in 0..n {
+                let xr = q8.row(i);
+                for r in 0..rows {
+                    decode_row_int(kind, m.row_blocks(r), &mut q, &mut scales, &mut offsets);
+                    let (mut sum, mut size) = (0.0f64, 0.0f64);
+                    let groups = q
+                        .chunks_exact(SCALE_GROUP)
+                        .zip(xr.q.chunks_exact(SCALE_GROUP));
+                    for ((wq, xq), (ws, xs)) in groups.zip(scales.iter().zip(xr.scales)) {
+                        let ints: i64 = wq
+                            .iter()
+                            .zip(xq)
+                            .map(|(&a, &b)| i64::from(a) * i64::from(b))
+                            .sum();
+                        let term = f64::from(*ws) * f64::from(*xs) * ints as f64;
+                        sum += term;
+                        size += term.abs();
+                    }
+                    for (o, s) in offsets.iter().zip(xr.offsets) {
+                        sum += f64::from(*o) * f64::from(*s);
+                        size += (f64::from(*o) * f64::from(*s)).abs();
+                    }
+                    exact.push(sum);
+                    magnitude.push(size);
+                }
+            }
+            let terms = cols / SCALE_GROUP + cols / OFFSET_GROUP + 3;
             for &isa in &available {
-                assert_eq!(bits(matmul_with(isa, &m, &x, n)), base, "{kind:?} {isa:?}");
+                let what = format!("{kind:?} {isa:?} n={n}");
+                let got = matmul_with(isa, &m, &x, n);
+                assert_within(&got, &exact, &magnitude, terms, &what);
             }
         }
     }
@@ -166,17 +267,19 @@ fn shapes_that_are_not_whole_blocks_are_refused() {
 
 #[test]
 fn the_burn_operation_and_its_gradient_match_a_dense_matmul() {
-    let (rows, cols, n) = (24, 512, 6);
+    // 40 rows of x: past the integer kernel's 32, so both sides multiply f32 activations.
+    let (rows, cols, n) = (24, 512, 40);
+    assert!(n > DOT_MAX_ROWS);
     let m = Arc::new(random_matrix(GgmlType::Q5_0, rows, cols, 3));
     let device = Device::flex().autodiff();
     let w = Tensor::<2>::from_data(TensorData::new(m.dequantize(), [rows, cols]), &device);
     let x_values = random_values(n * cols, 4);
     let g = Tensor::<3>::from_data(
-        TensorData::new(random_values(n * rows, 5), [2, 3, rows]),
+        TensorData::new(random_values(n * rows, 5), [4, 10, rows]),
         &device,
     );
     let x = || {
-        Tensor::<3>::from_data(TensorData::new(x_values.clone(), [2, 3, cols]), &device)
+        Tensor::<3>::from_data(TensorData::new(x_values.clone(), [4, 10, cols]), &device)
             .require_grad()
     };
 
