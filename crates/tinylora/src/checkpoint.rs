@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
+use crate::model::load::LoadOptions;
 use crate::model::{Qwen2Config, Qwen2ForCausalLM};
 use crate::weights::TensorSource;
 use crate::weights::gguf::{GgufFile, GgufSource};
@@ -79,7 +80,12 @@ impl Checkpoint {
     }
 
     /// Loads the model onto `device`, one tensor at a time.
-    pub fn load(mut self, device: &Device) -> Result<Qwen2ForCausalLM> {
-        Qwen2ForCausalLM::load(&self.config, self.source.as_mut(), device)
+    pub fn load(self, device: &Device) -> Result<Qwen2ForCausalLM> {
+        self.load_with(device, &LoadOptions::default())
+    }
+
+    /// [`load`](Self::load) with `options`.
+    pub fn load_with(mut self, device: &Device, options: &LoadOptions) -> Result<Qwen2ForCausalLM> {
+        Qwen2ForCausalLM::load_with(&self.config, self.source.as_mut(), device, options)
     }
 }

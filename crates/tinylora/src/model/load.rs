@@ -12,8 +12,18 @@ use super::linear::Linear;
 use super::mlp::Mlp;
 use super::qwen2::{Qwen2ForCausalLM, Qwen2Model};
 use super::weight::Weight;
+#[cfg(feature = "native")]
+use crate::quant::Activations;
 use crate::weights::TensorSource;
 use crate::{Error, Result};
+
+/// Choices made when loading a checkpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// How quantised weights kept on the CPU multiply a few rows of activations.
+    #[cfg(feature = "native")]
+    pub activations: Activations,
+}
 
 /// Pulls tensors by name, checks their shapes and remembers which ones were used.
 struct Loader<'a> {
@@ -21,6 +31,7 @@ struct Loader<'a> {
     device: &'a Device,
     /// Whether quantised matrices stay as their blocks (on the CPU backend).
     keep_blocks: bool,
+    options: &'a LoadOptions,
     used: BTreeSet<String>,
 }
 
@@ -83,9 +94,11 @@ impl Loader<'_> {
         if self.keep_blocks {
             self.check(name, &[rows, cols])?;
             if let Some(blocks) = self.source.read_blocks(name)? {
-                return Weight::from_blocks(blocks).map_err(|reason| Error::BadFile {
-                    path: self.source.origin(name),
-                    reason: format!("tensor `{name}`: {reason}"),
+                return Weight::from_blocks(blocks, self.options).map_err(|reason| {
+                    Error::BadFile {
+                        path: self.source.origin(name),
+                        reason: format!("tensor `{name}`: {reason}"),
+                    }
                 });
             }
         }
@@ -116,6 +129,16 @@ impl Qwen2ForCausalLM {
         source: &mut dyn TensorSource,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_with(config, source, device, &LoadOptions::default())
+    }
+
+    /// [`load`](Self::load) with `options`.
+    pub fn load_with(
+        config: &Qwen2Config,
+        source: &mut dyn TensorSource,
+        device: &Device,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         let (h, v, m) = (
             config.hidden_size,
             config.vocab_size,
@@ -130,6 +153,7 @@ impl Qwen2ForCausalLM {
             source,
             device,
             keep_blocks: is_cpu(device),
+            options,
             used: BTreeSet::new(),
         };
         let embed_tokens = loader.weight("model.embed_tokens.weight", v, h)?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::load::LoadOptions;
 use crate::weights::BlockTensor;
 
 #[cfg(feature = "native")]
@@ -28,15 +29,17 @@ pub enum Weight {
 const WEIGHT_LEFT_MAX_ROWS: usize = 32;
 
 impl Weight {
-    /// A checkpoint's quantised blocks, kept as they are (the CPU backend runs them).
-    pub fn from_blocks(blocks: BlockTensor) -> Result<Self, String> {
+    /// A checkpoint's quantised blocks, kept as they are (the CPU backend runs them), multiplied
+    /// as `options` says.
+    pub fn from_blocks(blocks: BlockTensor, options: &LoadOptions) -> Result<Self, String> {
         #[cfg(feature = "native")]
         {
-            QMatrix::from_blocks(blocks).map(|m| Weight::Blocks(Arc::new(m)))
+            QMatrix::from_blocks(blocks)
+                .map(|m| Weight::Blocks(Arc::new(m.with_activations(options.activations))))
         }
         #[cfg(not(feature = "native"))]
         {
-            let _ = blocks;
+            let _ = (blocks, options);
             Err("quantised blocks run on the native CPU backend only".into())
         }
     }

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::QMatrix;
+use super::{Activations, QMatrix};
 #[cfg(target_arch = "x86_64")]
 use crate::weights::dequant::x86::decode_row_int as x86_decode_row_int;
 use crate::weights::dequant::{OFFSET_GROUP, SCALE_GROUP, decode_row, decode_row_int};
@@ -411,9 +411,9 @@ fn tile(
 }
 
 /// [`QMatrix::matmul`]: the integer kernel for the best instruction set up to
-/// [`DOT_MAX_ROWS`] rows of `x`, gemm on decoded tiles beyond.
+/// [`DOT_MAX_ROWS`] rows of `x` with [`Activations::Q8`], gemm on decoded tiles otherwise.
 pub(super) fn matmul(m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
-    if n <= DOT_MAX_ROWS {
+    if m.activations == Activations::Q8 && n <= DOT_MAX_ROWS {
         matmul_with(Isa::best(), m, x, n)
     } else {
         matmul_tiled(m, x, n)

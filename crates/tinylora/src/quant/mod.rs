@@ -19,11 +19,25 @@ use std::fmt;
 use crate::weights::BlockTensor;
 use crate::weights::dequant::{GgmlType, decode_row};
 
+/// How [`QMatrix::matmul`] multiplies a few rows of activations (decoding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// Up to 32 rows are rounded to 8 bits per 32 values and multiplied with integer dot
+    /// products, as llama.cpp does: the fastest, within the rounding bound of
+    /// [`QMatrix::matmul`].
+    #[default]
+    Q8,
+    /// Always f32 (gemm on decoded tiles): the dequantised model's products within float
+    /// rounding, for comparisons with a reference.
+    F32,
+}
+
 /// A `[rows, cols]` matrix (`[out, in]` of a linear layer) stored as GGML blocks, row-major,
 /// each row a whole number of blocks.
 #[derive(Clone, PartialEq)]
 pub struct QMatrix {
     kind: GgmlType,
+    activations: Activations,
     rows: usize,
     cols: usize,
     /// `rows · row_bytes` bytes.
@@ -68,6 +82,7 @@ impl QMatrix {
         }
         Ok(Self {
             kind,
+            activations: Activations::Q8,
             rows,
             cols,
             blocks,
@@ -83,6 +98,14 @@ impl QMatrix {
                 "a {}-dimensional tensor is not a matrix",
                 tensor.shape.len()
             )),
+        }
+    }
+
+    /// The same matrix multiplying activations as `activations` says.
+    pub fn with_activations(self, activations: Activations) -> Self {
+        Self {
+            activations,
+            ..self
         }
     }
 
@@ -129,11 +152,12 @@ impl QMatrix {
 
     /// `y = x·Wᵀ`: `x` is `[n, cols]`, the result `[n, rows]`.
     ///
-    /// Up to 8 (`kernels::DOT_MAX_ROWS`) rows (decoding), `x` is first rounded to 8 bits per
+    /// With [`Activations::Q8`] (the default), up to 32 (`kernels::DOT_MAX_ROWS`) rows
+    /// (decoding), `x` is first rounded to 8 bits per
     /// block of 32 (step `d = max|x| / 127`, as llama.cpp's Q8_0 but with an f32 `d`), which
     /// moves each output by at most `Σᵢ |wᵢ|·dᵢ / 2`; the integer products are exact and the
-    /// float sums add `(cols/16 + cols/32 + 3)·ε·Σ|wᵢx̂ᵢ|` (ε = 2⁻²⁴, first order). More rows go
-    /// through gemm with f32 activations, within `cols·ε·Σ|wᵢxᵢ|` of an exact product of the
+    /// float sums add `(cols/16 + cols/32 + 3)·ε·Σ|wᵢx̂ᵢ|` (ε = 2⁻²⁴, first order). More rows,
+    /// or [`Activations::F32`], go through gemm with f32 activations, within `cols·ε·Σ|wᵢxᵢ|` of an exact product of the
     /// dequantised values. The backward ([`matmul_t`](Self::matmul_t)) is the f32 one either way.
     ///
     /// # Panics
