@@ -80,6 +80,7 @@ fn gguf_model_logits_match_transformers() {
     // rounding; their bound is checked in the kernels' own tests.
     let options = LoadOptions {
         activations: Activations::F32,
+        ..LoadOptions::default()
     };
     let model = checkpoint.load_with(&device, &options).unwrap();
     let mut cache = model.new_cache(vec![0]);

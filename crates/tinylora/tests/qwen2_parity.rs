@@ -167,3 +167,67 @@ fn kv_cache_decoding_equals_full_recomputation() {
     let err = max_rel_err(&incremental, &full);
     assert!(err <= tol, "{err:e} > {tol:e}");
 }
+
+/// `--weights q8`: every matrix of an f16/bf16/f32 checkpoint becomes Q8_0 blocks on the CPU,
+/// each value within `d·(½ + 127·2⁻¹¹)` of the checkpoint's (`d` = its block's max / 127), and
+/// the model still runs; its logits' distance from transformers' is printed (the accuracy cost).
+#[test]
+fn q8_weights_stay_within_their_rounding_bound() {
+    use tinylora::model::load::LoadOptions;
+    use tinylora::model::weight::Weight;
+    use tinylora::quant::WeightFormat;
+    let device = init(BackendKind::Cpu).unwrap();
+    for name in VARIANTS {
+        let dense = Checkpoint::open(&fixture(name))
+            .unwrap()
+            .load(&device)
+            .unwrap();
+        let options = LoadOptions {
+            weights: WeightFormat::Q8_0,
+            ..LoadOptions::default()
+        };
+        let q8 = Checkpoint::open(&fixture(name))
+            .unwrap()
+            .load_with(&device, &options)
+            .unwrap();
+        let (a, b) = (&dense.model.layers[0], &q8.model.layers[0]);
+        let pairs = [
+            (&dense.model.embed_tokens, &q8.model.embed_tokens),
+            (&a.self_attn.q_proj.weight, &b.self_attn.q_proj.weight),
+            (&a.self_attn.v_proj.weight, &b.self_attn.v_proj.weight),
+            (&a.mlp.down_proj.weight, &b.mlp.down_proj.weight),
+        ];
+        for (i, (f32_weight, q8_weight)) in pairs.into_iter().enumerate() {
+            assert!(matches!(q8_weight, Weight::Blocks(_)), "{name} weight {i}");
+            assert!(
+                q8_weight.size_bytes() * 3 < f32_weight.size_bytes(),
+                "{name} weight {i}"
+            );
+            let values = |w: &Weight| {
+                w.to_dense(&device)
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap()
+            };
+            let (x, y) = (values(f32_weight), values(q8_weight));
+            for (block, (x, y)) in x.chunks_exact(32).zip(y.chunks_exact(32)).enumerate() {
+                let d = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+                for (x, y) in x.iter().zip(y) {
+                    let bound = d * (0.5 + 127.0 / 2048.0);
+                    assert!(
+                        (x - y).abs() <= bound,
+                        "{name} weight {i} block {block}: {x} → {y}"
+                    );
+                }
+            }
+        }
+        let (_, expected) = load(name, &device);
+        let case = &expected.logits[0];
+        let ours = last_logits(&q8, &case.ids);
+        println!(
+            "{name}: Q8_0 weights, max rel err of the last logits vs transformers {:.2e}",
+            max_rel_err(&ours, &case.last_logits)
+        );
+    }
+}

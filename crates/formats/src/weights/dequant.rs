@@ -106,6 +106,29 @@ pub fn dequantize(bytes: &[u8], kind: GgmlType) -> Vec<f32> {
     out
 }
 
+/// `values` (a whole number of blocks of 32) as Q8_0 blocks, as llama.cpp's
+/// `quantize_row_q8_0_ref` makes them: per block `d = max|x| / 127` stored as f16, values
+/// `round(x / d)` (0 for a block of zeros). Each value comes back within `d·(½ + 127·2⁻¹¹)`.
+///
+/// # Panics
+/// If `values.len()` is not a multiple of 32.
+pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
+    assert!(values.len().is_multiple_of(32), "{} values", values.len());
+    let mut out = Vec::with_capacity(values.len() / 32 * 34);
+    for block in values.chunks_exact(32) {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
+        out.extend(half::f16::from_f32(d).to_le_bytes());
+        out.extend(
+            block
+                .iter()
+                .map(|&v| ((v * inverse).round() as i8).cast_unsigned()),
+        );
+    }
+    out
+}
+
 /// Values that share one scale in the integer form of a block ([`decode_row_int`]).
 pub const SCALE_GROUP: usize = 16;
 
@@ -352,6 +375,43 @@ fn q6_k_scales(block: &[u8], scales: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::{GgmlType, SCALE_GROUP, decode_row_int, half_at};
+
+    #[test]
+    fn q8_0_quantisation_round_trips_within_its_bound() {
+        let mut values: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        values[32..64].fill(0.0);
+        values[70] = -1e6;
+        let bytes = super::quantize_q8_0(&values);
+        assert_eq!(bytes.len(), 8 * 34);
+        let back = super::dequantize(&bytes, GgmlType::Q8_0);
+        for (b, (x, y)) in values
+            .chunks_exact(32)
+            .zip(back.chunks_exact(32))
+            .enumerate()
+        {
+            let d = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                let bound = d * (0.5 + 127.0 / 2048.0);
+                assert!(
+                    (x - y).abs() <= bound,
+                    "block {b} value {i}: {x} came back {y}"
+                );
+            }
+        }
+        // One hand-computed block: max 127 gives d = 1 and the values themselves.
+        let ramp: Vec<f32> = (0..32).map(|i| (127 - 8 * i) as f32).collect();
+        let bytes = super::quantize_q8_0(&ramp);
+        assert_eq!(&bytes[..2], &half::f16::from_f32(1.0).to_le_bytes());
+        assert_eq!(
+            bytes[2..]
+                .iter()
+                .map(|&b| b as i8 as f32)
+                .collect::<Vec<_>>(),
+            ramp
+        );
+    }
 
     /// A decoder of a row into its integer form, writing `(q, scales, offsets)`.
     #[cfg(target_arch = "x86_64")]

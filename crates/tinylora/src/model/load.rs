@@ -13,8 +13,9 @@ use super::mlp::Mlp;
 use super::qwen2::{Qwen2ForCausalLM, Qwen2Model};
 use super::weight::Weight;
 #[cfg(feature = "native")]
-use crate::quant::Activations;
-use crate::weights::TensorSource;
+use crate::quant::{Activations, WeightFormat};
+use crate::weights::dequant::{GgmlType, quantize_q8_0};
+use crate::weights::{BlockTensor, TensorSource};
 use crate::{Error, Result};
 
 /// Choices made when loading a checkpoint.
@@ -23,6 +24,23 @@ pub struct LoadOptions {
     /// How quantised weights kept on the CPU multiply a few rows of activations.
     #[cfg(feature = "native")]
     pub activations: Activations,
+    /// How matrices are held on the CPU (other devices always get f32).
+    #[cfg(feature = "native")]
+    pub weights: WeightFormat,
+}
+
+impl LoadOptions {
+    /// Whether f32 matrices are quantised to Q8_0 (only ever on the CPU).
+    fn quantise_dense(&self) -> bool {
+        #[cfg(feature = "native")]
+        {
+            self.weights == WeightFormat::Q8_0
+        }
+        #[cfg(not(feature = "native"))]
+        {
+            false
+        }
+    }
 }
 
 /// Pulls tensors by name, checks their shapes and remembers which ones were used.
@@ -81,28 +99,45 @@ impl Loader<'_> {
         ))
     }
 
-    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Tensor<2>> {
-        let values = self.values(name, &[rows, cols])?;
-        Ok(Tensor::from_data(
-            TensorData::new(values, [rows, cols]),
-            self.device,
-        ))
-    }
-
-    /// A `[rows, cols]` weight: its blocks when quantised and kept, else f32 on the device.
+    /// A `[rows, cols]` weight: its blocks when quantised and kept, Q8_0 blocks when asked for
+    /// on the CPU, else f32 on the device.
     fn weight(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
-        if self.keep_blocks {
-            self.check(name, &[rows, cols])?;
-            if let Some(blocks) = self.source.read_blocks(name)? {
-                return Weight::from_blocks(blocks, self.options).map_err(|reason| {
-                    Error::BadFile {
-                        path: self.source.origin(name),
-                        reason: format!("tensor `{name}`: {reason}"),
-                    }
-                });
+        self.check(name, &[rows, cols])?;
+        let bad = |source: &dyn TensorSource, reason: String| Error::BadFile {
+            path: source.origin(name),
+            reason: format!("tensor `{name}`: {reason}"),
+        };
+        let blocks = match self.keep_blocks {
+            true => self.source.read_blocks(name)?,
+            false => None,
+        };
+        let blocks = match blocks {
+            Some(blocks) => Some(blocks),
+            None if self.keep_blocks && self.options.quantise_dense() => {
+                if !cols.is_multiple_of(32) {
+                    let reason = format!("{cols} columns are not whole Q8_0 blocks of 32");
+                    return Err(bad(&*self.source, reason));
+                }
+                let values = self.source.read(name)?.values;
+                Some(BlockTensor {
+                    shape: vec![rows, cols],
+                    kind: GgmlType::Q8_0,
+                    bytes: quantize_q8_0(&values),
+                })
+            }
+            None => None,
+        };
+        match blocks {
+            Some(blocks) => Weight::from_blocks(blocks, self.options)
+                .map_err(|reason| bad(&*self.source, reason)),
+            None => {
+                let values = self.source.read(name)?.values;
+                Ok(Weight::Dense(Tensor::from_data(
+                    TensorData::new(values, [rows, cols]),
+                    self.device,
+                )))
             }
         }
-        Ok(Weight::Dense(self.matrix(name, rows, cols)?))
     }
 
     /// A linear layer `in → out` from `{prefix}.weight` (`[out, in]`) and `{prefix}.bias`.

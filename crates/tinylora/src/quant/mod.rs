@@ -19,6 +19,30 @@ use std::fmt;
 use crate::weights::BlockTensor;
 use crate::weights::dequant::{GgmlType, decode_row};
 
+/// How a checkpoint's matrices are held on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// As the file stores them: GGUF blocks stay blocks, f16/bf16/f32 become f32.
+    #[default]
+    AsStored,
+    /// As stored when quantised; f16/bf16/f32 matrices are quantised to Q8_0 at load
+    /// (`quantize_q8_0`): a quarter of f32's bytes, values within `d·(½ + 127·2⁻¹¹)`.
+    Q8_0,
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = String;
+
+    /// `as-stored` or `q8`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "as-stored" => Ok(WeightFormat::AsStored),
+            "q8" | "q8_0" => Ok(WeightFormat::Q8_0),
+            _ => Err(format!("unknown weight format `{s}` (as-stored or q8)")),
+        }
+    }
+}
+
 /// How [`QMatrix::matmul`] multiplies a few rows of activations (decoding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activations {

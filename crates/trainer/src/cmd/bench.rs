@@ -13,6 +13,8 @@ use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
 use tinylora::model::init::parameter_count;
+use tinylora::model::load::LoadOptions;
+use tinylora::quant::WeightFormat;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::sampling::SamplingConfig;
 
@@ -33,6 +35,9 @@ pub struct Args {
     /// New tokens per decode measurement.
     #[arg(long, default_value_t = 16)]
     decode_tokens: usize,
+    /// On the CPU: `as-stored` or `q8` (f16/bf16/f32 matrices quantised to Q8_0 at load).
+    #[arg(long, default_value = "as-stored")]
+    weights: WeightFormat,
     /// Batch sizes of the decode measurement.
     #[arg(long, default_value = "1,8", value_delimiter = ',')]
     batches: Vec<usize>,
@@ -129,7 +134,11 @@ pub fn run(args: Args) -> Result<()> {
     for &backend in &args.backends {
         let device = init(backend)?;
         let t = Instant::now();
-        let mut model = Checkpoint::open(&args.model)?.load(&device)?;
+        let options = LoadOptions {
+            weights: args.weights,
+            ..LoadOptions::default()
+        };
+        let mut model = Checkpoint::open(&args.model)?.load_with(&device, &options)?;
         let params = parameter_count(&model.config);
         let bytes_per_token = model.weight_bytes_per_token();
         let b = backend.name();

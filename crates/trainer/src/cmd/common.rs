@@ -9,6 +9,8 @@ use tinylora::adapter::peft::{is_peft_dir, load_peft_tinylora};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::load::LoadOptions;
+use tinylora::quant::WeightFormat;
 use tinylora::readback::block_on;
 use tinylora::tokenizer::Tokenizer;
 use tinylora::weights::safetensors::SafetensorsFile;
@@ -22,6 +24,10 @@ pub struct ModelArgs {
     /// Compute backend: cpu (burn flex) or wgpu.
     #[arg(long, default_value = "cpu")]
     pub backend: BackendKind,
+    /// On the CPU: `as-stored` (GGUF blocks stay blocks, other matrices f32) or `q8`
+    /// (f16/bf16/f32 matrices quantised to Q8_0 at load).
+    #[arg(long, default_value = "as-stored")]
+    pub weights: WeightFormat,
     /// A TinyLoRA adapter: our JSON or compact file, or a PEFT TinyLoRA directory.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -53,8 +59,12 @@ impl ModelArgs {
         let device = init(self.backend)?;
         let checkpoint = Checkpoint::open(&self.model)?;
         let tokenizer_path = checkpoint.tokenizer_path();
+        let options = LoadOptions {
+            weights: self.weights,
+            ..LoadOptions::default()
+        };
         let mut model = checkpoint
-            .load(&device)
+            .load_with(&device, &options)
             .with_context(|| format!("loading {}", self.model.display()))?;
         if let Some(path) = &self.adapter {
             let adapter = load_adapter(path, self.basis.as_deref(), &mut model)?;
