@@ -13,6 +13,7 @@ use crate::generate::{GenerateConfig, generate};
 use crate::grpo::{
     Clip, Denominators, LossType, completion_logprobs, group_advantages, kl_k3, policy_loss, reduce,
 };
+use crate::micro_batch::MicroBatch;
 use crate::model::Qwen2ForCausalLM;
 use crate::optim::{AdamW, clip_grad_norm};
 use crate::readback::to_vec_f32;
@@ -43,8 +44,8 @@ pub struct GrpoStepConfig {
     pub mini_batches: usize,
     /// Passes over the mini-batches (verl `ppo_epochs`, the paper: 1).
     pub epochs: usize,
-    /// Most sequences in one forward/backward; gradients of micro-batches are summed.
-    pub micro_batch: usize,
+    /// Sequences in one forward/backward; gradients of micro-batches are summed.
+    pub micro_batch: MicroBatch,
 }
 
 impl Default for GrpoStepConfig {
@@ -60,7 +61,7 @@ impl Default for GrpoStepConfig {
             kl_beta: 0.0,
             mini_batches: 1,
             epochs: 1,
-            micro_batch: usize::MAX,
+            micro_batch: MicroBatch::Auto,
         }
     }
 }
@@ -209,8 +210,11 @@ fn padded(rows: &[&Vec<f32>], width: usize) -> Vec<f32> {
 }
 
 /// Consecutive chunks of `rows` of at most `size` rows.
-fn chunks(rows: &[usize], size: usize) -> impl Iterator<Item = &[usize]> {
-    rows.chunks(size.max(1))
+impl Rollouts {
+    /// Tokens of row `i`: its prompt and its completion.
+    fn length(&self, i: usize) -> usize {
+        self.prompts[i].len() + self.completions[i].len()
+    }
 }
 
 /// Scores the rollouts under the base model (`v = 0`) for the KL penalty, micro-batch by
@@ -219,7 +223,7 @@ pub async fn reference_logprobs(
     model: &mut Qwen2ForCausalLM,
     adapter: &TinyLora,
     rollouts: &Rollouts,
-    micro_batch: usize,
+    micro_batch: MicroBatch,
 ) -> Result<Vec<Vec<f32>>> {
     let device = model.device.clone();
     let zero: Vec<Tensor<1>> = adapter
@@ -230,7 +234,7 @@ pub async fn reference_logprobs(
     adapter.set_v(model, &zero);
     let rows: Vec<usize> = (0..rollouts.prompts.len()).collect();
     let mut out = Vec::with_capacity(rows.len());
-    for part in chunks(&rows, micro_batch) {
+    for part in micro_batch.chunks(&model.config, &rows, |i| rollouts.length(i)) {
         let (prompts, completions) = rollouts.rows(part);
         let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let (logp, _) = completion_logprobs(model, &prompts, &completions, rollouts.temperature);
@@ -257,7 +261,7 @@ pub struct LossAndGradients {
 }
 
 /// The loss on the rollout rows `rows` (a mini-batch) at the adapter's current `v` and its
-/// gradient, computed in micro-batches of at most `config.micro_batch` rows whose losses and
+/// gradient, computed in micro-batches (`config.micro_batch`) whose losses and
 /// gradients add up to the mini-batch's.
 pub async fn loss_and_gradients(
     model: &mut Qwen2ForCausalLM,
@@ -273,7 +277,10 @@ pub async fn loss_and_gradients(
     );
     let (v, mut grads) = leaves(adapter, &device);
     let (mut loss_total, mut clipped, mut kl_total) = (0.0f64, 0.0f64, 0.0f64);
-    for part in chunks(rows, config.micro_batch) {
+    let parts = config
+        .micro_batch
+        .chunks(&model.config, rows, |i| rollouts.length(i));
+    for part in parts {
         // A fresh graph from the leaves `v` for each micro-batch's backward.
         adapter.set_v(model, &v);
         let (prompts, completions) = rollouts.rows(part);

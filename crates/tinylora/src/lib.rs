@@ -14,6 +14,7 @@ pub mod full_adamw;
 pub mod generate;
 pub mod grpo;
 pub mod grpo_step;
+pub mod micro_batch;
 pub mod model;
 pub mod numerics;
 pub mod ops;

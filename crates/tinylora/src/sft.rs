@@ -4,6 +4,7 @@
 
 use crate::adapter::TinyLora;
 use crate::grpo::{Denominators, LossType, completion_logprobs, reduce};
+use crate::micro_batch::MicroBatch;
 use crate::model::Qwen2ForCausalLM;
 use crate::optim::{AdamW, clip_grad_norm};
 use crate::readback::to_vec_f32;
@@ -13,8 +14,8 @@ use crate::{Error, Result};
 /// The knobs of one supervised update.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SftUpdateConfig {
-    /// Most rows in one forward/backward; gradients of micro-batches are summed.
-    pub micro_batch: usize,
+    /// Rows in one forward/backward; gradients of micro-batches are summed.
+    pub micro_batch: MicroBatch,
     /// Learning rate of this update.
     pub lr: f64,
     /// Global gradient-norm bound.
@@ -33,20 +34,25 @@ pub struct SftStats {
 }
 
 /// The token-mean negative log-likelihood of `targets[i]` after `prompts[i]` at the adapter's
-/// current `v`, and its gradient with respect to `v`, in micro-batches of at most
-/// `micro_batch` rows whose losses and gradients add up.
+/// current `v`, and its gradient with respect to `v`, in micro-batches (`micro_batch`) whose
+/// losses and gradients add up.
 pub async fn sft_loss_and_gradients(
     model: &mut Qwen2ForCausalLM,
     adapter: &TinyLora,
     prompts: &[Vec<u32>],
     targets: &[Vec<u32>],
-    micro_batch: usize,
+    micro_batch: MicroBatch,
 ) -> Result<(f64, Vec<Vec<f32>>)> {
     let device = model.device.clone();
     let denominators = Denominators::of(targets.iter().map(Vec::len), 0);
     let (v, mut grads) = leaves(adapter, &device);
     let mut loss_total = 0.0;
-    let size = micro_batch.max(1);
+    let longest = prompts
+        .iter()
+        .zip(targets)
+        .map(|(p, t)| p.len() + t.len())
+        .max();
+    let size = micro_batch.rows(&model.config, longest.unwrap_or(0));
     for (p, t) in prompts.chunks(size).zip(targets.chunks(size)) {
         adapter.set_v(model, &v);
         let (logp, mask) = completion_logprobs(model, p, t, 1.0);

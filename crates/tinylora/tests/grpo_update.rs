@@ -13,6 +13,7 @@ use tinylora::grpo::{Clip, LossType};
 use tinylora::grpo_step::{
     GrpoStepConfig, Rollouts, loss_and_gradients, reference_logprobs, rollout,
 };
+use tinylora::micro_batch::MicroBatch;
 use tinylora::model::Qwen2ForCausalLM;
 use tinylora::numerics::{central_difference, gradient_tolerance, logprob_tolerance};
 use tinylora::optim::global_norm;
@@ -57,8 +58,15 @@ fn setup() -> (Qwen2ForCausalLM, TinyLora, Rollouts) {
         "no signal in {:?}",
         rollouts.rewards
     );
-    rollouts.ref_logprobs =
-        Some(block_on(reference_logprobs(&mut model, &adapter, &rollouts, 3)).unwrap());
+    rollouts.ref_logprobs = Some(
+        block_on(reference_logprobs(
+            &mut model,
+            &adapter,
+            &rollouts,
+            MicroBatch::Rows(3),
+        ))
+        .unwrap(),
+    );
     for (i, x) in adapter.v[0].iter_mut().enumerate() {
         *x += 0.15 * ((i as f32) * 1.3).cos();
     }
@@ -69,7 +77,7 @@ fn setup() -> (Qwen2ForCausalLM, TinyLora, Rollouts) {
 fn config(loss_type: LossType, micro_batch: usize) -> GrpoStepConfig {
     GrpoStepConfig {
         loss_type,
-        micro_batch,
+        micro_batch: MicroBatch::Rows(micro_batch),
         kl_beta: 0.5,
         ..GrpoStepConfig::default()
     }

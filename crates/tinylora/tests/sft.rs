@@ -7,6 +7,7 @@ use burn::tensor::Device;
 use tinylora::adapter::TinyLora;
 use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::checkpoint::Checkpoint;
+use tinylora::micro_batch::MicroBatch;
 use tinylora::model::Qwen2ForCausalLM;
 use tinylora::numerics::{central_difference, gradient_tolerance, logprob_tolerance};
 use tinylora::optim::{AdamW, AdamWConfig, global_norm};
@@ -37,11 +38,19 @@ fn gradient_equals_finite_differences_and_micro_batches_add_up() {
     adapter.set_v(&mut model, &adapter.v_tensors(&device));
     let (prompts, targets) = data();
     let (loss, grads) = block_on(sft_loss_and_gradients(
-        &mut model, &adapter, &prompts, &targets, 8,
+        &mut model,
+        &adapter,
+        &prompts,
+        &targets,
+        MicroBatch::Rows(8),
     ))
     .unwrap();
     let (split_loss, split_grads) = block_on(sft_loss_and_gradients(
-        &mut model, &adapter, &prompts, &targets, 1,
+        &mut model,
+        &adapter,
+        &prompts,
+        &targets,
+        MicroBatch::Rows(1),
     ))
     .unwrap();
     // The two split the same sums differently: within the summation-order bound, while a
@@ -70,7 +79,11 @@ fn gradient_equals_finite_differences_and_micro_batches_add_up() {
                 adapter.v[0][k] = saved + delta as f32;
                 adapter.set_v(&mut model, &adapter.v_tensors(&device));
                 let (l, _) = block_on(sft_loss_and_gradients(
-                    &mut model, &adapter, &prompts, &targets, 8,
+                    &mut model,
+                    &adapter,
+                    &prompts,
+                    &targets,
+                    MicroBatch::Rows(8),
                 ))
                 .unwrap();
                 adapter.v[0][k] = saved;
@@ -96,7 +109,7 @@ fn updates_lower_the_loss_of_the_targets() {
     let (prompts, targets) = data();
     let mut optimizer = AdamW::new(AdamWConfig::default(), &adapter.v);
     let config = SftUpdateConfig {
-        micro_batch: 2,
+        micro_batch: MicroBatch::Rows(2),
         lr: 0.05,
         max_grad_norm: 1.0,
     };

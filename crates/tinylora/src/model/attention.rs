@@ -52,32 +52,17 @@ impl Attention {
             None => (k, v),
         };
         *cache = Some((k.clone(), v.clone()));
-        let k = self.repeat_kv(k);
-        let v = self.repeat_kv(v);
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((self.head_dim as f64).sqrt())
-            + mask;
-        let out = softmax(scores, 3).matmul(v);
-        self.o_proj.forward(
-            out.swap_dims(1, 2)
-                .reshape([b, s, self.heads * self.head_dim]),
-        )
-    }
-
-    /// Repeats each key/value head for the query heads that share it.
-    ///
-    /// # Shapes
-    /// - `x`: `[batch, kv_heads, len, head_dim]`
-    /// - output: `[batch, heads, len, head_dim]`
-    fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
-        let group = self.heads / self.kv_heads;
-        if group == 1 {
-            return x;
-        }
-        let [b, kv, t, d] = x.dims();
-        x.unsqueeze_dim::<5>(2)
-            .expand([b, kv, group, t, d])
-            .reshape([b, kv * group, t, d])
+        // The query heads that share a key/value head, stacked along the sequence
+        // (`[b, kv_heads, group·s, head_dim]`), attend to it in one product: the repeated keys
+        // and values are never built.
+        let (kv, group, d) = (self.kv_heads, self.heads / self.kv_heads, self.head_dim);
+        let t = k.dims()[2];
+        let q = q.reshape([b, kv, group * s, d]);
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt());
+        let scores = scores.reshape([b, kv, group, s, t]) + mask.unsqueeze_dim::<5>(1);
+        let weights = softmax(scores, 4).reshape([b, kv, group * s, t]);
+        let out = weights.matmul(v).reshape([b, self.heads, s, d]);
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, self.heads * d]))
     }
 }

@@ -12,6 +12,7 @@ use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::GenerateConfig;
 use tinylora::grpo_step::{GrpoStepConfig, loss_and_gradients, reference_logprobs, rollout};
+use tinylora::micro_batch::MicroBatch;
 use tinylora::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
@@ -88,7 +89,7 @@ pub fn grpo_step(
         &mut model,
         &adapter,
         &rollouts,
-        usize::MAX,
+        MicroBatch::Auto,
     ))?);
     let reference = t.elapsed().as_secs_f64();
     let rows: Vec<usize> = (0..rollouts.completions.len()).collect();

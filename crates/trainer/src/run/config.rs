@@ -128,7 +128,8 @@ pub struct GrpoSection {
     pub mini_batches: usize,
     /// Passes over the mini-batches (verl `ppo_epochs`).
     pub ppo_epochs: usize,
-    /// Most sequences per forward/backward; 0: a whole mini-batch.
+    /// Most sequences per forward/backward; 0: automatic (as many as keep the logits and
+    /// attention scores of one within 4 MiB).
     pub micro_batch: usize,
     /// `grpo`, `dapo` (token-mean) or `dr_grpo`.
     pub loss_type: LossType,
@@ -178,7 +179,7 @@ impl Default for GrpoSection {
 pub struct SftSection {
     /// Problems per update.
     pub batch_size: usize,
-    /// Most sequences per forward/backward; 0: the whole batch.
+    /// Most sequences per forward/backward; 0: automatic (as for GRPO).
     pub micro_batch: usize,
     /// Reference solutions are cut to this many tokens.
     pub max_target_tokens: usize,

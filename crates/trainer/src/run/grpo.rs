@@ -11,6 +11,7 @@ use tinylora::generate::GenerateConfig;
 use tinylora::grpo::Clip;
 use tinylora::grpo_step::{GrpoStepConfig, mini_batches, reference_logprobs, rollout, update};
 use tinylora::gsm8k::{flexible_reward, prompt, strict_reward};
+use tinylora::micro_batch::MicroBatch;
 use tinylora::readback::block_on;
 use tinylora::rng::SplitMix64;
 use tinylora::sampling::SamplingConfig;
@@ -38,11 +39,7 @@ fn step_config(config: &TrainConfig) -> GrpoStepConfig {
         kl_beta: g.kl_beta,
         mini_batches: g.mini_batches,
         epochs: g.ppo_epochs,
-        micro_batch: if g.micro_batch == 0 {
-            usize::MAX
-        } else {
-            g.micro_batch
-        },
+        micro_batch: MicroBatch::from_count(g.micro_batch),
     }
 }
 
@@ -207,7 +204,7 @@ mod tests {
             }
         );
         assert_eq!(c.mini_batches, 2);
-        assert_eq!(c.micro_batch, usize::MAX);
+        assert_eq!(c.micro_batch, MicroBatch::Auto);
         assert_ne!(step_seed(42, 0), step_seed(42, 1));
         assert_ne!(step_seed(42, 0), step_seed(43, 0));
     }
