@@ -63,8 +63,10 @@ mod tests {
 
     #[test]
     fn automatic_micro_batches_fit_the_budget() {
-        // 136 tokens × 485 × 4 bytes = 258 KiB a row: 15 rows in 4 MiB.
-        assert_eq!(MicroBatch::Auto.rows_for(485, 4, 136), 15);
+        // The toy model, 100 tokens: logits 100 × 485 × 4 bytes = 189 KiB a row, 21 in 4 MiB.
+        assert_eq!(MicroBatch::Auto.rows_for(485, 4, 100), 21);
+        // 136 tokens: the scores of 4 heads (544 wide) outgrow the vocabulary: 289 KiB, 14 rows.
+        assert_eq!(MicroBatch::Auto.rows_for(485, 4, 136), 14);
         // A real vocabulary: one row at a time.
         assert_eq!(MicroBatch::Auto.rows_for(151_936, 14, 400), 1);
         // Attention wider than the vocabulary: 4 heads × 2000 tokens.
