@@ -91,17 +91,19 @@ pub async fn generate_until(
         };
         prompts.len()
     ];
+    // Output row of each row of the batch being decoded; finished rows leave the batch once
+    // they are an eighth of it (each leaving copies the cache once).
+    let mut active: Vec<usize> = (0..prompts.len()).collect();
     for _ in 0..config.max_new_tokens {
         if cancelled() {
             break;
         }
         let logits = to_vec_f32(model.forward_last(&step, &mut cache)).await?;
-        let mut next = Vec::with_capacity(prompts.len());
-        for (row, generation) in out.iter_mut().enumerate() {
-            let done = generation.stopped;
-            if !done {
+        for (slot, &row) in active.iter().enumerate() {
+            let generation = &mut out[row];
+            if !generation.stopped {
                 let (token, logprob) = sample(
-                    &logits[row * vocab..(row + 1) * vocab],
+                    &logits[slot * vocab..(slot + 1) * vocab],
                     &config.sampling,
                     &mut rngs[row],
                 );
@@ -110,12 +112,22 @@ pub async fn generate_until(
                 generation.stopped = config.stop_tokens.contains(&token);
                 on_token(row, token);
             }
-            next.push(vec![*generation.tokens.last().expect("one token per step")]);
         }
-        if out.iter().all(|g| g.stopped) {
+        let finished = active.iter().filter(|&&row| out[row].stopped).count();
+        if finished == active.len() {
             break;
         }
-        step = next;
+        if finished * 8 >= active.len() {
+            let slots: Vec<usize> = (0..active.len())
+                .filter(|&s| !out[active[s]].stopped)
+                .collect();
+            cache.keep_rows(&slots);
+            active = slots.iter().map(|&s| active[s]).collect();
+        }
+        step = active
+            .iter()
+            .map(|&row| vec![*out[row].tokens.last().expect("one token per step")])
+            .collect();
     }
     Ok(out)
 }

@@ -1,6 +1,6 @@
 //! The key/value cache of a batch of left-padded sequences.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Keys and values of every layer for the tokens seen so far.
 ///
@@ -26,6 +26,18 @@ impl KvCache {
             pads,
             len: 0,
         }
+    }
+
+    /// Keeps only the rows `rows` (in that order): finished rows leave a batch being decoded.
+    pub fn keep_rows(&mut self, rows: &[usize]) {
+        let ids: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let index =
+                Tensor::<1, Int>::from_data(TensorData::new(ids.clone(), [ids.len()]), &k.device());
+            *k = k.clone().select(0, index.clone());
+            *v = v.clone().select(0, index);
+        }
+        self.pads = rows.iter().map(|&r| self.pads[r]).collect();
     }
 
     /// Positions of the next `seq` tokens of each row (`[batch][seq]`); padding gets 0.
