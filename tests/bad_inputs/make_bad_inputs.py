@@ -143,6 +143,8 @@ def main():
 
     lines = (TOY / "test.jsonl").read_text().splitlines()[:3]
     (HERE / "gsm8k_broken_line.jsonl").write_text("\n".join([lines[0], '{"question": "no answer"', lines[2]]) + "\n")
+    case("weights_q8_with_adapter", toy[:-1] + ["--weights", "q8", "--adapter", "{dir}/adapter_wrong_base.json"], "--weights q8 with an adapter", "an adapter on a base rounded to Q8_0 at load")
+    case("weights_unknown", toy[:-1] + ["--weights", "q3"], "unknown weight format", "a weight format that does not exist")
     case("gsm8k_broken_line", ["eval", "--model", "{root}/assets/toy", "--data", "{dir}/gsm8k_broken_line.jsonl", "--limit", "3"], "line 2", "a line that is not JSON")
     (HERE / "gsm8k_no_gold.jsonl").write_text(json.dumps({"question": "How many?", "answer": "no final number"}) + "\n")
     case("gsm8k_no_gold", ["eval", "--model", "{root}/assets/toy", "--data", "{dir}/gsm8k_no_gold.jsonl"], "####", "an answer without `#### N`")

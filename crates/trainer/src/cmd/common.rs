@@ -56,6 +56,14 @@ pub struct Loaded {
 impl ModelArgs {
     /// Starts the backend and loads the model.
     pub fn load(&self) -> Result<Loaded> {
+        if let (WeightFormat::Q8_0, Some(adapter)) = (self.weights, &self.adapter) {
+            bail!(
+                "{}: --weights q8 with an adapter: an adapter is bound to its base model's \
+                 stored values (fingerprint and basis), which rounding to Q8_0 changes; load \
+                 the model as stored to apply it",
+                adapter.display()
+            );
+        }
         let device = init(self.backend)?;
         let checkpoint = Checkpoint::open(&self.model)?;
         let tokenizer_path = checkpoint.tokenizer_path();
