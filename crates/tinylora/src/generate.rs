@@ -94,11 +94,17 @@ pub async fn generate_until(
     // Output row of each row of the batch being decoded; finished rows leave the batch once
     // they are an eighth of it (each leaving copies the cache once).
     let mut active: Vec<usize> = (0..prompts.len()).collect();
-    for _ in 0..config.max_new_tokens {
+    for index in 0..config.max_new_tokens {
         if cancelled() {
             break;
         }
-        let logits = to_vec_f32(model.forward_last(&step, &mut cache)).await?;
+        // The first step is the prefill: rows of the same prompt (a group of samples) share it.
+        let logits = if index == 0 {
+            model.forward_last_distinct(&step, &mut cache)
+        } else {
+            model.forward_last(&step, &mut cache)
+        };
+        let logits = to_vec_f32(logits).await?;
         for (slot, &row) in active.iter().enumerate() {
             let generation = &mut out[row];
             if !generation.stopped {

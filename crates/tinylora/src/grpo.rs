@@ -185,7 +185,8 @@ pub fn kl_k3(logp: Tensor<2>, ref_logp: Tensor<2>) -> Tensor<2> {
 /// depends on), with the mask of real tokens.
 ///
 /// Rows are laid out as `[left padding, prompt, completion, right padding]`: prompts aligned
-/// on the right, completions on the left, so one causal forward serves the whole batch.
+/// on the right, completions on the left. The prompts run first, each distinct prompt once
+/// (the samples of a group share theirs), then the completions continue the cache.
 ///
 /// # Shapes
 /// - output: `([batch, max_completion], [batch, max_completion])` log-probs and 0/1 mask
@@ -215,10 +216,30 @@ pub fn completion_logprobs(
     }
     let pads = prompts.iter().map(|p| p_len - p.len()).collect();
     let mut cache = model.new_cache(pads);
-    // Logits at positions p_len − 1 .. p_len + c_len − 1 predict the completion tokens.
-    let hidden = model.hidden_states(&rows, &mut cache);
-    let [_, _, h] = hidden.dims();
-    let hidden = hidden.slice([0..batch, p_len - 1..p_len + c_len - 1, 0..h]);
+    // Logits at positions p_len − 1 .. p_len + c_len − 1 predict the completion tokens: the
+    // last prompt position, run once per distinct prompt (a group's samples share it), then
+    // the completion tokens but the last.
+    let (prompt_rows, completion_rows): (Vec<Vec<u32>>, Vec<Vec<u32>>) = rows
+        .into_iter()
+        .map(|mut row| {
+            let completion = row.split_off(p_len);
+            (row, completion[..c_len - 1].to_vec())
+        })
+        .unzip();
+    let (prompt_hidden, of_row) = model.hidden_states_distinct(&prompt_rows, &mut cache);
+    let [distinct, _, h] = prompt_hidden.dims();
+    let last_prompt = prompt_hidden.slice([0..distinct, p_len - 1..p_len, 0..h]);
+    let last_prompt = if distinct == batch {
+        last_prompt
+    } else {
+        last_prompt.select(0, of_row)
+    };
+    let hidden = if c_len > 1 {
+        let completion_hidden = model.hidden_states(&completion_rows, &mut cache);
+        Tensor::cat(vec![last_prompt, completion_hidden], 1)
+    } else {
+        last_prompt
+    };
     let logits = model.logits(hidden);
     let logits = if temperature == 1.0 {
         logits

@@ -24,7 +24,15 @@ fn check_at(temperature: f32) {
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2/untied_bf16_tf5");
     let model = Checkpoint::open(&dir).unwrap().load(&device).unwrap();
-    let prompts = vec![vec![3, 1, 4, 1, 5], vec![9, 2], vec![6, 5, 3, 5, 8, 9, 7]];
+    // Repeated prompts (as a GRPO group's) share their prefill in both passes.
+    let prompts = vec![
+        vec![3, 1, 4, 1, 5],
+        vec![9, 2],
+        vec![3, 1, 4, 1, 5],
+        vec![6, 5, 3, 5, 8, 9, 7],
+        vec![9, 2],
+        vec![3, 1, 4, 1, 5],
+    ];
     let config = GenerateConfig {
         max_new_tokens: 9,
         sampling: SamplingConfig {

@@ -141,7 +141,14 @@ fn greedy_tokens_match_transformers() {
 fn batched_generation_equals_one_by_one() {
     let device = init(BackendKind::Cpu).unwrap();
     let (model, _) = load("untied_bf16_tf5", &device);
-    let prompts = vec![vec![3, 1, 4, 1, 5, 9, 2, 6], vec![7], vec![100, 200, 300]];
+    // Repeated prompts share their prefill.
+    let prompts = vec![
+        vec![3, 1, 4, 1, 5, 9, 2, 6],
+        vec![7],
+        vec![3, 1, 4, 1, 5, 9, 2, 6],
+        vec![100, 200, 300],
+        vec![7],
+    ];
     let batched = greedy(&model, &prompts, 12);
     for (prompt, tokens) in prompts.iter().zip(&batched) {
         assert_eq!(&greedy(&model, std::slice::from_ref(prompt), 12)[0], tokens);

@@ -1,5 +1,7 @@
 //! The key/value cache of a batch of left-padded sequences.
 
+use std::collections::HashMap;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Keys and values of every layer for the tokens seen so far.
@@ -38,6 +40,26 @@ impl KvCache {
             *v = v.clone().select(0, index);
         }
         self.pads = rows.iter().map(|&r| self.pads[r]).collect();
+    }
+
+    /// The rows of `tokens` that differ in their tokens or their padding: the index of each
+    /// distinct row's first occurrence, and for every row the index of its distinct row in
+    /// that list.
+    pub fn distinct_rows(&self, tokens: &[Vec<u32>]) -> (Vec<usize>, Vec<usize>) {
+        let mut seen: HashMap<(&[u32], usize), usize> = HashMap::new();
+        let mut firsts = Vec::new();
+        let of_row = tokens
+            .iter()
+            .zip(&self.pads)
+            .enumerate()
+            .map(|(i, (row, &pad))| {
+                *seen.entry((row.as_slice(), pad)).or_insert_with(|| {
+                    firsts.push(i);
+                    firsts.len() - 1
+                })
+            })
+            .collect();
+        (firsts, of_row)
     }
 
     /// Positions of the next `seq` tokens of each row (`[batch][seq]`); padding gets 0.

@@ -1,6 +1,6 @@
 //! The full causal language model (`Qwen2ForCausalLM`).
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::block::DecoderLayer;
 use super::config::Qwen2Config;
@@ -67,6 +67,34 @@ impl Qwen2ForCausalLM {
         }
         cache.len += seq;
         rms_norm(x, self.model.norm.clone(), self.config.rms_norm_eps)
+    }
+
+    /// [`hidden_states`](Self::hidden_states) run once per distinct row (tokens and left
+    /// padding): the samples of one prompt share its prefill, and their keys and values are
+    /// copied to every row of `cache`. Returns the hidden states of the distinct rows and, for
+    /// each row of `tokens`, the index of its distinct row (to [`Tensor::select`] with).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch][seq]`, all rows the same length
+    /// - output: `[distinct, seq, hidden]` and `[batch]`
+    pub fn hidden_states_distinct(
+        &self,
+        tokens: &[Vec<u32>],
+        cache: &mut KvCache,
+    ) -> (Tensor<3>, Tensor<1, Int>) {
+        let (firsts, of_row) = cache.distinct_rows(tokens);
+        let index = Tensor::from_data(
+            TensorData::new(of_row.iter().map(|&r| r as i32).collect(), [of_row.len()]),
+            &self.device,
+        );
+        if firsts.len() == tokens.len() {
+            return (self.hidden_states(tokens, cache), index);
+        }
+        cache.keep_rows(&firsts);
+        let distinct: Vec<Vec<u32>> = firsts.iter().map(|&i| tokens[i].clone()).collect();
+        let hidden = self.hidden_states(&distinct, cache);
+        cache.keep_rows(&of_row);
+        (hidden, index)
     }
 
     /// Projects hidden states to vocabulary logits.
@@ -190,6 +218,30 @@ impl Qwen2ForCausalLM {
     /// - output: `[batch, vocab]`
     pub fn forward_last(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<2> {
         let hidden = self.hidden_states(tokens, cache);
+        self.last_logits(hidden)
+    }
+
+    /// [`forward_last`](Self::forward_last) that runs repeated rows once
+    /// ([`hidden_states_distinct`](Self::hidden_states_distinct)): a prefill of a group of
+    /// samples of the same prompt.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch][seq]`
+    /// - output: `[batch, vocab]`
+    pub fn forward_last_distinct(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<2> {
+        let (hidden, of_row) = self.hidden_states_distinct(tokens, cache);
+        if of_row.dims()[0] == hidden.dims()[0] {
+            return self.last_logits(hidden);
+        }
+        self.last_logits(hidden).select(0, of_row)
+    }
+
+    /// Logits of the last position.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`
+    /// - output: `[batch, vocab]`
+    fn last_logits(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [b, s, h] = hidden.dims();
         let last = hidden.slice([0..b, s - 1..s, 0..h]);
         let logits = self.logits(last);
