@@ -199,41 +199,36 @@ pub fn completion_logprobs(
     let batch = prompts.len();
     let p_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let c_len = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let mut rows = Vec::with_capacity(batch);
+    // Inputs: the left-padded prompts, then the completions but their last token (nothing
+    // follows it to predict), right-padded.
+    let mut prompt_rows = Vec::with_capacity(batch);
+    let mut completion_rows = Vec::with_capacity(batch);
     let mut targets = Vec::with_capacity(batch * c_len);
     let mut mask = Vec::with_capacity(batch * c_len);
     for (prompt, completion) in prompts.iter().zip(completions) {
         let filler = prompt[0];
         let mut row = vec![filler; p_len - prompt.len()];
         row.extend_from_slice(prompt);
+        prompt_rows.push(row);
+        let mut row = Vec::with_capacity(c_len - 1);
         for j in 0..c_len {
             let token = completion.get(j).copied();
-            row.push(token.unwrap_or(filler));
+            if j + 1 < c_len {
+                row.push(token.unwrap_or(filler));
+            }
             targets.push(token.unwrap_or(0) as i32);
             mask.push(if token.is_some() { 1.0f32 } else { 0.0 });
         }
-        rows.push(row);
+        completion_rows.push(row);
     }
     let pads = prompts.iter().map(|p| p_len - p.len()).collect();
     let mut cache = model.new_cache(pads);
     // Logits at positions p_len − 1 .. p_len + c_len − 1 predict the completion tokens: the
     // last prompt position, run once per distinct prompt (a group's samples share it), then
-    // the completion tokens but the last.
-    let (prompt_rows, completion_rows): (Vec<Vec<u32>>, Vec<Vec<u32>>) = rows
-        .into_iter()
-        .map(|mut row| {
-            let completion = row.split_off(p_len);
-            (row, completion[..c_len - 1].to_vec())
-        })
-        .unzip();
-    let (prompt_hidden, of_row) = model.hidden_states_distinct(&prompt_rows, &mut cache);
+    // the completion inputs.
+    let (prompt_hidden, shared) = model.hidden_states_distinct(&prompt_rows, &mut cache);
     let [distinct, _, h] = prompt_hidden.dims();
-    let last_prompt = prompt_hidden.slice([0..distinct, p_len - 1..p_len, 0..h]);
-    let last_prompt = if distinct == batch {
-        last_prompt
-    } else {
-        last_prompt.select(0, of_row)
-    };
+    let last_prompt = shared.expand(prompt_hidden.slice([0..distinct, p_len - 1..p_len, 0..h]));
     let hidden = if c_len > 1 {
         let completion_hidden = model.hidden_states(&completion_rows, &mut cache);
         Tensor::cat(vec![last_prompt, completion_hidden], 1)

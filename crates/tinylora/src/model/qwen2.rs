@@ -21,6 +21,21 @@ pub struct Qwen2Model {
     pub norm: Tensor<1>,
 }
 
+/// Which distinct row each row of a batch shares
+/// ([`Qwen2ForCausalLM::hidden_states_distinct`]); `None` when every row is distinct.
+pub struct SharedRows(Option<Tensor<1, Int>>);
+
+impl SharedRows {
+    /// Values of the distinct rows, `[distinct, ...]`, given to every row: `[batch, ...]`
+    /// (differentiable: the gradients of rows that share one add up).
+    pub fn expand<const D: usize>(&self, values: Tensor<D>) -> Tensor<D> {
+        match &self.0 {
+            Some(index) => values.select(0, index.clone()),
+            None => values,
+        }
+    }
+}
+
 /// A Qwen2 model with its language-model head.
 #[derive(Debug, Clone)]
 pub struct Qwen2ForCausalLM {
@@ -71,30 +86,30 @@ impl Qwen2ForCausalLM {
 
     /// [`hidden_states`](Self::hidden_states) run once per distinct row (tokens and left
     /// padding): the samples of one prompt share its prefill, and their keys and values are
-    /// copied to every row of `cache`. Returns the hidden states of the distinct rows and, for
-    /// each row of `tokens`, the index of its distinct row (to [`Tensor::select`] with).
+    /// copied to every row of `cache`. Returns the hidden states of the distinct rows and
+    /// which of them each row of `tokens` shares.
     ///
     /// # Shapes
     /// - `tokens`: `[batch][seq]`, all rows the same length
-    /// - output: `[distinct, seq, hidden]` and `[batch]`
+    /// - output: `[distinct, seq, hidden]`
     pub fn hidden_states_distinct(
         &self,
         tokens: &[Vec<u32>],
         cache: &mut KvCache,
-    ) -> (Tensor<3>, Tensor<1, Int>) {
+    ) -> (Tensor<3>, SharedRows) {
         let (firsts, of_row) = cache.distinct_rows(tokens);
-        let index = Tensor::from_data(
-            TensorData::new(of_row.iter().map(|&r| r as i32).collect(), [of_row.len()]),
-            &self.device,
-        );
         if firsts.len() == tokens.len() {
-            return (self.hidden_states(tokens, cache), index);
+            return (self.hidden_states(tokens, cache), SharedRows(None));
         }
         cache.keep_rows(&firsts);
         let distinct: Vec<Vec<u32>> = firsts.iter().map(|&i| tokens[i].clone()).collect();
         let hidden = self.hidden_states(&distinct, cache);
         cache.keep_rows(&of_row);
-        (hidden, index)
+        let index = TensorData::new(of_row.iter().map(|&r| r as i32).collect(), [of_row.len()]);
+        (
+            hidden,
+            SharedRows(Some(Tensor::from_data(index, &self.device))),
+        )
     }
 
     /// Projects hidden states to vocabulary logits.
@@ -229,11 +244,8 @@ impl Qwen2ForCausalLM {
     /// - `tokens`: `[batch][seq]`
     /// - output: `[batch, vocab]`
     pub fn forward_last_distinct(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<2> {
-        let (hidden, of_row) = self.hidden_states_distinct(tokens, cache);
-        if of_row.dims()[0] == hidden.dims()[0] {
-            return self.last_logits(hidden);
-        }
-        self.last_logits(hidden).select(0, of_row)
+        let (hidden, shared) = self.hidden_states_distinct(tokens, cache);
+        shared.expand(self.last_logits(hidden))
     }
 
     /// Logits of the last position.
