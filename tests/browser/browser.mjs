@@ -1,5 +1,6 @@
-// Launches Debian's headless Chromium with WebGPU on SwiftShader (flags from
-// ../shared/toolchain.md) through playwright-core, which gives each launch a fresh profile.
+// Launches Debian's headless Chromium with WebGPU on SwiftShader (`--enable-unsafe-webgpu
+// --use-webgpu-adapter=swiftshader`; the rest keeps it off the network and out of /dev/shm)
+// through playwright-core, which gives each launch a fresh profile.
 import { chromium } from 'playwright-core';
 
 /** Starts Chromium and returns the browser; the caller closes it. */
