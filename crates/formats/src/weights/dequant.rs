@@ -301,6 +301,18 @@ fn q5_0(block: &[u8], q: &mut [i8], scales: &mut [f32]) {
     }
 }
 
+/// A Q4_K block's eight 6-bit sub-block scales and eight mins (the values of sub-block `j`
+/// are `d·scales[j]·q − dmin·mins[j]`).
+#[inline(always)]
+pub fn q4_k_scale_mins(block: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let packed = &block[4..16];
+    let (mut scales, mut mins) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        (scales[j], mins[j]) = scale_min_k4(j, packed);
+    }
+    (scales, mins)
+}
+
 /// The 6-bit scale and min of sub-block `j` packed in Q4_K's 12 scale bytes.
 #[inline(always)]
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
@@ -334,15 +346,14 @@ fn q4_k(block: &[u8], q: &mut [i8], scales: &mut [f32], offsets: &mut [f32]) {
 fn q4_k_scales(block: &[u8], scales: &mut [f32], offsets: &mut [f32]) {
     let d = half_at(block, 0);
     let dmin = half_at(block, 2);
-    let packed = &block[4..16];
+    let (sc, m) = q4_k_scale_mins(block);
     for (j, (scales, offset)) in scales[..16]
         .chunks_exact_mut(2)
         .zip(&mut offsets[..8])
         .enumerate()
     {
-        let (sc, m) = scale_min_k4(j, packed);
-        scales.fill(d * f32::from(sc));
-        *offset = -(dmin * f32::from(m));
+        scales.fill(d * f32::from(sc[j]));
+        *offset = -(dmin * f32::from(m[j]));
     }
 }
 

@@ -5,7 +5,10 @@
 //! 16, an offset per 32: `decode_row_int`, with AVX2 where the machine has it) in a buffer that
 //! stays in the core's first-level cache, and the two are multiplied with integer dot products — AVX-512 VNNI (`vpdpbusd`) or
 //! AVX2 (`vpmaddubsw`) chosen at run time, portable Rust elsewhere (NEON on aarch64 by the
-//! compiler) — one float multiply-add per 16 values. More rows (prefill, batched rollouts,
+//! compiler) — one float multiply-add per 16 values. With AVX2, quantised rows skip the
+//! buffer: each block is unpacked in registers and multiplied at once (Q4_0, Q5_0 and Q8_0 with
+//! the same float operations, so the same bits; Q4_K and Q6_K with their integer scales inside
+//! the integer sums, one float multiply-add per 32 values, as llama.cpp does). More rows (prefill, batched rollouts,
 //! gradients): a tile of the weight is decoded into f32 and handed to gemm, activations stay
 //! f32.
 
@@ -16,7 +19,7 @@ use rayon::prelude::*;
 use super::{Activations, QMatrix};
 #[cfg(target_arch = "x86_64")]
 use crate::weights::dequant::x86::decode_row_int as x86_decode_row_int;
-use crate::weights::dequant::{OFFSET_GROUP, SCALE_GROUP, decode_row, decode_row_int};
+use crate::weights::dequant::{GgmlType, OFFSET_GROUP, SCALE_GROUP, decode_row, decode_row_int};
 
 /// Rows of the weight one task multiplies (each decoded once, into a buffer that stays in the
 /// core's first-level cache, and multiplied with every row of `x`).
@@ -210,7 +213,7 @@ fn offset_sum(w: IntRow, x: IntRow) -> f32 {
 /// `out[i] = Σⱼ ŵⱼx̂ᵢⱼ` for a weight row and every quantised row `i` of `x`, both in integer
 /// form: per group of 16 an exact integer sum, then one float multiply-add. Each output's
 /// float operations are the same whatever the number of rows.
-fn dots_int(isa: Isa, w: IntRow, x: &Q8Rows, out: &mut [f32]) {
+pub(super) fn dots_int(isa: Isa, w: IntRow, x: &Q8Rows, out: &mut [f32]) {
     let fits = |r: IntRow| {
         r.q.len() == w.q.len()
             && r.scales.len() == w.scales.len()
@@ -274,6 +277,11 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{IntRow, offset_sum};
+    use crate::weights::dequant::GgmlType;
+    use crate::weights::dequant::q4_k_scale_mins;
+    use crate::weights::dequant::x86::{
+        block32_values, half, is_block32, prefetch, q4_k_values, q6_k_values,
+    };
 
     /// One block of 32: `Σ (wᵢ·xᵢ)` over each run of four values, eight i32 lanes (lanes 0–3
     /// the first group of 16, 4–7 the second). `|wᵢ| ≤ 128`, `|xᵢ| ≤ 127`: no pair of
@@ -286,9 +294,175 @@ mod x86 {
     unsafe fn block_sums_avx2(w: *const i8, x: *const i8) -> __m256i {
         // SAFETY: the caller's.
         let (w, x) = unsafe { (_mm256_loadu_si256(w.cast()), _mm256_loadu_si256(x.cast())) };
+        int_sums_avx2(w, x)
+    }
+
+    /// [`block_sums_avx2`] of 32 values in registers.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn int_sums_avx2(w: __m256i, x: __m256i) -> __m256i {
         // |w| as unsigned times x with w's sign.
         let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
         _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+    }
+
+    /// `R` outputs of one weight row stored as blocks of 32 with one scale (`kind`
+    /// [`is_block32`]), read straight from `row` without decoding it into a buffer: the same
+    /// float operations as [`dot_int_avx2`] on the decoded row, so the same bits.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C available.
+    ///
+    /// # Panics
+    /// If `kind` is not [`is_block32`] or a row of `x` does not have `row`'s values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dots_block32_avx2<const R: usize>(
+        kind: GgmlType,
+        row: &[u8],
+        x: [IntRow; R],
+    ) -> [f32; R] {
+        assert!(
+            is_block32(kind),
+            "{kind:?} is not a type of 32-value blocks"
+        );
+        let size = kind.block().1;
+        let blocks = row.len() / size;
+        assert!(
+            row.len() == blocks * size
+                && x.iter()
+                    .all(|x| x.q.len() == 32 * blocks && x.scales.len() == 2 * blocks),
+            "a {kind:?} row and rows of x that do not match"
+        );
+        // Blocks alternate between two sums, as in `dot_int_avx2`.
+        let mut acc = [[_mm256_setzero_ps(); R]; 2];
+        for (b, block) in row.chunks_exact(size).enumerate() {
+            prefetch(block);
+            let w = block32_values(kind, block);
+            let d = half(block);
+            for (acc, x) in acc[b % 2].iter_mut().zip(&x) {
+                // SAFETY: `32·b + 32 ≤ x.q.len()` and `2·b < x.scales.len()` (asserted).
+                let (xv, xs) = unsafe {
+                    (
+                        _mm256_loadu_si256(x.q.as_ptr().add(32 * b).cast()),
+                        *x.scales.get_unchecked(2 * b),
+                    )
+                };
+                let sums = int_sums_avx2(w, xv);
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d * xs), *acc);
+            }
+        }
+        std::array::from_fn(|r| sum_avx2(_mm256_add_ps(acc[0][r], acc[1][r])))
+    }
+
+    /// Checks that each row of `x` has the values of `row`, a row of `kind`'s blocks, and
+    /// returns its number of blocks.
+    ///
+    /// # Panics
+    /// If not.
+    fn blocks_of(kind: GgmlType, row: &[u8], x: &[IntRow]) -> usize {
+        let (values, size) = kind.block();
+        let blocks = row.len() / size;
+        assert!(
+            row.len() == blocks * size
+                && x.iter().all(|x| {
+                    x.q.len() == values * blocks
+                        && x.scales.len() == values / 16 * blocks
+                        && x.offsets.len() == values / 32 * blocks
+                }),
+            "a {kind:?} row and rows of x that do not match"
+        );
+        blocks
+    }
+
+    /// `R` outputs of one Q4_K weight row, read straight from its blocks: per sub-block of
+    /// 32 an integer sum weighted by the 6-bit scale (`vpmaddubsw` of the unsigned values with
+    /// `x`, then `vpmaddwd` with the scale), one float multiply-add by `d·dₓ`, and the mins
+    /// times `x`'s block sums eight at a time.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C available.
+    ///
+    /// # Panics
+    /// If a row of `x` does not have `row`'s values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dots_q4_k_avx2<const R: usize>(row: &[u8], x: [IntRow; R]) -> [f32; R] {
+        let blocks = blocks_of(GgmlType::Q4K, row, &x);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut min_acc = [_mm256_setzero_ps(); R];
+        for (b, block) in row[..blocks * 144].chunks_exact(144).enumerate() {
+            prefetch(block);
+            let (d, dmin) = (half(block), half(&block[2..]));
+            let (scales, mins) = q4_k_scale_mins(block);
+            let mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi64x(
+                0,
+                i64::from_le_bytes(mins),
+            )));
+            let mins = _mm256_mul_ps(mins, _mm256_set1_ps(dmin));
+            for (j, w) in q4_k_values(block).into_iter().enumerate() {
+                let scale = _mm256_set1_epi16(i16::from(scales[j]));
+                let k = 256 * b + 32 * j;
+                for (acc, x) in acc.iter_mut().zip(&x) {
+                    // SAFETY: `k + 32 ≤ x.q.len()`, `k / 16 < x.scales.len()` (checked).
+                    let (xv, xs) = unsafe {
+                        (
+                            _mm256_loadu_si256(x.q.as_ptr().add(k).cast()),
+                            *x.scales.get_unchecked(k / 16),
+                        )
+                    };
+                    // |products| ≤ 15·127, pairs within i16; times the scale ≤ 63 within i32.
+                    let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), scale);
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d * xs), *acc);
+                }
+            }
+            for (min_acc, x) in min_acc.iter_mut().zip(&x) {
+                // SAFETY: `8b + 8 ≤ x.offsets.len()` (checked).
+                let sums = unsafe { _mm256_loadu_ps(x.offsets.as_ptr().add(8 * b)) };
+                *min_acc = _mm256_fmadd_ps(mins, sums, *min_acc);
+            }
+        }
+        std::array::from_fn(|r| sum_avx2(acc[r]) - sum_avx2(min_acc[r]))
+    }
+
+    /// `R` outputs of one Q6_K weight row, read straight from its blocks: per 16 values an
+    /// integer sum weighted by the i8 scale (`vpmaddubsw` with `x` then `vpmaddwd` with the
+    /// scales), one float multiply-add per 32 by `d·dₓ`.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C available.
+    ///
+    /// # Panics
+    /// If a row of `x` does not have `row`'s values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dots_q6_k_avx2<const R: usize>(row: &[u8], x: [IntRow; R]) -> [f32; R] {
+        let blocks = blocks_of(GgmlType::Q6K, row, &x);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for (b, block) in row[..blocks * 210].chunks_exact(210).enumerate() {
+            prefetch(block);
+            let d = half(&block[208..]);
+            let scales = &block[192..208];
+            for (j, w) in q6_k_values(block).into_iter().enumerate() {
+                let scale = _mm256_set_m128i(
+                    _mm_set1_epi16(i16::from(scales[2 * j + 1].cast_signed())),
+                    _mm_set1_epi16(i16::from(scales[2 * j].cast_signed())),
+                );
+                let magnitude = _mm256_sign_epi8(w, w);
+                let k = 256 * b + 32 * j;
+                for (acc, x) in acc.iter_mut().zip(&x) {
+                    // SAFETY: `k + 32 ≤ x.q.len()`, `k / 16 < x.scales.len()` (checked).
+                    let (xv, xs) = unsafe {
+                        (
+                            _mm256_loadu_si256(x.q.as_ptr().add(k).cast()),
+                            *x.scales.get_unchecked(k / 16),
+                        )
+                    };
+                    // |w| ≤ 32, |x| ≤ 127: pairs within i16; times |scale| ≤ 128 within i32.
+                    let pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(xv, w));
+                    let sums = _mm256_madd_epi16(pairs, scale);
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d * xs), *acc);
+                }
+            }
+        }
+        std::array::from_fn(|r| sum_avx2(acc[r]))
     }
 
     /// The block of 32 at `k` scaled and added to `acc`.
@@ -394,7 +568,8 @@ mod x86 {
 }
 
 /// Rows `first..first + out.len()/n` of `yᵀ` (`[rows, n]`, at most [`TILE_ROWS`]): decodes
-/// them into integer form in `buf`, then multiplies each with every row of `x`.
+/// them into integer form in `buf`, then multiplies each with every row of `x` (with AVX2,
+/// quantised rows are multiplied straight from their blocks instead).
 fn tile(
     isa: Isa,
     m: &QMatrix,
@@ -404,9 +579,44 @@ fn tile(
     out: &mut [f32],
     buf: &mut IntBuffer,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && m.kind.is_quantised() {
+        for (t, out) in out.chunks_exact_mut(n).enumerate() {
+            dots_blocks(m.kind, m.row_blocks(first + t), x, out);
+        }
+        return;
+    }
     buf.decode(isa, m, first, out.len() / n);
     for (t, out) in out.chunks_exact_mut(n).enumerate() {
         dots_int(isa, buf.row(t), x, out);
+    }
+}
+
+/// [`dots_int`] for a weight row of quantised blocks, multiplied straight from them with AVX2
+/// (which the caller has checked), four rows of `x` at a time.
+#[cfg(target_arch = "x86_64")]
+fn dots_blocks(kind: GgmlType, row: &[u8], x: &Q8Rows, out: &mut [f32]) {
+    fn dots<const R: usize>(kind: GgmlType, row: &[u8], x: [IntRow; R]) -> [f32; R] {
+        // SAFETY: AVX2, FMA and F16C are available (`Isa::Avx2`, checked by the caller).
+        unsafe {
+            match kind {
+                GgmlType::Q4K => x86::dots_q4_k_avx2(row, x),
+                GgmlType::Q6K => x86::dots_q6_k_avx2(row, x),
+                _ => x86::dots_block32_avx2(kind, row, x),
+            }
+        }
+    }
+    let done = out.len() / 4 * 4;
+    let mut quads = out.chunks_exact_mut(4);
+    for (k, y) in (&mut quads).enumerate() {
+        y.copy_from_slice(&dots::<4>(
+            kind,
+            row,
+            std::array::from_fn(|r| x.row(4 * k + r)),
+        ));
+    }
+    for (i, y) in quads.into_remainder().iter_mut().enumerate() {
+        *y = dots(kind, row, [x.row(done + i)])[0];
     }
 }
 

@@ -1,6 +1,7 @@
 //! The kernels against an f64 product of the dequantised blocks (the dequantisation itself is
 //! checked against the `gguf` package in `tests/gguf_parity.rs`), the integer kernels of every
-//! instruction set against an f64 product of the same integers, the 8-bit activations against
+//! instruction set against an f64 product of the same integers (and AVX2's products straight
+//! from Q4_0/Q5_0/Q8_0 blocks against its products of decoded rows, bit for bit), the 8-bit activations against
 //! their rounding bound, and the burn operation's gradient against burn's own matmul.
 
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::QMatrix;
-use super::kernels::{DOT_MAX_ROWS, Isa, Q8Rows, matmul_with};
+use super::kernels::{DOT_MAX_ROWS, IntRow, Isa, Q8Rows, dots_int, matmul_with};
 use super::op::quant_linear;
 use crate::rng::SplitMix64;
 use crate::weights::dequant::{GgmlType, OFFSET_GROUP, SCALE_GROUP, decode_row_int};
@@ -242,6 +243,44 @@ fn every_instruction_set_multiplies_the_integers_within_the_float_bound() {
                 let what = format!("{kind:?} {isa:?} n={n}");
                 let got = matmul_with(isa, &m, &x, n);
                 assert_within(&got, &exact, &magnitude, terms, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn avx2_products_straight_from_blocks_of_32_are_those_of_the_decoded_rows() {
+    if !Isa::Avx2.available() {
+        eprintln!("skipped: this machine has no AVX2");
+        return;
+    }
+    // The K-quants' kernels fold their integer scales into the integer sums, so their float
+    // operations differ: the bound of `every_instruction_set_...` checks them.
+    for (seed, kind) in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0]
+        .into_iter()
+        .enumerate()
+    {
+        // 41 blocks of 32: an odd count.
+        let (rows, cols) = (19, 1312);
+        let m = random_matrix(kind, rows, cols, 40 + seed as u64);
+        let (mut q, mut scales) = (vec![0i8; cols], vec![0.0f32; cols / SCALE_GROUP]);
+        let mut offsets = vec![0.0f32; kind.offsets(cols)];
+        for n in [1, 3, 4, 9] {
+            let x = random_values(n * cols, 50 + seed as u64);
+            let got = matmul_with(Isa::Avx2, &m, &x, n);
+            let q8 = Q8Rows::new(&x, cols);
+            for r in 0..rows {
+                decode_row_int(kind, m.row_blocks(r), &mut q, &mut scales, &mut offsets);
+                let w = IntRow {
+                    q: &q,
+                    scales: &scales,
+                    offsets: &offsets,
+                };
+                let mut decoded = vec![0.0f32; n];
+                dots_int(Isa::Avx2, w, &q8, &mut decoded);
+                for (i, want) in decoded.into_iter().enumerate() {
+                    assert_eq!(got[i * rows + r], want, "{kind:?} n={n} row {r} x {i}");
+                }
             }
         }
     }

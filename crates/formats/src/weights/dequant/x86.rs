@@ -27,46 +27,19 @@ pub fn decode_row_int(
     }
     let blocks = int_blocks(kind, bytes, q, scales, offsets);
     match kind {
-        GgmlType::Q8_0 => {
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => {
             for ((b, q), s) in blocks {
                 prefetch(b);
                 s.fill(half(b));
-                store(q, 0, load(&b[2..34]));
-            }
-        }
-        GgmlType::Q4_0 => {
-            for ((b, q), s) in blocks {
-                prefetch(b);
-                s.fill(half(b));
-                store(
-                    q,
-                    0,
-                    _mm256_sub_epi8(nibbles(&b[2..18]), _mm256_set1_epi8(8)),
-                );
-            }
-        }
-        GgmlType::Q5_0 => {
-            for ((b, q), s) in blocks {
-                prefetch(b);
-                s.fill(half(b));
-                let high = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                // A clear fifth bit makes the value nibble − 16, that is nibble | 0xF0.
-                let minus = _mm256_andnot_si256(bytes_from_bits(high), _mm256_set1_epi8(-16));
-                store(q, 0, _mm256_or_si256(nibbles(&b[6..22]), minus));
+                store(q, 0, block32_values(kind, b));
             }
         }
         GgmlType::Q4K => {
-            for (((b, q), s), m) in
-                blocks.zip(offsets.chunks_exact_mut(kind.offsets(kind.block().0)))
-            {
+            for (((b, q), s), m) in blocks.zip(offsets.chunks_exact_mut(8)) {
                 prefetch(b);
                 q4_k_scales(b, s, m);
-                let low_nibble = _mm256_set1_epi8(0x0F);
-                for (chunk, packed) in b[16..144].chunks_exact(32).enumerate() {
-                    let v = load(packed);
-                    store(q, 64 * chunk, _mm256_and_si256(v, low_nibble));
-                    let high = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibble);
-                    store(q, 64 * chunk + 32, high);
+                for (k, v) in q4_k_values(b).into_iter().enumerate() {
+                    store(q, 32 * k, v);
                 }
             }
         }
@@ -74,34 +47,103 @@ pub fn decode_row_int(
             for ((b, q), s) in blocks {
                 prefetch(b);
                 q6_k_scales(b, s);
-                let (m4, m30, bias) = (
-                    _mm256_set1_epi8(0x0F),
-                    _mm256_set1_epi8(0x30),
-                    _mm256_set1_epi8(32),
-                );
-                for half in 0..2 {
-                    let ql0 = load(&b[64 * half..64 * half + 32]);
-                    let ql1 = load(&b[64 * half + 32..64 * half + 64]);
-                    let qh = load(&b[128 + 32 * half..128 + 32 * half + 32]);
-                    // 16-bit shifts: the bits they carry across bytes are masked off.
-                    let parts = [
-                        (_mm256_and_si256(ql0, m4), _mm256_slli_epi16(qh, 4)),
-                        (_mm256_and_si256(ql1, m4), _mm256_slli_epi16(qh, 2)),
-                        (_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), qh),
-                        (
-                            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                            _mm256_srli_epi16(qh, 2),
-                        ),
-                    ];
-                    for (k, (low, high)) in parts.into_iter().enumerate() {
-                        let v = _mm256_or_si256(low, _mm256_and_si256(high, m30));
-                        store(q, 128 * half + 32 * k, _mm256_sub_epi8(v, bias));
-                    }
+                for (k, v) in q6_k_values(b).into_iter().enumerate() {
+                    store(q, 32 * k, v);
                 }
             }
         }
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => unreachable!("returned above"),
     }
+}
+
+/// Whether [`block32_values`] reads `kind`: the blocks of 32 values with one f16 scale at
+/// their start and nothing else (Q4_0, Q5_0, Q8_0).
+pub fn is_block32(kind: GgmlType) -> bool {
+    matches!(kind, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+}
+
+/// The 32 integers of a block of a [`is_block32`] type, as signed bytes (the values are
+/// these times the block's [`half`] scale).
+///
+/// # Panics
+/// If `kind` is not such a type or `block` is shorter than its block.
+///
+/// # Safety
+/// The machine must run AVX2 (`is_x86_feature_detected!`).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub fn block32_values(kind: GgmlType, block: &[u8]) -> __m256i {
+    match kind {
+        GgmlType::Q8_0 => load(&block[2..34]),
+        GgmlType::Q4_0 => _mm256_sub_epi8(nibbles(&block[2..18]), _mm256_set1_epi8(8)),
+        GgmlType::Q5_0 => {
+            let high = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+            // A clear fifth bit makes the value nibble − 16, that is nibble | 0xF0.
+            let minus = _mm256_andnot_si256(bytes_from_bits(high), _mm256_set1_epi8(-16));
+            _mm256_or_si256(nibbles(&block[6..22]), minus)
+        }
+        _ => panic!("{kind:?} is not a type of 32-value blocks with one scale"),
+    }
+}
+
+/// The 256 4-bit values of a Q4_K block (0 to 15, before its scales and mins) as eight
+/// vectors of 32 bytes, in order.
+///
+/// # Panics
+/// If `block` is shorter than 144 bytes.
+///
+/// # Safety
+/// The machine must run AVX2 (`is_x86_feature_detected!`).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub fn q4_k_values(block: &[u8]) -> [__m256i; 8] {
+    let low_nibble = _mm256_set1_epi8(0x0F);
+    let mut values = [_mm256_setzero_si256(); 8];
+    for (chunk, packed) in block[16..144].chunks_exact(32).enumerate() {
+        let v = load(packed);
+        values[2 * chunk] = _mm256_and_si256(v, low_nibble);
+        values[2 * chunk + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibble);
+    }
+    values
+}
+
+/// The 256 values of a Q6_K block (−32 to 31, before its scales) as eight vectors of 32
+/// signed bytes, in order.
+///
+/// # Panics
+/// If `block` is shorter than 192 bytes.
+///
+/// # Safety
+/// The machine must run AVX2 (`is_x86_feature_detected!`).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub fn q6_k_values(block: &[u8]) -> [__m256i; 8] {
+    let (m4, m30, bias) = (
+        _mm256_set1_epi8(0x0F),
+        _mm256_set1_epi8(0x30),
+        _mm256_set1_epi8(32),
+    );
+    let mut values = [_mm256_setzero_si256(); 8];
+    for half in 0..2 {
+        let ql0 = load(&block[64 * half..64 * half + 32]);
+        let ql1 = load(&block[64 * half + 32..64 * half + 64]);
+        let qh = load(&block[128 + 32 * half..128 + 32 * half + 32]);
+        // 16-bit shifts: the bits they carry across bytes are masked off.
+        let parts = [
+            (_mm256_and_si256(ql0, m4), _mm256_slli_epi16(qh, 4)),
+            (_mm256_and_si256(ql1, m4), _mm256_slli_epi16(qh, 2)),
+            (_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), qh),
+            (
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                _mm256_srli_epi16(qh, 2),
+            ),
+        ];
+        for (k, (low, high)) in parts.into_iter().enumerate() {
+            let v = _mm256_or_si256(low, _mm256_and_si256(high, m30));
+            values[4 * half + k] = _mm256_sub_epi8(v, bias);
+        }
+    }
+    values
 }
 
 /// Bytes ahead of the block being decoded that are asked into the cache: a decoded row
@@ -111,9 +153,12 @@ const PREFETCH_AHEAD: usize = 4096;
 
 /// Asks for the cache lines `PREFETCH_AHEAD` bytes past each 64 of `block` (hints: no fault
 /// past the end of the weight).
+///
+/// # Safety
+/// The machine must run AVX2 (`is_x86_feature_detected!`).
 #[target_feature(enable = "avx2")]
 #[inline]
-fn prefetch(block: &[u8]) {
+pub fn prefetch(block: &[u8]) {
     for offset in (0..block.len()).step_by(64) {
         let ahead = block.as_ptr().wrapping_add(PREFETCH_AHEAD + offset);
         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
@@ -121,9 +166,12 @@ fn prefetch(block: &[u8]) {
 }
 
 /// The block's leading f16 scale, widened by F16C (exact, as the portable `half_at`).
+///
+/// # Safety
+/// The machine must run AVX2 and F16C (`is_x86_feature_detected!`).
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-fn half(block: &[u8]) -> f32 {
+pub fn half(block: &[u8]) -> f32 {
     let bits = i32::from(u16::from_le_bytes([block[0], block[1]]));
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
 }
