@@ -32,8 +32,11 @@ const STRIPE_COLS: usize = 256;
 /// amortise decoding a tile of the weight into f32 for gemm.
 pub(super) const DOT_MAX_ROWS: usize = 32;
 
-/// Floats in a decoded tile of the weight for gemm (256 KiB, a core's second-level cache).
-const TILE_FLOATS: usize = 1 << 16;
+/// Floats in a decoded tile of the weight for gemm (1 MiB, a core's second-level cache on the
+/// machine of BENCHMARKS.md): gemm packs all of `x` again for each tile, so larger tiles pack
+/// it fewer times (prefill of 256 tokens, real model: 66–68 tok/s with 256 KiB tiles, 68–77
+/// with 1 MiB, in alternating runs).
+const TILE_FLOATS: usize = 1 << 18;
 
 /// An instruction set the kernels are compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
