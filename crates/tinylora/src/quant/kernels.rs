@@ -3,14 +3,14 @@
 //! Few rows of `x` (decoding, as llama.cpp does): `x` is quantised to 8 bits per 32 values
 //! ([`Q8Rows`]), each row of the weight is decoded into its integer form (i8 values, a scale per
 //! 16, an offset per 32: `decode_row_int`, with AVX2 where the machine has it) in a buffer that
-//! stays in the core's first-level cache, and the two are multiplied with integer dot products — AVX-512 VNNI (`vpdpbusd`) or
-//! AVX2 (`vpmaddubsw`) chosen at run time, portable Rust elsewhere (NEON on aarch64 by the
-//! compiler) — one float multiply-add per 16 values. With AVX2, quantised rows skip the
-//! buffer: each block is unpacked in registers and multiplied at once (Q4_0, Q5_0 and Q8_0 with
-//! the same float operations, so the same bits; Q4_K and Q6_K with their integer scales inside
-//! the integer sums, one float multiply-add per 32 values, as llama.cpp does). More rows (prefill, batched rollouts,
-//! gradients): a tile of the weight is decoded into f32 and handed to gemm, activations stay
-//! f32.
+//! stays in the core's first-level cache, and the two are multiplied with integer dot products
+//! — AVX-512 VNNI (`vpdpbusd`) or AVX2 (`vpmaddubsw`) chosen at run time, portable Rust
+//! elsewhere (NEON on aarch64 by the compiler) — one float multiply-add per 16 values. With
+//! AVX2, quantised rows skip the buffer: each block is unpacked in registers and multiplied at
+//! once (Q4_0, Q5_0 and Q8_0 with the same float operations, so the same bits; Q4_K and Q6_K
+//! with their integer scales inside the integer sums, one float multiply-add per 32 values, as
+//! llama.cpp does). More rows (prefill, batched rollouts, gradients): a tile of the weight is
+//! decoded into f32 and handed to gemm, activations stay f32.
 
 use std::sync::OnceLock;
 
@@ -328,17 +328,10 @@ mod x86 {
             is_block32(kind),
             "{kind:?} is not a type of 32-value blocks"
         );
-        let size = kind.block().1;
-        let blocks = row.len() / size;
-        assert!(
-            row.len() == blocks * size
-                && x.iter()
-                    .all(|x| x.q.len() == 32 * blocks && x.scales.len() == 2 * blocks),
-            "a {kind:?} row and rows of x that do not match"
-        );
+        blocks_of(kind, row, &x);
         // Blocks alternate between two sums, as in `dot_int_avx2`.
         let mut acc = [[_mm256_setzero_ps(); R]; 2];
-        for (b, block) in row.chunks_exact(size).enumerate() {
+        for (b, block) in row.chunks_exact(kind.block().1).enumerate() {
             prefetch(block);
             let w = block32_values(kind, block);
             let d = half(block);
@@ -357,12 +350,12 @@ mod x86 {
         std::array::from_fn(|r| sum_avx2(_mm256_add_ps(acc[0][r], acc[1][r])))
     }
 
-    /// Checks that each row of `x` has the values of `row`, a row of `kind`'s blocks, and
-    /// returns its number of blocks.
+    /// Checks that `row` is whole blocks of `kind` and that each row of `x` has its values
+    /// (and the scales and block sums of [`Q8Rows`](super::Q8Rows)).
     ///
     /// # Panics
     /// If not.
-    fn blocks_of(kind: GgmlType, row: &[u8], x: &[IntRow]) -> usize {
+    fn blocks_of(kind: GgmlType, row: &[u8], x: &[IntRow]) {
         let (values, size) = kind.block();
         let blocks = row.len() / size;
         assert!(
@@ -374,7 +367,6 @@ mod x86 {
                 }),
             "a {kind:?} row and rows of x that do not match"
         );
-        blocks
     }
 
     /// `R` outputs of one Q4_K weight row, read straight from its blocks: per sub-block of
@@ -389,10 +381,10 @@ mod x86 {
     /// If a row of `x` does not have `row`'s values.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dots_q4_k_avx2<const R: usize>(row: &[u8], x: [IntRow; R]) -> [f32; R] {
-        let blocks = blocks_of(GgmlType::Q4K, row, &x);
+        blocks_of(GgmlType::Q4K, row, &x);
         let mut acc = [_mm256_setzero_ps(); R];
         let mut min_acc = [_mm256_setzero_ps(); R];
-        for (b, block) in row[..blocks * 144].chunks_exact(144).enumerate() {
+        for (b, block) in row.chunks_exact(144).enumerate() {
             prefetch(block);
             let (d, dmin) = (half(block), half(&block[2..]));
             let (scales, mins) = q4_k_scale_mins(block);
@@ -437,9 +429,9 @@ mod x86 {
     /// If a row of `x` does not have `row`'s values.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dots_q6_k_avx2<const R: usize>(row: &[u8], x: [IntRow; R]) -> [f32; R] {
-        let blocks = blocks_of(GgmlType::Q6K, row, &x);
+        blocks_of(GgmlType::Q6K, row, &x);
         let mut acc = [_mm256_setzero_ps(); R];
-        for (b, block) in row[..blocks * 210].chunks_exact(210).enumerate() {
+        for (b, block) in row.chunks_exact(210).enumerate() {
             prefetch(block);
             let d = half(&block[208..]);
             let scales = &block[192..208];
@@ -571,8 +563,7 @@ mod x86 {
 }
 
 /// Rows `first..first + out.len()/n` of `yᵀ` (`[rows, n]`, at most [`TILE_ROWS`]): decodes
-/// them into integer form in `buf`, then multiplies each with every row of `x` (with AVX2,
-/// quantised rows are multiplied straight from their blocks instead).
+/// them into integer form in `buf`, then multiplies each with every row of `x`.
 fn tile(
     isa: Isa,
     m: &QMatrix,
@@ -582,13 +573,6 @@ fn tile(
     out: &mut [f32],
     buf: &mut IntBuffer,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && m.kind.is_quantised() {
-        for (t, out) in out.chunks_exact_mut(n).enumerate() {
-            dots_blocks(m.kind, m.row_blocks(first + t), x, out);
-        }
-        return;
-    }
     buf.decode(isa, m, first, out.len() / n);
     for (t, out) in out.chunks_exact_mut(n).enumerate() {
         dots_int(isa, buf.row(t), x, out);
@@ -637,14 +621,26 @@ pub(super) fn matmul(m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
 /// be available).
 pub(super) fn matmul_with(isa: Isa, m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
     assert!(isa.available(), "{isa:?} is not available on this machine");
-    let mut y_t = vec![0.0f32; m.rows * n];
-    if n > 0 {
-        let x = Q8Rows::new(x, m.cols);
-        y_t.par_chunks_mut(TILE_ROWS * n).enumerate().for_each_init(
-            || IntBuffer::new(m),
-            |buf, (t, out)| tile(isa, m, &x, n, t * TILE_ROWS, out, buf),
-        );
+    if n == 0 {
+        return Vec::new();
     }
+    let mut y_t = vec![0.0f32; m.rows * n];
+    let x = Q8Rows::new(x, m.cols);
+    let tiles = y_t.par_chunks_mut(TILE_ROWS * n).enumerate();
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && m.kind.is_quantised() {
+        // Multiplied straight from the blocks: no buffer to decode into.
+        tiles.for_each(|(t, out)| {
+            for (r, out) in out.chunks_exact_mut(n).enumerate() {
+                dots_blocks(m.kind, m.row_blocks(t * TILE_ROWS + r), &x, out);
+            }
+        });
+        return transpose(y_t, m.rows, n);
+    }
+    tiles.for_each_init(
+        || IntBuffer::new(m),
+        |buf, (t, out)| tile(isa, m, &x, n, t * TILE_ROWS, out, buf),
+    );
     transpose(y_t, m.rows, n)
 }
 

@@ -1,8 +1,9 @@
 //! The kernels against an f64 product of the dequantised blocks (the dequantisation itself is
 //! checked against the `gguf` package in `tests/gguf_parity.rs`), the integer kernels of every
 //! instruction set against an f64 product of the same integers (and AVX2's products straight
-//! from Q4_0/Q5_0/Q8_0 blocks against its products of decoded rows, bit for bit), the 8-bit activations against
-//! their rounding bound, and the burn operation's gradient against burn's own matmul.
+//! from Q4_0/Q5_0/Q8_0 blocks against its products of decoded rows, bit for bit), the 8-bit
+//! activations against their rounding bound, and the burn operation's gradient against burn's
+//! own matmul.
 
 use std::sync::Arc;
 
