@@ -49,11 +49,11 @@ pub fn safetensors_header(data: &[u8]) {
     }
 }
 
-/// A GGUF file: header, metadata, tensor infos, the Qwen2 config they describe, every tensor.
+/// A GGUF file: header, metadata, tensor infos, the config they describe, every tensor.
 pub fn gguf(data: &[u8]) {
     let reader = Box::new(Cursor::new(data.to_vec()));
-    if let Ok(file) = GgufFile::from_reader(reader, Path::new("fuzz.gguf")) {
-        let _ = file.qwen2_config();
+    if let Ok(mut file) = GgufFile::from_reader(reader, Path::new("fuzz.gguf")) {
+        let _ = file.model_config();
         read_all(&mut GgufSource::new(file));
     }
 }

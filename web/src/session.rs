@@ -14,8 +14,7 @@ use tinylora::burn::tensor::{Device, Tensor};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::generate::{GenerateConfig, generate_until};
 use tinylora::gsm8k;
-use tinylora::model::init::parameter_count;
-use tinylora::model::{KvCache, Qwen2ForCausalLM};
+use tinylora::model::{CausalLm, KvCache};
 use tinylora::readback::to_vec_f32;
 use tinylora::sampling::SamplingConfig;
 use tinylora::tokenizer::Tokenizer;
@@ -29,7 +28,7 @@ use crate::worker::post;
 /// A loaded model and what goes with it.
 pub struct Loaded {
     name: String,
-    model: Qwen2ForCausalLM,
+    model: CausalLm,
     tokenizer: Option<Tokenizer>,
     adapter: Option<TinyLora>,
 }
@@ -140,13 +139,13 @@ impl Session {
             done: 0,
             total,
         };
-        let mut model = Qwen2ForCausalLM::load(&config, &mut source, &self.device)
-            .map_err(|e| e.to_string())?;
+        let mut model =
+            CausalLm::load(&config, &mut source, &self.device).map_err(|e| e.to_string())?;
         let targets: Vec<String> = ALL_TARGETS.iter().map(|t| t.to_string()).collect();
         let fingerprint = fingerprint(&mut model, &targets)
             .await
             .map_err(|e| e.to_string())?;
-        let parameters = parameter_count(&config);
+        let parameters = model.parameter_count();
         let has_tokenizer = tokenizer.is_some();
         self.loaded = Some(Loaded {
             name: name.clone(),

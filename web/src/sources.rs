@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use js_sys::Uint8Array;
 use tinylora::checkpoint::Checkpoint;
-use tinylora::model::Qwen2Config;
+use tinylora::model::ModelConfig;
 use tinylora::tokenizer::Tokenizer;
 use tinylora::weights::BoxedReader;
 use tinylora::weights::gguf::{GgufFile, GgufSource};
@@ -36,7 +36,7 @@ fn reader(bytes: Uint8Array) -> BoxedReader {
 }
 
 fn safetensors(
-    config: Qwen2Config,
+    config: ModelConfig,
     weights: Uint8Array,
     origin: &str,
 ) -> Result<Checkpoint, String> {
@@ -50,17 +50,17 @@ fn safetensors(
 }
 
 fn gguf(weights: Uint8Array, origin: &str) -> Result<Checkpoint, String> {
-    let file =
+    let mut file =
         GgufFile::from_reader(reader(weights), Path::new(origin)).map_err(|e| e.to_string())?;
     Ok(Checkpoint {
-        config: file.qwen2_config().map_err(|e| e.to_string())?,
+        config: file.model_config().map_err(|e| e.to_string())?,
         source: Box::new(GgufSource::new(file)),
         dir: PathBuf::new(),
     })
 }
 
-fn config(bytes: &Uint8Array, origin: &str) -> Result<Qwen2Config, String> {
-    Qwen2Config::from_json(&text(bytes, origin)?, Path::new(origin)).map_err(|e| e.to_string())
+fn config(bytes: &Uint8Array, origin: &str) -> Result<ModelConfig, String> {
+    ModelConfig::from_json(&text(bytes, origin)?, Path::new(origin)).map_err(|e| e.to_string())
 }
 
 fn tokenizer(bytes: &Uint8Array, origin: &str) -> Result<Tokenizer, String> {
@@ -157,7 +157,7 @@ pub async fn hub(
 }
 
 fn sharded(
-    config: Qwen2Config,
+    config: ModelConfig,
     index: &str,
     index_origin: &str,
     mut shards: Vec<(String, Uint8Array)>,

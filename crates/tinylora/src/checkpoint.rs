@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 
 use crate::model::load::LoadOptions;
-use crate::model::{Qwen2Config, Qwen2ForCausalLM};
+use crate::model::{CausalLm, ModelConfig};
 use crate::weights::TensorSource;
 use crate::weights::gguf::{GgufFile, GgufSource};
 use crate::weights::safetensors::{SafetensorsFile, ShardedSafetensors};
@@ -15,7 +15,7 @@ use crate::{Error, Result};
 /// An opened checkpoint: its config and a reader for its tensors.
 pub struct Checkpoint {
     /// The architecture.
-    pub config: Qwen2Config,
+    pub config: ModelConfig,
     /// The tensors, by Hugging Face name.
     pub source: Box<dyn TensorSource>,
     /// The folder holding the checkpoint (where `tokenizer.json` is looked for).
@@ -31,7 +31,7 @@ impl Checkpoint {
             reason: reason.to_string(),
         };
         if path.is_dir() {
-            let config = Qwen2Config::from_file(&path.join("config.json"))?;
+            let config = ModelConfig::from_file(&path.join("config.json"))?;
             let index = path.join("model.safetensors.index.json");
             let single = path.join("model.safetensors");
             let source: Box<dyn TensorSource> = if index.is_file() {
@@ -52,15 +52,15 @@ impl Checkpoint {
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         match path.extension().and_then(|e| e.to_str()) {
             Some("gguf") => {
-                let file = GgufFile::open(path)?;
+                let mut file = GgufFile::open(path)?;
                 Ok(Self {
-                    config: file.qwen2_config()?,
+                    config: file.model_config()?,
                     source: Box::new(GgufSource::new(file)),
                     dir,
                 })
             }
             Some("safetensors") => Ok(Self {
-                config: Qwen2Config::from_file(&dir.join("config.json"))?,
+                config: ModelConfig::from_file(&dir.join("config.json"))?,
                 source: Box::new(SafetensorsFile::open(path)?),
                 dir,
             }),
@@ -80,12 +80,12 @@ impl Checkpoint {
     }
 
     /// Loads the model onto `device`, one tensor at a time.
-    pub fn load(self, device: &Device) -> Result<Qwen2ForCausalLM> {
+    pub fn load(self, device: &Device) -> Result<CausalLm> {
         self.load_with(device, &LoadOptions::default())
     }
 
     /// [`load`](Self::load) with `options`.
-    pub fn load_with(mut self, device: &Device, options: &LoadOptions) -> Result<Qwen2ForCausalLM> {
-        Qwen2ForCausalLM::load_with(&self.config, self.source.as_mut(), device, options)
+    pub fn load_with(mut self, device: &Device, options: &LoadOptions) -> Result<CausalLm> {
+        CausalLm::load_with(&self.config, self.source.as_mut(), device, options)
     }
 }

@@ -5,8 +5,8 @@
 use burn::tensor::{Gradients, Tensor};
 
 use crate::Result;
-use crate::model::Qwen2ForCausalLM;
-use crate::model::params::ParamMut;
+use crate::model::CausalLm;
+use crate::model::tree::ParamMut;
 use crate::optim::AdamWConfig;
 
 /// First and second moments of one weight.
@@ -45,7 +45,7 @@ fn update<const D: usize>(
 impl FullAdamW {
     /// Fresh state for every weight of `model`, whose weights are made leaves that require
     /// gradients (`model` must live on an autodiff device and hold f32 weights).
-    pub fn new(config: AdamWConfig, model: &mut Qwen2ForCausalLM) -> Result<Self> {
+    pub fn new(config: AdamWConfig, model: &mut CausalLm) -> Result<Self> {
         let moments = model
             .params_mut()?
             .into_iter()
@@ -70,7 +70,7 @@ impl FullAdamW {
     }
 
     /// One update of every weight of `model` from `grads` at learning rate `lr`.
-    pub fn step(&mut self, model: &mut Qwen2ForCausalLM, grads: &Gradients, lr: f64) -> Result<()> {
+    pub fn step(&mut self, model: &mut CausalLm, grads: &Gradients, lr: f64) -> Result<()> {
         self.t += 1;
         let c = self.config;
         let bias = (

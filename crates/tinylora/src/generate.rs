@@ -1,7 +1,7 @@
 //! Batched generation with a KV cache: prompts of different lengths are left-padded, each step
 //! reads back only the last position's logits and samples on the host.
 
-use crate::model::Qwen2ForCausalLM;
+use crate::model::CausalLm;
 use crate::readback::to_vec_f32;
 use crate::rng::SplitMix64;
 use crate::sampling::{SamplingConfig, sample};
@@ -35,7 +35,7 @@ pub struct Generation {
 ///
 /// `on_token` is called after each step with the row index and its new token, for streaming.
 pub async fn generate(
-    model: &Qwen2ForCausalLM,
+    model: &CausalLm,
     prompts: &[Vec<u32>],
     config: &GenerateConfig,
     on_token: impl FnMut(usize, u32),
@@ -47,7 +47,7 @@ pub async fn generate(
 /// it is asked before each step, after the previous step's readback (where a browser worker
 /// gets to handle a "stop" message).
 pub async fn generate_until(
-    model: &Qwen2ForCausalLM,
+    model: &CausalLm,
     prompts: &[Vec<u32>],
     config: &GenerateConfig,
     mut on_token: impl FnMut(usize, u32),

@@ -5,7 +5,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::model::Qwen2ForCausalLM;
+use crate::model::CausalLm;
 
 /// How per-token losses are reduced to one number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -191,7 +191,7 @@ pub fn kl_k3(logp: Tensor<2>, ref_logp: Tensor<2>) -> Tensor<2> {
 /// # Shapes
 /// - output: `([batch, max_completion], [batch, max_completion])` log-probs and 0/1 mask
 pub fn completion_logprobs(
-    model: &Qwen2ForCausalLM,
+    model: &CausalLm,
     prompts: &[Vec<u32>],
     completions: &[Vec<u32>],
     temperature: f32,

@@ -14,7 +14,7 @@ use crate::grpo::{
     Clip, Denominators, LossType, completion_logprobs, group_advantages, kl_k3, policy_loss, reduce,
 };
 use crate::micro_batch::MicroBatch;
-use crate::model::Qwen2ForCausalLM;
+use crate::model::CausalLm;
 use crate::optim::{AdamW, clip_grad_norm};
 use crate::readback::to_vec_f32;
 use crate::vgrad::{accumulate, leaves};
@@ -157,7 +157,7 @@ pub struct GrpoStepStats {
 /// Samples `group_size` completions per prompt with the adapter's current `v` and scores them:
 /// `reward(prompt_index, completion)`. `model` must have `adapter` attached.
 pub async fn rollout(
-    model: &mut Qwen2ForCausalLM,
+    model: &mut CausalLm,
     adapter: &TinyLora,
     prompts: &[Vec<u32>],
     reward: impl Fn(usize, &[u32]) -> f32,
@@ -220,7 +220,7 @@ impl Rollouts {
 /// Scores the rollouts under the base model (`v = 0`) for the KL penalty, micro-batch by
 /// micro-batch, then restores the adapter's `v`.
 pub async fn reference_logprobs(
-    model: &mut Qwen2ForCausalLM,
+    model: &mut CausalLm,
     adapter: &TinyLora,
     rollouts: &Rollouts,
     micro_batch: MicroBatch,
@@ -264,7 +264,7 @@ pub struct LossAndGradients {
 /// gradient, computed in micro-batches (`config.micro_batch`) whose losses and
 /// gradients add up to the mini-batch's.
 pub async fn loss_and_gradients(
-    model: &mut Qwen2ForCausalLM,
+    model: &mut CausalLm,
     adapter: &TinyLora,
     rollouts: &Rollouts,
     rows: &[usize],
@@ -333,7 +333,7 @@ pub async fn loss_and_gradients(
 /// Fails with [`Error::Diverged`] without touching `v` or the optimizer when the loss or a
 /// gradient is not finite.
 pub async fn update(
-    model: &mut Qwen2ForCausalLM,
+    model: &mut CausalLm,
     adapter: &mut TinyLora,
     optimizer: &mut AdamW,
     rollouts: &Rollouts,
@@ -375,7 +375,7 @@ pub fn mini_batches(rows: usize, config: &GrpoStepConfig) -> Vec<Vec<usize>> {
 /// passes over the mini-batches. `reward(prompt_index, completion)` scores a completion of
 /// `prompts[i]`. `model` must live on an autodiff device and have `adapter` attached.
 pub async fn grpo_step(
-    model: &mut Qwen2ForCausalLM,
+    model: &mut CausalLm,
     adapter: &mut TinyLora,
     optimizer: &mut AdamW,
     prompts: &[Vec<u32>],

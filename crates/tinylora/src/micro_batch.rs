@@ -1,6 +1,6 @@
 //! How many sequences one forward/backward of log-probabilities takes.
 
-use crate::model::Qwen2Config;
+use crate::model::ModelConfig;
 
 /// Bytes the largest activation of an automatic micro-batch may take: logits
 /// `[rows, seq, vocab]` or attention scores `[rows, heads, seq, seq]`, f32. A few MiB keeps
@@ -29,7 +29,7 @@ impl MicroBatch {
     }
 
     /// Rows per micro-batch for sequences of up to `seq` tokens on `config`'s model.
-    pub fn rows(self, config: &Qwen2Config, seq: usize) -> usize {
+    pub fn rows(self, config: &ModelConfig, seq: usize) -> usize {
         self.rows_for(config.vocab_size, config.num_attention_heads, seq)
     }
 
@@ -48,7 +48,7 @@ impl MicroBatch {
     /// `rows` cut into micro-batches, `length(i)` the tokens of row `i`.
     pub fn chunks<'a>(
         self,
-        config: &Qwen2Config,
+        config: &ModelConfig,
         rows: &'a [usize],
         length: impl Fn(usize) -> usize,
     ) -> std::slice::Chunks<'a, usize> {

@@ -12,7 +12,7 @@
 //! quantity compared (the largest logit, a gradient's norm), which holds while the terms do not
 //! cancel far beyond it.
 
-use crate::model::config::Qwen2Config;
+use crate::model::config::ModelConfig;
 
 /// The unit roundoff of f32, `u = 2⁻²⁴`.
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
@@ -33,12 +33,14 @@ pub fn reorder_tolerance(stages: usize, terms: usize, magnitude: f64) -> f64 {
 }
 
 /// The longest reduction in a pass of `config`'s model over `positions` positions: the MLP
-/// width, the hidden size, the positions (attention, sums over positions) and, with
+/// width, the hidden size, the attention width (`o_proj`'s input, wider than the hidden size
+/// in Qwen3), the positions (attention, sums over positions) and, with
 /// `vocabulary`, the vocabulary (log-softmax, the head's backward).
-pub fn longest_reduction(config: &Qwen2Config, positions: usize, vocabulary: bool) -> usize {
+pub fn longest_reduction(config: &ModelConfig, positions: usize, vocabulary: bool) -> usize {
     let widest = config
         .intermediate_size
         .max(config.hidden_size)
+        .max(config.num_attention_heads * config.head_dim)
         .max(positions);
     if vocabulary {
         widest.max(config.vocab_size)
@@ -49,7 +51,7 @@ pub fn longest_reduction(config: &Qwen2Config, positions: usize, vocabulary: boo
 
 /// [`reorder_tolerance`] for logits of `config`'s model over `positions` positions, of size
 /// `magnitude` (the largest logit; 1 for errors relative to it).
-pub fn logits_tolerance(config: &Qwen2Config, positions: usize, magnitude: f64) -> f64 {
+pub fn logits_tolerance(config: &ModelConfig, positions: usize, magnitude: f64) -> f64 {
     reorder_tolerance(
         forward_stages(config.num_hidden_layers),
         longest_reduction(config, positions, false),
@@ -59,7 +61,7 @@ pub fn logits_tolerance(config: &Qwen2Config, positions: usize, magnitude: f64) 
 
 /// [`reorder_tolerance`] for log-probabilities and losses made from them (one more reduction,
 /// over the vocabulary), of size `magnitude`.
-pub fn logprob_tolerance(config: &Qwen2Config, positions: usize, magnitude: f64) -> f64 {
+pub fn logprob_tolerance(config: &ModelConfig, positions: usize, magnitude: f64) -> f64 {
     reorder_tolerance(
         forward_stages(config.num_hidden_layers) + 1,
         longest_reduction(config, positions, true),
@@ -69,7 +71,7 @@ pub fn logprob_tolerance(config: &Qwen2Config, positions: usize, magnitude: f64)
 
 /// [`reorder_tolerance`] for gradients through `config`'s model over `positions` positions, of
 /// size `magnitude` (the gradient's norm).
-pub fn gradient_tolerance(config: &Qwen2Config, positions: usize, magnitude: f64) -> f64 {
+pub fn gradient_tolerance(config: &ModelConfig, positions: usize, magnitude: f64) -> f64 {
     reorder_tolerance(
         backward_stages(config.num_hidden_layers),
         longest_reduction(config, positions, true),

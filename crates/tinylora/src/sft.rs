@@ -5,7 +5,7 @@
 use crate::adapter::TinyLora;
 use crate::grpo::{Denominators, LossType, completion_logprobs, reduce};
 use crate::micro_batch::MicroBatch;
-use crate::model::Qwen2ForCausalLM;
+use crate::model::CausalLm;
 use crate::optim::{AdamW, clip_grad_norm};
 use crate::readback::to_vec_f32;
 use crate::vgrad::{accumulate, leaves};
@@ -37,7 +37,7 @@ pub struct SftStats {
 /// current `v`, and its gradient with respect to `v`, in micro-batches (`micro_batch`) whose
 /// losses and gradients add up.
 pub async fn sft_loss_and_gradients(
-    model: &mut Qwen2ForCausalLM,
+    model: &mut CausalLm,
     adapter: &TinyLora,
     prompts: &[Vec<u32>],
     targets: &[Vec<u32>],
@@ -68,7 +68,7 @@ pub async fn sft_loss_and_gradients(
 /// One supervised AdamW update of `v` on a batch; fails with [`Error::Diverged`] without
 /// touching `v` or the optimizer when the loss or a gradient is not finite.
 pub async fn sft_update(
-    model: &mut Qwen2ForCausalLM,
+    model: &mut CausalLm,
     adapter: &mut TinyLora,
     optimizer: &mut AdamW,
     prompts: &[Vec<u32>],

@@ -8,7 +8,7 @@ use tinylora::adapter::config::{Convention, TinyLoraConfig};
 use tinylora::adapter::tying::Tying;
 use tinylora::adapter::{TinyLora, detach, merge, unmerge};
 use tinylora::checkpoint::Checkpoint;
-use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::CausalLm;
 use tinylora::numerics::{central_difference, gradient_tolerance, logits_tolerance};
 use tinylora::optim::global_norm;
 use tinylora::readback::{block_on, to_vec_f32};
@@ -16,13 +16,13 @@ use tinylora::rng::SplitMix64;
 
 const IDS: [u32; 6] = [5, 77, 301, 12, 9, 400];
 
-fn model(device: &Device) -> Qwen2ForCausalLM {
+fn model(device: &Device) -> CausalLm {
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2/untied_bf16_tf5");
     Checkpoint::open(&dir).unwrap().load(device).unwrap()
 }
 
-fn logits(model: &Qwen2ForCausalLM) -> Vec<f32> {
+fn logits(model: &CausalLm) -> Vec<f32> {
     let mut cache = model.new_cache(vec![0]);
     block_on(to_vec_f32(model.forward(&[IDS.to_vec()], &mut cache))).unwrap()
 }
@@ -109,7 +109,7 @@ fn v_gradients_match_finite_differences() {
         .map(|_| (rng.next_f64() - 0.5) as f32)
         .collect();
     let weights = Tensor::<3>::from_data(TensorData::new(weights, [1, IDS.len(), vocab]), &device);
-    let loss = |m: &mut Qwen2ForCausalLM, v: &[Tensor<1>]| -> Tensor<1> {
+    let loss = |m: &mut CausalLm, v: &[Tensor<1>]| -> Tensor<1> {
         adapter.set_v(m, v);
         let mut cache = m.new_cache(vec![0]);
         (m.forward(&[IDS.to_vec()], &mut cache) * weights.clone()).sum()

@@ -12,12 +12,12 @@ use tinylora::adapter::basis::fingerprint;
 use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::adapter::file::AdapterFile;
 use tinylora::checkpoint::Checkpoint;
-use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::CausalLm;
 use tinylora::readback::block_on;
 use tinylora::weights::TensorSource;
 use tinylora::weights::safetensors::{SafetensorsFile, to_bytes_with_metadata};
 
-fn model(name: &str) -> Qwen2ForCausalLM {
+fn model(name: &str) -> CausalLm {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/qwen2")
         .join(name);

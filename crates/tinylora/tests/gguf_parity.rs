@@ -65,38 +65,78 @@ fn dequantization_matches_the_gguf_package_block_by_block() {
     }
 }
 
+/// Each family's GGUF fixture (file, expected logits, the safetensors fixture it was made from)
+/// against transformers' logits for its dequantised weights: Qwen2 with mixed block types,
+/// Qwen3's q/k norms, Llama's interleaved q/k rows and RoPE divisors.
 #[test]
 fn gguf_model_logits_match_transformers() {
-    let dir = fixtures().join("gguf");
-    let expected: Expected =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let device = init(BackendKind::Cpu).unwrap();
-    let checkpoint = Checkpoint::open(&dir.join("tiny-qwen2.gguf")).unwrap();
-    let reference = Checkpoint::open(&fixtures().join("qwen2/tied_f32_hub")).unwrap();
-    assert_eq!(checkpoint.config.hidden_size, reference.config.hidden_size);
-    assert_eq!(checkpoint.config.rope_theta, reference.config.rope_theta);
-    assert!(checkpoint.config.tie_word_embeddings);
-    // f32 activations: the 8-bit ones of decoding (the default) move logits by more than float
-    // rounding; their bound is checked in the kernels' own tests.
-    let options = LoadOptions {
-        activations: Activations::F32,
-        ..LoadOptions::default()
-    };
-    let model = checkpoint.load_with(&device, &options).unwrap();
-    let mut cache = model.new_cache(vec![0]);
-    let ours = block_on(to_vec_f32(
-        model.forward_last(std::slice::from_ref(&expected.ids), &mut cache),
-    ))
-    .unwrap();
-    let scale = expected
-        .last_logits
-        .iter()
-        .fold(0f32, |m, r| m.max(r.abs()));
-    let err = ours
-        .iter()
-        .zip(&expected.last_logits)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-        / scale;
-    let tol = logits_tolerance(&model.config, expected.ids.len(), 1.0) as f32;
-    assert!(err <= tol, "max rel err {err:e} > {tol:e}");
+    for (file, expected, reference) in [
+        ("tiny-qwen2.gguf", "expected.json", "qwen2/tied_f32_hub"),
+        (
+            "tiny-qwen3.gguf",
+            "expected-qwen3.json",
+            "qwen3/tied_bf16_tf5",
+        ),
+        (
+            "tiny-llama3.gguf",
+            "expected-llama3.json",
+            "llama3/untied_f32_hub_biases",
+        ),
+    ] {
+        let dir = fixtures().join("gguf");
+        let expected: Expected =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(expected)).unwrap()).unwrap();
+        let device = init(BackendKind::Cpu).unwrap();
+        let checkpoint = Checkpoint::open(&dir.join(file)).unwrap();
+        let reference = Checkpoint::open(&fixtures().join(reference)).unwrap();
+        let (ours, theirs) = (&checkpoint.config, &reference.config);
+        assert_eq!(
+            (
+                ours.architecture,
+                ours.layout,
+                ours.head_dim,
+                ours.rope_theta
+            ),
+            (
+                theirs.architecture,
+                theirs.layout,
+                theirs.head_dim,
+                theirs.rope_theta
+            ),
+            "{file}"
+        );
+        assert_eq!(
+            ours.tie_word_embeddings, theirs.tie_word_embeddings,
+            "{file}"
+        );
+        assert_eq!(
+            ours.rope_scaling.is_some(),
+            theirs.rope_scaling.is_some(),
+            "{file}"
+        );
+        // f32 activations: the 8-bit ones of decoding (the default) move logits by more than
+        // float rounding; their bound is checked in the kernels' own tests.
+        let options = LoadOptions {
+            activations: Activations::F32,
+            ..LoadOptions::default()
+        };
+        let model = checkpoint.load_with(&device, &options).unwrap();
+        let mut cache = model.new_cache(vec![0]);
+        let ours = block_on(to_vec_f32(
+            model.forward_last(std::slice::from_ref(&expected.ids), &mut cache),
+        ))
+        .unwrap();
+        let scale = expected
+            .last_logits
+            .iter()
+            .fold(0f32, |m, r| m.max(r.abs()));
+        let err = ours
+            .iter()
+            .zip(&expected.last_logits)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        let tol = logits_tolerance(&model.config, expected.ids.len(), 1.0) as f32;
+        println!("{file}: max rel err {err:.2e}");
+        assert!(err <= tol, "{file}: max rel err {err:e} > {tol:e}");
+    }
 }

@@ -12,13 +12,13 @@ use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::generate::GenerateConfig;
 use tinylora::grpo_step::{GrpoStepConfig, grpo_step};
-use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::CausalLm;
 use tinylora::optim::{AdamW, AdamWConfig};
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::sampling::SamplingConfig;
 
 /// Exact expected reward: the mean probability that the first token is below 256.
-fn target_mass(model: &Qwen2ForCausalLM, prompts: &[Vec<u32>]) -> f64 {
+fn target_mass(model: &CausalLm, prompts: &[Vec<u32>]) -> f64 {
     let total: f64 = prompts
         .iter()
         .map(|p| {

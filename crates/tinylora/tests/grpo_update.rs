@@ -14,7 +14,7 @@ use tinylora::grpo_step::{
     GrpoStepConfig, Rollouts, loss_and_gradients, reference_logprobs, rollout,
 };
 use tinylora::micro_batch::MicroBatch;
-use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::CausalLm;
 use tinylora::numerics::{central_difference, gradient_tolerance, logprob_tolerance};
 use tinylora::optim::global_norm;
 use tinylora::readback::block_on;
@@ -22,7 +22,7 @@ use tinylora::sampling::SamplingConfig;
 
 /// A tiny model with a fully tied u = 13 adapter whose `v` is not zero, and scored rollouts
 /// sampled at `v0`, with reference log-probs, evaluated at a moved `v` so ratios differ from 1.
-fn setup() -> (Qwen2ForCausalLM, TinyLora, Rollouts) {
+fn setup() -> (CausalLm, TinyLora, Rollouts) {
     let device = Device::flex().autodiff();
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2/untied_bf16_tf5");

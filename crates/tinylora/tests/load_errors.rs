@@ -107,7 +107,7 @@ fn truncated_weights_and_bad_config() {
     std::fs::write(dir.join("config.json"), "{\"vocab_size\": 512,").unwrap();
     let err = load_error(&dir);
     assert!(
-        err.contains("config.json: not a Qwen2 config.json"),
+        err.contains("config.json: not a decoder config.json"),
         "{err}"
     );
 

@@ -12,7 +12,7 @@ use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::peft::load_peft_tinylora;
 use tinylora::adapter::targets::{linear_mut, target_modules};
 use tinylora::checkpoint::Checkpoint;
-use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::CausalLm;
 use tinylora::numerics::logits_tolerance;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::weights::TensorSource;
@@ -21,7 +21,7 @@ use tinylora::weights::safetensors::SafetensorsFile;
 /// The largest max |ours − PEFT| / max |PEFT| for `ids` on `model`: the summation-order bound
 /// of its forward pass (PEFT's torch sums in another order; so does an f32 merge or a LoRA
 /// re-factorisation, whose one extra rounding per weight is far inside the bound).
-fn tolerance(model: &Qwen2ForCausalLM, ids: &[u32]) -> f32 {
+fn tolerance(model: &CausalLm, ids: &[u32]) -> f32 {
     logits_tolerance(&model.config, ids.len(), 1.0) as f32
 }
 
@@ -38,7 +38,7 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-fn base(device: &Device) -> Qwen2ForCausalLM {
+fn base(device: &Device) -> CausalLm {
     Checkpoint::open(&fixtures().join("qwen2/untied_bf16_tf5"))
         .unwrap()
         .load(device)
@@ -51,7 +51,7 @@ fn expected(name: &str) -> Expected {
     serde_json::from_str(&text).unwrap()
 }
 
-fn last_logits(model: &Qwen2ForCausalLM, ids: &[u32]) -> Vec<f32> {
+fn last_logits(model: &CausalLm, ids: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(vec![0]);
     block_on(to_vec_f32(model.forward_last(&[ids.to_vec()], &mut cache))).unwrap()
 }

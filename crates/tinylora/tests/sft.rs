@@ -8,13 +8,13 @@ use tinylora::adapter::TinyLora;
 use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::micro_batch::MicroBatch;
-use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::CausalLm;
 use tinylora::numerics::{central_difference, gradient_tolerance, logprob_tolerance};
 use tinylora::optim::{AdamW, AdamWConfig, global_norm};
 use tinylora::readback::block_on;
 use tinylora::sft::{SftUpdateConfig, sft_loss_and_gradients, sft_update};
 
-fn setup() -> (Qwen2ForCausalLM, TinyLora) {
+fn setup() -> (CausalLm, TinyLora) {
     let device = Device::flex().autodiff();
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2/untied_bf16_tf5");

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use tinylora::model::Qwen2Config;
+use tinylora::model::ModelConfig;
 use tinylora::numerics::logits_tolerance;
 
 fn trainer(args: &[&str]) -> Output {
@@ -66,49 +66,64 @@ fn max_rel_err(ours: &[f64], reference: &[f64]) -> f64 {
 /// The summation-order bound for the last logits of the model in `dir` over `positions`
 /// positions, relative to the largest logit (`tinylora::numerics`).
 fn tolerance(dir: &Path, positions: usize) -> f64 {
-    let config = Qwen2Config::from_file(&dir.join("config.json")).unwrap();
+    let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     logits_tolerance(&config, positions, 1.0)
 }
 
+/// One fixture of each family (Qwen2, Qwen3, Llama 3).
+const FAMILIES: [&str; 3] = [
+    "qwen2/untied_bf16_tf5",
+    "qwen3/tied_bf16_tf5",
+    "llama3/untied_f32_hub_biases",
+];
+
 #[test]
 fn logits_json_matches_the_transformers_fixture() {
-    let dir = fixture("qwen2/untied_bf16_tf5");
-    let case = &expected(&dir)["logits"][1];
-    let out = trainer(&[
-        "logits",
-        "--model",
-        dir.to_str().unwrap(),
-        "--ids",
-        &ids_arg(&case["ids"]),
-        "--json",
-    ]);
-    let err = max_rel_err(
-        &floats(&stdout_json(&out)["last_logits"]),
-        &floats(&case["last_logits"]),
-    );
-    let tol = tolerance(&dir, case["ids"].as_array().unwrap().len());
-    assert!(err <= tol, "{err:e} > {tol:e}");
+    for name in FAMILIES {
+        let dir = fixture(name);
+        let case = &expected(&dir)["logits"][1];
+        let out = trainer(&[
+            "logits",
+            "--model",
+            dir.to_str().unwrap(),
+            "--ids",
+            &ids_arg(&case["ids"]),
+            "--json",
+        ]);
+        let err = max_rel_err(
+            &floats(&stdout_json(&out)["last_logits"]),
+            &floats(&case["last_logits"]),
+        );
+        let tol = tolerance(&dir, case["ids"].as_array().unwrap().len());
+        assert!(err <= tol, "{name}: {err:e} > {tol:e}");
+    }
 }
 
 #[test]
 fn generate_ids_json_is_greedy_by_default() {
-    let dir = fixture("qwen2/tied_f32_hub");
-    let case = &expected(&dir)["greedy"][0];
-    let out = trainer(&[
-        "generate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--ids",
-        &ids_arg(&case["prompt"]),
-        "--max-new-tokens",
-        "16",
-        "--json",
-    ]);
-    let json = stdout_json(&out);
-    // eos (id 2) may end the continuation early; what is there must match transformers.
-    let ours = json["tokens"].as_array().unwrap();
-    assert!(!ours.is_empty());
-    assert_eq!(ours[..], case["tokens"].as_array().unwrap()[..ours.len()]);
+    for name in ["qwen2/tied_f32_hub"].into_iter().chain(FAMILIES) {
+        let dir = fixture(name);
+        let case = &expected(&dir)["greedy"][0];
+        let out = trainer(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--ids",
+            &ids_arg(&case["prompt"]),
+            "--max-new-tokens",
+            "16",
+            "--json",
+        ]);
+        let json = stdout_json(&out);
+        // eos (id 2) may end the continuation early; what is there must match transformers.
+        let ours = json["tokens"].as_array().unwrap();
+        assert!(!ours.is_empty(), "{name}");
+        assert_eq!(
+            ours[..],
+            case["tokens"].as_array().unwrap()[..ours.len()],
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! GGUF (v2 and v3): metadata, tensor directory and dequantised tensors under their Hugging Face
-//! names, plus the Qwen2 config the metadata describes.
+//! names and row order, plus the config the metadata describes (Qwen2, Qwen3, Llama).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::dequant::{GgmlType, dequantize};
 use super::{BlockTensor, BoxedReader, HostTensor, TensorSource};
-use crate::config::Qwen2Config;
+use crate::config::{Architecture, ModelConfig, RopeScaling};
 use crate::{Error, Result};
 
 /// Longest string or array the parser accepts (guards against lying lengths).
@@ -268,38 +268,75 @@ impl GgufFile {
         }
     }
 
-    /// The Qwen2 config described by the `qwen2.*` metadata.
-    pub fn qwen2_config(&self) -> Result<Qwen2Config> {
+    /// The architecture named by `general.architecture`.
+    fn architecture(&self) -> Result<Architecture> {
         match self.metadata.get("general.architecture") {
-            Some(Value::Str(a)) if a == "qwen2" => {}
-            other => {
-                return Err(self.bad(format!(
-                    "general.architecture is {other:?}, only qwen2 is supported"
-                )));
-            }
+            Some(Value::Str(a)) => Architecture::from_name(a).ok_or_else(|| {
+                self.bad(format!(
+                    "general.architecture `{a}` is not supported (expected qwen2, qwen3 or llama)"
+                ))
+            }),
+            other => Err(self.bad(format!(
+                "general.architecture is {other:?}, expected a string"
+            ))),
         }
+    }
+
+    /// The config described by the `{architecture}.*` metadata; the RoPE divisors of
+    /// [`ROPE_DIVISORS`] where the file has them (Llama 3.1+).
+    pub fn model_config(&mut self) -> Result<ModelConfig> {
+        let architecture = self.architecture()?;
+        let arch = architecture.name();
+        let rope_scaling = match self.tensors.get(ROPE_DIVISORS) {
+            Some(info) if info.kind == GgmlType::F32 => {
+                let (_, bytes) = self.read_raw(ROPE_DIVISORS)?;
+                let values = dequantize(&bytes, GgmlType::F32);
+                Some(RopeScaling::Divisors(values))
+            }
+            Some(_) => return Err(self.bad(format!("`{ROPE_DIVISORS}` must be F32"))),
+            None => None,
+        };
+
         let size = |key: &str| -> Result<usize> {
-            let v = self.meta_int(&format!("qwen2.{key}"))?;
-            usize::try_from(v).map_err(|_| self.bad(format!("qwen2.{key} = {v} is negative")))
+            let v = self.meta_int(&format!("{arch}.{key}"))?;
+            usize::try_from(v).map_err(|_| self.bad(format!("{arch}.{key} = {v} is negative")))
         };
         let vocab_size = self
             .tensors
             .get("token_embd.weight")
             .map(|t| t.shape[0])
             .ok_or_else(|| self.bad("missing tensor `token_embd.weight`".into()))?;
-        let config = Qwen2Config {
+        let (hidden_size, heads) = (size("embedding_length")?, size("attention.head_count")?);
+        let head_dim = match self
+            .metadata
+            .contains_key(&format!("{arch}.attention.key_length"))
+        {
+            true => size("attention.key_length")?,
+            false => hidden_size / heads.max(1),
+        };
+        let has = |name: &str| self.tensors.contains_key(name);
+        let config = ModelConfig {
+            architecture,
+            layout: architecture.layout(has("blk.0.attn_q.bias"), has("blk.0.ffn_gate.bias")),
             vocab_size,
-            hidden_size: size("embedding_length")?,
+            hidden_size,
             intermediate_size: size("feed_forward_length")?,
             num_hidden_layers: size("block_count")?,
-            num_attention_heads: size("attention.head_count")?,
+            num_attention_heads: heads,
             num_key_value_heads: size("attention.head_count_kv")?,
+            head_dim,
             max_position_embeddings: size("context_length")?,
             rms_norm_eps: self
-                .meta_float("qwen2.attention.layer_norm_rms_epsilon")
+                .meta_float(&format!("{arch}.attention.layer_norm_rms_epsilon"))
                 .unwrap_or(1e-6),
-            rope_theta: self.meta_float("qwen2.rope.freq_base").unwrap_or(1e6),
-            tie_word_embeddings: !self.tensors.contains_key("output.weight"),
+            rope_theta: self
+                .meta_float(&format!("{arch}.rope.freq_base"))
+                .unwrap_or(match architecture {
+                    Architecture::Llama => 10000.0,
+                    _ => 1e6,
+                }),
+            rope_scaling,
+            tie_word_embeddings: !has("output.weight"),
             eos_token_ids: self
                 .meta_int("tokenizer.ggml.eos_token_id")
                 .ok()
@@ -310,9 +347,31 @@ impl GgufFile {
         config.validate().map_err(|e| self.bad(e))?;
         Ok(config)
     }
+
+    /// The stored bytes of the tensor GGUF calls `name`.
+    fn read_raw(&mut self, name: &str) -> Result<(TensorInfo, Vec<u8>)> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| self.bad(format!("no tensor `{name}`")))?
+            .clone();
+        let mut bytes = vec![0u8; info.bytes as usize];
+        self.reader
+            .seek(SeekFrom::Start(self.data_start + info.offset))
+            .and_then(|_| self.reader.read_exact(&mut bytes))
+            .map_err(|source| Error::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok((info, bytes))
+    }
 }
 
-/// Maps a GGUF tensor name to its Hugging Face name (llama.cpp's Qwen2 naming).
+/// llama.cpp's tensor of per-frequency RoPE divisors (Llama 3.1+ GGUF files).
+pub const ROPE_DIVISORS: &str = "rope_freqs.weight";
+
+/// Maps a GGUF tensor name to its Hugging Face name (llama.cpp's naming, the same for Qwen2,
+/// Qwen3 and Llama).
 pub fn hf_name(gguf: &str) -> Option<String> {
     let fixed = match gguf {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
@@ -335,6 +394,8 @@ pub fn hf_name(gguf: &str) -> Option<String> {
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
         "attn_norm" => "input_layernorm",
         "ffn_norm" => "post_attention_layernorm",
         _ => return None,
@@ -342,46 +403,84 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{param}"))
 }
 
-/// A GGUF file seen as a [`TensorSource`] with Hugging Face names.
+/// A GGUF file seen as a [`TensorSource`] with Hugging Face names and Hugging Face row order.
 pub struct GgufSource {
     file: GgufFile,
     /// HF name → GGUF name.
     names: BTreeMap<String, String>,
+    /// Query and key-value heads of a Llama file, whose q/k rows llama.cpp interleaves.
+    llama_heads: Option<(usize, usize)>,
 }
 
 impl GgufSource {
-    /// Wraps an open file; tensors with names outside llama.cpp's Qwen2 scheme keep their GGUF
-    /// names (and are then reported as unexpected by the loader).
+    /// Wraps an open file; tensors with names outside llama.cpp's scheme keep their GGUF names
+    /// (and are then reported as unexpected by the loader).
     pub fn new(file: GgufFile) -> Self {
         let names = file
             .tensors
             .keys()
             .map(|g| (hf_name(g).unwrap_or_else(|| g.clone()), g.clone()))
             .collect();
-        Self { file, names }
+        let heads = |key: &str| {
+            file.meta_int(key)
+                .ok()
+                .and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| v > 0)
+        };
+        let llama_heads = match file.architecture() {
+            Ok(Architecture::Llama) => {
+                heads("llama.attention.head_count").zip(heads("llama.attention.head_count_kv"))
+            }
+            _ => None,
+        };
+        Self {
+            file,
+            names,
+            llama_heads,
+        }
+    }
+
+    /// The stored bytes of `name`, rows in Hugging Face order.
+    fn bytes_of(&mut self, name: &str) -> Result<(TensorInfo, Vec<u8>)> {
+        let gguf = self
+            .names
+            .get(name)
+            .ok_or_else(|| self.file.bad(format!("no tensor `{name}`")))?
+            .clone();
+        let (info, bytes) = self.file.read_raw(&gguf)?;
+        let heads = match (self.llama_heads, name.rsplit('.').nth(1)) {
+            (Some((q, _)), Some("q_proj")) => q,
+            (Some((_, kv)), Some("k_proj")) => kv,
+            _ => return Ok((info, bytes)),
+        };
+        let bytes = unpermute_rows(&bytes, info.shape[0], heads).ok_or_else(|| {
+            self.file
+                .bad(format!("`{gguf}` does not split into {heads} heads"))
+        })?;
+        Ok((info, bytes))
     }
 }
 
-impl GgufSource {
-    /// The stored bytes of `name` and where they came from.
-    fn bytes_of(&mut self, name: &str) -> Result<(TensorInfo, Vec<u8>)> {
-        let file = &mut self.file;
-        let info = self
-            .names
-            .get(name)
-            .and_then(|g| file.tensors.get(g))
-            .ok_or_else(|| file.bad(format!("no tensor `{name}`")))?
-            .clone();
-        let mut bytes = vec![0u8; info.bytes as usize];
-        file.reader
-            .seek(SeekFrom::Start(file.data_start + info.offset))
-            .and_then(|_| file.reader.read_exact(&mut bytes))
-            .map_err(|source| Error::Io {
-                path: file.path.clone(),
-                source,
-            })?;
-        Ok((info, bytes))
+/// Undoes llama.cpp's interleaving of each head's rows (`convert_hf_to_gguf.py` permutes the
+/// Llama q/k projections so that its RoPE rotates neighbouring pairs): GGUF row `2i + j` of a
+/// head is Hugging Face row `j·d/2 + i`. Rows are whole byte runs, so quantised blocks move
+/// as they are. `None` when `rows` does not split into `heads` heads of even width.
+fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Option<Vec<u8>> {
+    let head = rows / heads;
+    if rows == 0 || !rows.is_multiple_of(heads) || !head.is_multiple_of(2) {
+        return None;
     }
+    let row = bytes.len() / rows;
+    let mut out = Vec::with_capacity(bytes.len());
+    for h in 0..heads {
+        for j in 0..2 {
+            for i in 0..head / 2 {
+                let from = (h * head + 2 * i + j) * row;
+                out.extend_from_slice(&bytes[from..from + row]);
+            }
+        }
+    }
+    Some(out)
 }
 
 impl TensorSource for GgufSource {
@@ -441,5 +540,20 @@ mod tests {
         assert_eq!(hf_name("output.weight").unwrap(), "lm_head.weight");
         assert_eq!(hf_name("blk.x.attn_q.weight"), None);
         assert_eq!(hf_name("rope_freqs.weight"), None);
+        assert_eq!(
+            hf_name("blk.1.attn_k_norm.weight").unwrap(),
+            "model.layers.1.self_attn.k_norm.weight"
+        );
+    }
+
+    #[test]
+    fn llama_rows_go_back_to_hugging_face_order() {
+        // Two heads of width 4, one byte per row: GGUF holds each head as (0, 2, 1, 3).
+        let gguf = [0, 2, 1, 3, 4, 6, 5, 7];
+        assert_eq!(
+            unpermute_rows(&gguf, 8, 2).unwrap(),
+            [0, 1, 2, 3, 4, 5, 6, 7]
+        );
+        assert_eq!(unpermute_rows(&gguf, 8, 3), None);
     }
 }

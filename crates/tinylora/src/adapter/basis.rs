@@ -9,7 +9,7 @@ use super::config::{Convention, TinyLoraConfig};
 use super::projection::projection;
 use super::svd::top_svd;
 use super::targets::{check_limits, linear_mut, target_modules};
-use crate::model::Qwen2ForCausalLM;
+use crate::model::CausalLm;
 use crate::model::linear::Linear;
 use crate::readback::to_vec_f32;
 use crate::{Error, Result};
@@ -98,7 +98,7 @@ impl Basis {
     /// Computes the basis of `model` for `config`: SVD factors per the convention, projections
     /// from the config's seed, groups from its tying. Refuses a config beyond [`super::limits`]
     /// before any work.
-    pub async fn compute(model: &mut Qwen2ForCausalLM, config: &TinyLoraConfig) -> Result<Self> {
+    pub async fn compute(model: &mut CausalLm, config: &TinyLoraConfig) -> Result<Self> {
         config.validate()?;
         check_limits(model, config)
             .map_err(|e| Error::InvalidInput(format!("adapter config: {e}")))?;
@@ -185,7 +185,7 @@ impl Basis {
 /// SHA-256 (hex) identifying the base model's adapted weights: each target's path, shape and
 /// up to 4096 evenly strided values of its weight (row-major `[out, in]`). Only those values
 /// leave the device (a gather), so this is cheap for a large model on a GPU.
-pub async fn fingerprint(model: &mut Qwen2ForCausalLM, targets: &[String]) -> Result<String> {
+pub async fn fingerprint(model: &mut CausalLm, targets: &[String]) -> Result<String> {
     let mut h = Sha256::new();
     let device = model.device.clone();
     for (path, kind, layer) in target_modules(model.config.num_hidden_layers, targets) {

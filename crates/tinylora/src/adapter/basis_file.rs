@@ -17,7 +17,7 @@ use super::basis::{Basis, ModuleBasis};
 use super::config::TinyLoraConfig;
 use super::targets::{linear_mut, target_modules};
 use crate::Result;
-use crate::model::Qwen2ForCausalLM;
+use crate::model::CausalLm;
 use crate::weights::TensorSource;
 use crate::weights::safetensors::{SafetensorsFile, to_bytes_with_metadata};
 use tinylora_formats::adapter::file::bad;
@@ -67,7 +67,7 @@ impl Basis {
     pub fn from_file<R: Read + Seek>(
         file: &mut SafetensorsFile<R>,
         origin: &Path,
-        model: &mut Qwen2ForCausalLM,
+        model: &mut CausalLm,
         config: &TinyLoraConfig,
         model_fingerprint: &str,
     ) -> Result<Self> {
@@ -144,7 +144,7 @@ impl Basis {
 pub fn read_factors<R: Read + Seek>(
     file: &mut SafetensorsFile<R>,
     origin: &Path,
-    model: &mut Qwen2ForCausalLM,
+    model: &mut CausalLm,
     config: &TinyLoraConfig,
 ) -> Result<Basis> {
     let modules = target_modules(model.config.num_hidden_layers, &config.targets);

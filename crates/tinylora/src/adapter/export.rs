@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::TinyLora;
 use super::config::Convention;
-use crate::model::Qwen2ForCausalLM;
+use crate::model::CausalLm;
 use crate::readback::to_vec_f32;
 use crate::weights::safetensors;
 use crate::{Error, Result};
@@ -74,8 +74,12 @@ pub fn export_peft_lora(adapter: &TinyLora, dir: &Path) -> Result<()> {
 }
 
 /// Writes the model's current weights (adapters merged) as `dir/model.safetensors` (f32) and
-/// `dir/config.json`, a checkpoint every Qwen2 loader reads.
-pub async fn export_merged(model: &mut Qwen2ForCausalLM, dir: &Path) -> Result<()> {
+/// `dir/config.json`, a checkpoint transformers reads with the model's own class.
+pub async fn export_merged(model: &mut CausalLm, dir: &Path) -> Result<()> {
+    let config_json = model.config.to_hf_json().map_err(|reason| Error::BadFile {
+        path: dir.join("config.json"),
+        reason,
+    })?;
     super::merge(model);
     let mut tensors = Vec::new();
     for (name, shape, tensor) in model.named_tensors() {
@@ -87,8 +91,5 @@ pub async fn export_merged(model: &mut Qwen2ForCausalLM, dir: &Path) -> Result<(
         source,
     })?;
     safetensors::write(&dir.join("model.safetensors"), &tensors)?;
-    crate::fsutil::write_atomic(
-        &dir.join("config.json"),
-        model.config.to_hf_json().as_bytes(),
-    )
+    crate::fsutil::write_atomic(&dir.join("config.json"), config_json.as_bytes())
 }

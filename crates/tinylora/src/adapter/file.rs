@@ -12,7 +12,7 @@ use super::TinyLora;
 use super::basis::{Basis, fingerprint};
 use super::targets::check_limits;
 use crate::Result;
-use crate::model::Qwen2ForCausalLM;
+use crate::model::CausalLm;
 use crate::weights::safetensors::SafetensorsFile;
 
 impl TinyLora {
@@ -31,7 +31,7 @@ impl TinyLora {
     /// `origin` names the adapter in errors.
     pub async fn from_file(
         file: &AdapterFile,
-        model: &mut Qwen2ForCausalLM,
+        model: &mut CausalLm,
         origin: &Path,
     ) -> Result<Self> {
         check_base(file, model, origin).await?;
@@ -44,7 +44,7 @@ impl TinyLora {
     /// [`Self::from_file`], and the basis file's own (base model, config, hash).
     pub async fn from_file_and_basis<R: Read + Seek>(
         file: &AdapterFile,
-        model: &mut Qwen2ForCausalLM,
+        model: &mut CausalLm,
         origin: &Path,
         basis_file: &mut SafetensorsFile<R>,
         basis_origin: &Path,
@@ -88,11 +88,7 @@ impl TinyLora {
 
 /// Checks the work `file` asks for against [`super::limits`] and that `model` is the base model
 /// it was trained on; returns the model's fingerprint.
-async fn check_base(
-    file: &AdapterFile,
-    model: &mut Qwen2ForCausalLM,
-    origin: &Path,
-) -> Result<String> {
+async fn check_base(file: &AdapterFile, model: &mut CausalLm, origin: &Path) -> Result<String> {
     check_limits(model, &file.config).map_err(|e| bad(origin, e))?;
     let found = fingerprint(model, &file.config.targets).await?;
     if !found.starts_with(&file.base_fingerprint) {

@@ -18,8 +18,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use self::basis::Basis;
 use self::config::{Convention, TinyLoraConfig};
 use self::targets::{linear_mut, target_modules};
-use crate::model::Qwen2ForCausalLM;
-use crate::model::linear::LinearAdapter;
+use crate::model::CausalLm;
+use crate::model::linear::{Linear, LinearAdapter};
+use crate::model::tree::NodeMut;
 use crate::{Error, Result};
 
 /// An adapter: its config, its frozen basis and its trainable vectors.
@@ -57,7 +58,7 @@ impl TinyLora {
     }
 
     /// Computes the basis from `model`'s weights and returns a fresh adapter.
-    pub async fn init(model: &mut Qwen2ForCausalLM, config: TinyLoraConfig) -> Result<Self> {
+    pub async fn init(model: &mut CausalLm, config: TinyLoraConfig) -> Result<Self> {
         let basis = Basis::compute(model, &config).await?;
         Ok(Self::new(config, basis))
     }
@@ -77,7 +78,7 @@ impl TinyLora {
 
     /// Uploads the frozen factors into `model`'s target layers and sets their mixing matrices
     /// from this adapter's `v`. Replaces any adapter already attached.
-    pub fn attach(&self, model: &mut Qwen2ForCausalLM) -> Result<()> {
+    pub fn attach(&self, model: &mut CausalLm) -> Result<()> {
         let device = model.device.clone();
         let modules = target_modules(model.config.num_hidden_layers, &self.config.targets);
         if modules.len() != self.basis.modules.len() {
@@ -119,7 +120,7 @@ impl TinyLora {
 
     /// Recomputes every attached layer's mixing matrix from `v` (one `[u]` tensor per group),
     /// e.g. tensors that require gradients. Layers must be unmerged.
-    pub fn set_v(&self, model: &mut Qwen2ForCausalLM, v: &[Tensor<1>]) {
+    pub fn set_v(&self, model: &mut CausalLm, v: &[Tensor<1>]) {
         let modules = target_modules(model.config.num_hidden_layers, &self.config.targets);
         for ((_, kind, layer), m) in modules.into_iter().zip(&self.basis.modules) {
             if let Some(ad) = linear_mut(model, layer, kind).adapter.as_mut() {
@@ -131,29 +132,34 @@ impl TinyLora {
 }
 
 /// Removes every attached adapter (merged ones are subtracted first): the base model again.
-pub fn detach(model: &mut Qwen2ForCausalLM) {
-    unmerge(model);
-    for layer in 0..model.config.num_hidden_layers {
-        for kind in config::ALL_TARGETS {
-            linear_mut(model, layer, kind).adapter = None;
-        }
+pub fn detach(model: &mut CausalLm) {
+    for linear in linears_mut(model) {
+        linear.unmerge_adapter();
+        linear.adapter = None;
     }
 }
 
 /// Adds every attached adapter's `ΔW` into its layer's weight.
-pub fn merge(model: &mut Qwen2ForCausalLM) {
-    for layer in 0..model.config.num_hidden_layers {
-        for kind in config::ALL_TARGETS {
-            linear_mut(model, layer, kind).merge_adapter();
-        }
+pub fn merge(model: &mut CausalLm) {
+    for linear in linears_mut(model) {
+        linear.merge_adapter();
     }
 }
 
 /// Undoes [`merge`].
-pub fn unmerge(model: &mut Qwen2ForCausalLM) {
-    for layer in 0..model.config.num_hidden_layers {
-        for kind in config::ALL_TARGETS {
-            linear_mut(model, layer, kind).unmerge_adapter();
-        }
+pub fn unmerge(model: &mut CausalLm) {
+    for linear in linears_mut(model) {
+        linear.unmerge_adapter();
     }
+}
+
+/// Every linear layer of `model`.
+fn linears_mut(model: &mut CausalLm) -> impl Iterator<Item = &mut Linear> {
+    model
+        .nodes_mut()
+        .into_iter()
+        .filter_map(|(_, node)| match node {
+            NodeMut::Linear(l) => Some(l),
+            _ => None,
+        })
 }

@@ -11,7 +11,7 @@ use super::basis_file::read_factors;
 use super::config::{ALL_TARGETS, Convention, TinyLoraConfig};
 use super::targets::check_limits;
 use super::tying::Tying;
-use crate::model::Qwen2ForCausalLM;
+use crate::model::CausalLm;
 use crate::weights::TensorSource;
 use crate::weights::safetensors::SafetensorsFile;
 use crate::{Error, Result};
@@ -45,7 +45,7 @@ pub fn is_peft_dir(dir: &Path) -> bool {
 }
 
 /// Loads a PEFT TinyLoRA adapter for `model`, using its saved `A`, `B` and `P`.
-pub fn load_peft_tinylora(dir: &Path, model: &mut Qwen2ForCausalLM) -> Result<TinyLora> {
+pub fn load_peft_tinylora(dir: &Path, model: &mut CausalLm) -> Result<TinyLora> {
     let config_path = dir.join("adapter_config.json");
     let bad = |path: &Path, reason: String| Error::BadFile {
         path: path.to_path_buf(),

@@ -3,7 +3,7 @@
 
 use super::config::TinyLoraConfig;
 use super::limits::{self, ModuleShape};
-use crate::model::Qwen2ForCausalLM;
+use crate::model::CausalLm;
 use crate::model::linear::Linear;
 
 /// The module path of projection `kind` in layer `layer`, e.g. `model.layers.0.self_attn.q_proj`.
@@ -29,23 +29,17 @@ pub fn target_modules(layers: usize, targets: &[String]) -> Vec<(String, &'stati
     out
 }
 
-/// The linear layer of projection `kind` in layer `layer`.
-pub fn linear_mut<'a>(model: &'a mut Qwen2ForCausalLM, layer: usize, kind: &str) -> &'a mut Linear {
-    let block = &mut model.model.layers[layer];
-    match kind {
-        "q_proj" => &mut block.self_attn.q_proj,
-        "k_proj" => &mut block.self_attn.k_proj,
-        "v_proj" => &mut block.self_attn.v_proj,
-        "o_proj" => &mut block.self_attn.o_proj,
-        "gate_proj" => &mut block.mlp.gate_proj,
-        "up_proj" => &mut block.mlp.up_proj,
-        _ => &mut block.mlp.down_proj,
-    }
+/// The linear layer of projection `kind` in layer `layer` (every architecture has the seven).
+pub fn linear_mut<'a>(model: &'a mut CausalLm, layer: usize, kind: &str) -> &'a mut Linear {
+    let path = module_path(layer, kind);
+    model
+        .linear_mut(&path)
+        .unwrap_or_else(|| panic!("every decoder layer has {path}"))
 }
 
 /// Checks `config` against [`limits`] on `model`'s target shapes, before any basis work: the
 /// error says which limit an adapter exceeds.
-pub fn check_limits(model: &mut Qwen2ForCausalLM, config: &TinyLoraConfig) -> Result<(), String> {
+pub fn check_limits(model: &mut CausalLm, config: &TinyLoraConfig) -> Result<(), String> {
     let shapes: Vec<ModuleShape> = target_modules(model.config.num_hidden_layers, &config.targets)
         .into_iter()
         .map(|(path, kind, layer)| {

@@ -1,22 +1,33 @@
-//! Grouped-query self-attention with q/k/v biases and RoPE (`Qwen2Attention`).
+//! Grouped-query self-attention with RoPE: `Qwen2Attention` (q/k/v biases), `Qwen3Attention`
+//! (RMSNorm on each query and key head) and `LlamaAttention` (optional biases).
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+use super::config::ModelConfig;
 use super::linear::Linear;
 use super::rope::{RopeTables, apply_rope};
+use super::tree::{TensorSupply, children};
+use crate::Result;
+use crate::ops::rms_norm;
 
 /// `self_attn` of one decoder layer.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    /// Query projection, `hidden → heads·head_dim`, with bias.
+    /// Query projection, `hidden → heads·head_dim`.
     pub q_proj: Linear,
-    /// Key projection, `hidden → kv_heads·head_dim`, with bias.
+    /// Key projection, `hidden → kv_heads·head_dim`.
     pub k_proj: Linear,
-    /// Value projection, `hidden → kv_heads·head_dim`, with bias.
+    /// Value projection, `hidden → kv_heads·head_dim`.
     pub v_proj: Linear,
-    /// Output projection, `heads·head_dim → hidden`, no bias.
+    /// Output projection, `heads·head_dim → hidden`.
     pub o_proj: Linear,
+    /// RMSNorm weight over each query head, `[head_dim]` (Qwen3).
+    pub q_norm: Option<Tensor<1>>,
+    /// RMSNorm weight over each key head, `[head_dim]` (Qwen3).
+    pub k_norm: Option<Tensor<1>>,
+    /// The norms' epsilon.
+    pub eps: f64,
     /// Query heads.
     pub heads: usize,
     /// Key/value heads.
@@ -25,7 +36,48 @@ pub struct Attention {
     pub head_dim: usize,
 }
 
+children!(Attention {
+    q_proj,
+    k_proj,
+    v_proj,
+    o_proj,
+    q_norm,
+    k_norm
+});
+
 impl Attention {
+    /// The attention at `path` (`model.layers.N.self_attn`) as `config`'s layout has it.
+    pub fn build(supply: &mut dyn TensorSupply, path: &str, config: &ModelConfig) -> Result<Self> {
+        let (h, hd, layout) = (config.hidden_size, config.head_dim, config.layout);
+        let (q, kv) = (
+            config.num_attention_heads * hd,
+            config.num_key_value_heads * hd,
+        );
+        let q_proj = supply.linear(&format!("{path}.q_proj"), h, q, layout.qkv_bias)?;
+        let k_proj = supply.linear(&format!("{path}.k_proj"), h, kv, layout.qkv_bias)?;
+        let v_proj = supply.linear(&format!("{path}.v_proj"), h, kv, layout.qkv_bias)?;
+        let o_proj = supply.linear(&format!("{path}.o_proj"), q, h, layout.o_bias)?;
+        let (q_norm, k_norm) = match layout.qk_norm {
+            true => (
+                Some(supply.norm(&format!("{path}.q_norm"), hd)?),
+                Some(supply.norm(&format!("{path}.k_norm"), hd)?),
+            ),
+            false => (None, None),
+        };
+        Ok(Self {
+            q_proj,
+            k_proj,
+            v_proj,
+            o_proj,
+            q_norm,
+            k_norm,
+            eps: config.rms_norm_eps,
+            heads: config.num_attention_heads,
+            kv_heads: config.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
     /// Attends the new tokens to the cached ones and to each other; appends their keys and
     /// values to `cache`.
     ///
@@ -42,11 +94,18 @@ impl Attention {
         cache: &mut Option<(Tensor<4>, Tensor<4>)>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
-        let split =
-            |t: Tensor<3>, heads: usize| t.reshape([b, s, heads, self.head_dim]).swap_dims(1, 2);
-        let q = apply_rope(split(self.q_proj.forward(x.clone()), self.heads), rope);
-        let k = apply_rope(split(self.k_proj.forward(x.clone()), self.kv_heads), rope);
-        let v = split(self.v_proj.forward(x), self.kv_heads);
+        let split = |t: Tensor<3>, heads: usize, norm: &Option<Tensor<1>>| {
+            let t = t.reshape([b, s, heads, self.head_dim]);
+            let t = match norm {
+                Some(w) => rms_norm(t, w.clone(), self.eps),
+                None => t,
+            };
+            t.swap_dims(1, 2)
+        };
+        let q = split(self.q_proj.forward(x.clone()), self.heads, &self.q_norm);
+        let k = split(self.k_proj.forward(x.clone()), self.kv_heads, &self.k_norm);
+        let (q, k) = (apply_rope(q, rope), apply_rope(k, rope));
+        let v = split(self.v_proj.forward(x), self.kv_heads, &None);
         let (k, v) = match cache.take() {
             Some((k0, v0)) => (Tensor::cat(vec![k0, k], 2), Tensor::cat(vec![v0, v], 2)),
             None => (k, v),

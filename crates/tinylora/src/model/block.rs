@@ -1,10 +1,13 @@
-//! One pre-norm decoder layer (`Qwen2DecoderLayer`).
+//! One pre-norm decoder layer (`Qwen2DecoderLayer`, `LlamaDecoderLayer`, ...).
 
 use burn::tensor::Tensor;
 
 use super::attention::Attention;
+use super::config::ModelConfig;
 use super::mlp::Mlp;
 use super::rope::RopeTables;
+use super::tree::{TensorSupply, children};
+use crate::Result;
 use crate::ops::rms_norm;
 
 /// `model.layers.N`.
@@ -20,7 +23,29 @@ pub struct DecoderLayer {
     pub mlp: Mlp,
 }
 
+// The norms first: the order random initialisation draws in (and full training updates in).
+children!(DecoderLayer {
+    input_layernorm,
+    post_attention_layernorm,
+    self_attn,
+    mlp
+});
+
 impl DecoderLayer {
+    /// Layer `path` (`model.layers.N`).
+    pub fn build(supply: &mut dyn TensorSupply, path: &str, config: &ModelConfig) -> Result<Self> {
+        let h = config.hidden_size;
+        let input_layernorm = supply.norm(&format!("{path}.input_layernorm"), h)?;
+        let post_attention_layernorm =
+            supply.norm(&format!("{path}.post_attention_layernorm"), h)?;
+        Ok(Self {
+            input_layernorm,
+            self_attn: Attention::build(supply, &format!("{path}.self_attn"), config)?,
+            post_attention_layernorm,
+            mlp: Mlp::build(supply, &format!("{path}.mlp"), config)?,
+        })
+    }
+
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`

@@ -1,20 +1,18 @@
-//! Building a [`Qwen2ForCausalLM`] from a [`TensorSource`], one tensor at a time, checking
-//! every name and shape against the config.
+//! Building a [`CausalLm`] from a [`TensorSource`], one tensor at a time, checking
+//! every name and shape against the config (the loader is the tree's [`TensorSupply`]).
 
 use std::collections::BTreeSet;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::attention::Attention;
-use super::block::DecoderLayer;
-use super::config::Qwen2Config;
-use super::linear::Linear;
-use super::mlp::Mlp;
-use super::qwen2::{Qwen2ForCausalLM, Qwen2Model};
+use super::causal_lm::CausalLm;
+use super::config::{ModelConfig, RopeScaling};
+use super::tree::{TensorSupply, VectorRole};
 use super::weight::Weight;
 #[cfg(feature = "native")]
 use crate::quant::{Activations, WeightFormat};
 use crate::weights::dequant::{GgmlType, quantize_q8_0};
+use crate::weights::gguf::ROPE_DIVISORS;
 use crate::weights::{BlockTensor, TensorSource};
 use crate::{Error, Result};
 
@@ -85,23 +83,13 @@ impl Loader<'_> {
         self.used.insert(name.to_string());
         Ok(())
     }
+}
 
-    fn values(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.check(name, shape)?;
-        Ok(self.source.read(name)?.values)
-    }
-
-    fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<1>> {
-        let values = self.values(name, &[len])?;
-        Ok(Tensor::from_data(
-            TensorData::new(values, [len]),
-            self.device,
-        ))
-    }
-
-    /// A `[rows, cols]` weight: its blocks when quantised and kept, Q8_0 blocks when asked for
-    /// on the CPU, else f32 on the device.
-    fn weight(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+impl TensorSupply for Loader<'_> {
+    /// `{path}.weight`: its blocks when quantised and kept, Q8_0 blocks when asked for on the
+    /// CPU, else f32 on the device.
+    fn matrix(&mut self, path: &str, rows: usize, cols: usize) -> Result<Weight> {
+        let name = &format!("{path}.weight");
         self.check(name, &[rows, cols])?;
         let bad = |source: &dyn TensorSource, reason: String| Error::BadFile {
             path: source.origin(name),
@@ -140,19 +128,17 @@ impl Loader<'_> {
         }
     }
 
-    /// A linear layer `in → out` from `{prefix}.weight` (`[out, in]`) and `{prefix}.bias`.
-    fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
-        let weight = self.weight(&format!("{prefix}.weight"), d_out, d_in)?;
-        let bias = if bias {
-            Some(self.vector(&format!("{prefix}.bias"), d_out)?)
-        } else {
-            None
-        };
-        Ok(Linear::new(weight, bias))
+    fn vector(&mut self, name: &str, len: usize, _: VectorRole) -> Result<Tensor<1>> {
+        self.check(name, &[len])?;
+        let values = self.source.read(name)?.values;
+        Ok(Tensor::from_data(
+            TensorData::new(values, [len]),
+            self.device,
+        ))
     }
 }
 
-impl Qwen2ForCausalLM {
+impl CausalLm {
     /// Loads every weight of `config`'s architecture from `source` onto `device`.
     ///
     /// On the CPU backend, matrices the source stores quantised (GGUF Q4_0, Q5_0, Q8_0, Q4_K,
@@ -160,7 +146,7 @@ impl Qwen2ForCausalLM {
     /// Missing tensors, wrong shapes and tensors the architecture does not use are errors
     /// naming the file and the tensor.
     pub fn load(
-        config: &Qwen2Config,
+        config: &ModelConfig,
         source: &mut dyn TensorSource,
         device: &Device,
     ) -> Result<Self> {
@@ -169,21 +155,11 @@ impl Qwen2ForCausalLM {
 
     /// [`load`](Self::load) with `options`.
     pub fn load_with(
-        config: &Qwen2Config,
+        config: &ModelConfig,
         source: &mut dyn TensorSource,
         device: &Device,
         options: &LoadOptions,
     ) -> Result<Self> {
-        let (h, v, m) = (
-            config.hidden_size,
-            config.vocab_size,
-            config.intermediate_size,
-        );
-        let (heads, kv_heads, hd) = (
-            config.num_attention_heads,
-            config.num_key_value_heads,
-            config.head_dim(),
-        );
         let mut loader = Loader {
             source,
             device,
@@ -191,54 +167,12 @@ impl Qwen2ForCausalLM {
             options,
             used: BTreeSet::new(),
         };
-        let embed_tokens = loader.weight("model.embed_tokens.weight", v, h)?;
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            layers.push(DecoderLayer {
-                input_layernorm: loader.vector(&format!("{p}.input_layernorm.weight"), h)?,
-                self_attn: Attention {
-                    q_proj: loader.linear(&format!("{p}.self_attn.q_proj"), h, heads * hd, true)?,
-                    k_proj: loader.linear(
-                        &format!("{p}.self_attn.k_proj"),
-                        h,
-                        kv_heads * hd,
-                        true,
-                    )?,
-                    v_proj: loader.linear(
-                        &format!("{p}.self_attn.v_proj"),
-                        h,
-                        kv_heads * hd,
-                        true,
-                    )?,
-                    o_proj: loader.linear(
-                        &format!("{p}.self_attn.o_proj"),
-                        heads * hd,
-                        h,
-                        false,
-                    )?,
-                    heads,
-                    kv_heads,
-                    head_dim: hd,
-                },
-                post_attention_layernorm: loader
-                    .vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
-                mlp: Mlp {
-                    gate_proj: loader.linear(&format!("{p}.mlp.gate_proj"), h, m, false)?,
-                    up_proj: loader.linear(&format!("{p}.mlp.up_proj"), h, m, false)?,
-                    down_proj: loader.linear(&format!("{p}.mlp.down_proj"), m, h, false)?,
-                },
-            });
-        }
-        let norm = loader.vector("model.norm.weight", h)?;
-        let lm_head = if config.tie_word_embeddings {
-            None
-        } else {
-            Some(loader.linear("lm_head", h, v, false)?)
-        };
+        let model = Self::build(config, &mut loader, device)?;
         let ignorable = |name: &str| {
             name.ends_with("rotary_emb.inv_freq")
                 || (config.tie_word_embeddings && name == "lm_head.weight")
+                || (matches!(config.rope_scaling, Some(RopeScaling::Divisors(_)))
+                    && name == ROPE_DIVISORS)
         };
         let unused: Vec<String> = loader
             .source
@@ -250,20 +184,12 @@ impl Qwen2ForCausalLM {
             return Err(Error::BadFile {
                 path: loader.source.origin(first),
                 reason: format!(
-                    "{} tensor(s) that a Qwen2 model with this config does not have, e.g. `{first}`",
-                    unused.len()
+                    "{} tensor(s) that a {} model with this config does not have, e.g. `{first}`",
+                    unused.len(),
+                    config.architecture.name()
                 ),
             });
         }
-        Ok(Self {
-            config: config.clone(),
-            model: Qwen2Model {
-                embed_tokens,
-                layers,
-                norm,
-            },
-            lm_head,
-            device: device.clone(),
-        })
+        Ok(model)
     }
 }

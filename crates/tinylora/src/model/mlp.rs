@@ -3,20 +3,43 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
+use super::config::ModelConfig;
 use super::linear::Linear;
+use super::tree::{TensorSupply, children};
+use crate::Result;
 
 /// `mlp` of one decoder layer.
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    /// `hidden → intermediate`, no bias.
+    /// `hidden → intermediate`.
     pub gate_proj: Linear,
-    /// `hidden → intermediate`, no bias.
+    /// `hidden → intermediate`.
     pub up_proj: Linear,
-    /// `intermediate → hidden`, no bias.
+    /// `intermediate → hidden`.
     pub down_proj: Linear,
 }
 
+children!(Mlp {
+    gate_proj,
+    up_proj,
+    down_proj
+});
+
 impl Mlp {
+    /// The MLP at `path` (`model.layers.N.mlp`).
+    pub fn build(supply: &mut dyn TensorSupply, path: &str, config: &ModelConfig) -> Result<Self> {
+        let (h, m, bias) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.layout.mlp_bias,
+        );
+        Ok(Self {
+            gate_proj: supply.linear(&format!("{path}.gate_proj"), h, m, bias)?,
+            up_proj: supply.linear(&format!("{path}.up_proj"), h, m, bias)?,
+            down_proj: supply.linear(&format!("{path}.down_proj"), m, h, bias)?,
+        })
+    }
+
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`

@@ -1,7 +1,10 @@
 //! Rotary position embeddings (RoPE) as in Hugging Face's `Qwen2RotaryEmbedding`: the two
-//! halves of each head are rotated by `position · θ^(-2i/d)`.
+//! halves of each head are rotated by `position · θ^(-2i/d)`, with the frequencies rescaled
+//! for Llama 3.1's long context where the config says.
 
 use burn::tensor::{Device, Tensor, TensorData};
+
+use super::config::{ModelConfig, RopeScaling};
 
 /// Cosines and sines for a block of positions, ready to broadcast over heads.
 ///
@@ -14,20 +17,48 @@ pub struct RopeTables {
     pub sin: Tensor<4>,
 }
 
+/// The rotation frequencies `θ^(-2i/d)`, `i < d/2`, rounded to f32 as transformers computes
+/// them, then rescaled as `config.rope_scaling` says (transformers' `llama3` rule, or GGUF's
+/// per-frequency divisors).
+pub fn inverse_frequencies(config: &ModelConfig) -> Vec<f64> {
+    let d = config.head_dim;
+    let base = (0..d / 2)
+        .map(|i| f64::from((1.0 / config.rope_theta.powf(2.0 * i as f64 / d as f64)) as f32));
+    let scaled: Vec<f64> = match &config.rope_scaling {
+        None => base.collect(),
+        Some(RopeScaling::Divisors(divisors)) => base
+            .zip(divisors)
+            .map(|(f, &div)| f / f64::from(div))
+            .collect(),
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: context,
+        }) => base
+            .map(|f| {
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                if wavelen < context / high_freq_factor {
+                    f
+                } else if wavelen > context / low_freq_factor {
+                    f / factor
+                } else {
+                    let smooth = (context / wavelen - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
+                    (1.0 - smooth) * f / factor + smooth * f
+                }
+            })
+            .collect(),
+    };
+    scaled.into_iter().map(|f| f64::from(f as f32)).collect()
+}
+
 /// Builds the tables for `positions` (`[batch][seq]`), computing the angles in f64.
-pub fn rope_tables(
-    positions: &[Vec<usize>],
-    head_dim: usize,
-    theta: f64,
-    device: &Device,
-) -> RopeTables {
+pub fn rope_tables(positions: &[Vec<usize>], config: &ModelConfig, device: &Device) -> RopeTables {
+    let head_dim = config.head_dim;
     let batch = positions.len();
     let seq = positions.first().map_or(0, Vec::len);
-    let half = head_dim / 2;
-    // HF computes inv_freq in f32; do the same so angles agree at large positions.
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|i| f64::from((1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32))
-        .collect();
+    let inv_freq = inverse_frequencies(config);
     let mut cos = Vec::with_capacity(batch * seq * head_dim);
     let mut sin = Vec::with_capacity(batch * seq * head_dim);
     for row in positions {

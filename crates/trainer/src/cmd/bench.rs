@@ -12,7 +12,6 @@ use tinylora::adapter::{TinyLora, merge, unmerge};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
-use tinylora::model::init::parameter_count;
 use tinylora::model::load::LoadOptions;
 use tinylora::quant::WeightFormat;
 use tinylora::readback::{block_on, to_vec_f32};
@@ -139,7 +138,7 @@ pub fn run(args: Args) -> Result<()> {
             ..LoadOptions::default()
         };
         let mut model = Checkpoint::open(&args.model)?.load_with(&device, &options)?;
-        let params = parameter_count(&model.config);
+        let params = model.parameter_count();
         let bytes_per_token = model.weight_bytes_per_token();
         let b = backend.name();
         rows.push(Row {

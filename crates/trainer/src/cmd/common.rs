@@ -8,7 +8,7 @@ use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::peft::{is_peft_dir, load_peft_tinylora};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
-use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::CausalLm;
 use tinylora::model::load::LoadOptions;
 use tinylora::quant::WeightFormat;
 use tinylora::readback::block_on;
@@ -48,7 +48,7 @@ pub struct TokenizerArgs {
 /// A loaded model and the folder it came from.
 pub struct Loaded {
     /// The model, on the chosen device.
-    pub model: Qwen2ForCausalLM,
+    pub model: CausalLm,
     /// Where `tokenizer.json` is looked for by default.
     pub tokenizer_path: PathBuf,
 }
@@ -96,11 +96,7 @@ impl ModelArgs {
 /// Reads an adapter for `model`: a PEFT TinyLoRA directory, or our adapter file (JSON or
 /// compact form), whose base fingerprint and basis hash are checked; its frozen factors come
 /// from `basis` (a basis file) when given, else they are recomputed.
-pub fn load_adapter(
-    path: &Path,
-    basis: Option<&Path>,
-    model: &mut Qwen2ForCausalLM,
-) -> Result<TinyLora> {
+pub fn load_adapter(path: &Path, basis: Option<&Path>, model: &mut CausalLm) -> Result<TinyLora> {
     if is_peft_dir(path) {
         if let Some(basis) = basis {
             bail!(
@@ -121,7 +117,7 @@ pub fn adapter_from_file(
     file: &AdapterFile,
     origin: &Path,
     basis: Option<&Path>,
-    model: &mut Qwen2ForCausalLM,
+    model: &mut CausalLm,
 ) -> Result<TinyLora> {
     Ok(match basis {
         None => block_on(TinyLora::from_file(file, model, origin))?,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use tinylora::adapter::export::export_merged;
 use tinylora::device::{BackendKind, init};
-use tinylora::model::{Qwen2Config, Qwen2ForCausalLM};
+use tinylora::model::{CausalLm, ModelConfig};
 use tinylora::readback::block_on;
 
 /// Arguments of `trainer random-model`.
@@ -24,25 +24,27 @@ pub struct Args {
 }
 
 /// The config of a named shape.
-pub fn shape_config(shape: &str) -> Result<Qwen2Config> {
+pub fn shape_config(shape: &str) -> Result<ModelConfig> {
     let (hidden, inter, layers, heads) = match shape {
         "0.5b" => (896, 4864, 24, 14),
         "1.5b" => (1536, 8960, 28, 12),
         "toy" => (128, 384, 4, 4),
         other => bail!("unknown shape `{other}`: use 0.5b, 1.5b or toy"),
     };
-    Ok(Qwen2Config {
-        vocab_size: if shape == "toy" { 485 } else { 151936 },
-        hidden_size: hidden,
-        intermediate_size: inter,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        num_key_value_heads: 2,
-        max_position_embeddings: if shape == "toy" { 512 } else { 32768 },
-        rms_norm_eps: 1e-6,
-        rope_theta: if shape == "toy" { 10000.0 } else { 1e6 },
-        tie_word_embeddings: true,
-        eos_token_ids: vec![if shape == "toy" { 2 } else { 151645 }],
+    let toy = shape == "toy";
+    Ok(ModelConfig {
+        max_position_embeddings: if toy { 512 } else { 32768 },
+        eos_token_ids: vec![if toy { 2 } else { 151645 }],
+        ..ModelConfig::qwen2(
+            if toy { 485 } else { 151936 },
+            hidden,
+            inter,
+            layers,
+            heads,
+            2,
+            if toy { 10000.0 } else { 1e6 },
+            true,
+        )
     })
 }
 
@@ -50,7 +52,7 @@ pub fn shape_config(shape: &str) -> Result<Qwen2Config> {
 pub fn run(args: Args) -> Result<()> {
     let config = shape_config(&args.shape)?;
     let device = init(BackendKind::Cpu)?;
-    let mut model = Qwen2ForCausalLM::init_random(&config, args.seed, 0.02, &device)?;
+    let mut model = CausalLm::init_random(&config, args.seed, 0.02, &device)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     block_on(export_merged(&mut model, &args.out))?;

@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 use tinylora::generate::{GenerateConfig, generate};
 use tinylora::gsm8k::{Problem, flexible_reward, prompt, strict_reward};
-use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::CausalLm;
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
 use tinylora::tokenizer::Tokenizer;
@@ -47,7 +47,7 @@ impl Evaluation {
 
 /// Greedy answers to `problems` in batches of `batch_size`; `on_batch(so_far)` after each.
 pub fn evaluate(
-    model: &Qwen2ForCausalLM,
+    model: &CausalLm,
     tokenizer: &Tokenizer,
     problems: &[Problem],
     batch_size: usize,

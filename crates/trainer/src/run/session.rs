@@ -14,7 +14,7 @@ use tinylora::checkpoint::Checkpoint as ModelCheckpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::fsutil::write_atomic;
 use tinylora::gsm8k::{BadLines, Problem};
-use tinylora::model::Qwen2ForCausalLM;
+use tinylora::model::CausalLm;
 use tinylora::optim::{AdamW, AdamWConfig, global_norm};
 use tinylora::readback::block_on;
 use tinylora::tokenizer::Tokenizer;
@@ -55,7 +55,7 @@ pub struct Session {
     /// Where everything is written.
     pub run_dir: PathBuf,
     /// The model (autodiff device) with the adapter attached.
-    pub model: Qwen2ForCausalLM,
+    pub model: CausalLm,
     /// Its tokenizer.
     pub tokenizer: Tokenizer,
     /// The adapter being trained.

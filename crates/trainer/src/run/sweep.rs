@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tinylora::adapter::config::ALL_TARGETS;
 use tinylora::fsutil::write_atomic;
-use tinylora::model::Qwen2Config;
+use tinylora::model::ModelConfig;
 
 use super::config::TrainConfig;
 use super::metrics::read_records;
@@ -160,7 +160,7 @@ pub fn sweep(args: SweepArgs) -> Result<()> {
 }
 
 /// Adapted modules when all seven projections of every layer are targets.
-fn sweep_modules(config: &Qwen2Config) -> usize {
+fn sweep_modules(config: &ModelConfig) -> usize {
     config.num_hidden_layers * ALL_TARGETS.len()
 }
 

@@ -16,7 +16,7 @@ use tinylora::fsutil::write_atomic;
 use tinylora::full_adamw::FullAdamW;
 use tinylora::grpo::{Denominators, LossType, completion_logprobs, reduce};
 use tinylora::gsm8k::{BadLines, flexible_reward, load_jsonl, prompt};
-use tinylora::model::{Qwen2Config, Qwen2ForCausalLM};
+use tinylora::model::{CausalLm, ModelConfig};
 use tinylora::optim::AdamWConfig;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::rng::SplitMix64;
@@ -95,12 +95,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Strict and flexible greedy accuracy on the first `n` problems of `data`.
-fn report(
-    model: &Qwen2ForCausalLM,
-    tokenizer: &Tokenizer,
-    data: &Path,
-    n: usize,
-) -> Result<(f64, f64)> {
+fn report(model: &CausalLm, tokenizer: &Tokenizer, data: &Path, n: usize) -> Result<(f64, f64)> {
     let (mut problems, _) = load_jsonl(data, BadLines::Fatal)?;
     problems.truncate(n);
     let evaluation = evaluate(model, tokenizer, &problems, 32, 96, |_| Ok(()))?;
@@ -163,25 +158,26 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
         .context("the trained tokenizer has no <|im_end|>")?;
 
     // Model.
-    let config = Qwen2Config {
-        vocab_size: tokenizer.inner().get_vocab_size(true),
-        hidden_size: args.hidden_size,
-        intermediate_size: args.intermediate_size,
-        num_hidden_layers: args.layers,
-        num_attention_heads: args.heads,
-        num_key_value_heads: (args.heads / 2).max(1),
+    let config = ModelConfig {
         max_position_embeddings: 512,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        tie_word_embeddings: true,
         eos_token_ids: vec![im_end],
+        ..ModelConfig::qwen2(
+            tokenizer.inner().get_vocab_size(true),
+            args.hidden_size,
+            args.intermediate_size,
+            args.layers,
+            args.heads,
+            (args.heads / 2).max(1),
+            10_000.0,
+            true,
+        )
     };
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("model shape: {e}"))?;
     let backend: BackendKind = args.backend.parse()?;
     let device = init(backend)?.autodiff();
-    let mut model = Qwen2ForCausalLM::init_random(&config, args.seed, 0.02, &device)?;
+    let mut model = CausalLm::init_random(&config, args.seed, 0.02, &device)?;
     let mut optimizer = FullAdamW::new(
         AdamWConfig {
             beta1: 0.9,
@@ -236,7 +232,10 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
     }
     let weights = safetensors::to_bytes(&tensors)?;
     write_atomic(&out.join("model.safetensors"), &weights)?;
-    write_atomic(&out.join("config.json"), config.to_hf_json().as_bytes())?;
+    write_atomic(
+        &out.join("config.json"),
+        config.to_hf_json().map_err(anyhow::Error::msg)?.as_bytes(),
+    )?;
     let inference = init(backend)?;
     let reloaded = tinylora::checkpoint::Checkpoint::open(out)?.load(&inference)?;
     let (strict, flexible) = report(

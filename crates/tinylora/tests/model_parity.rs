@@ -1,6 +1,6 @@
-//! Golden parity with Hugging Face transformers (llm.c style): tiny random Qwen2 checkpoints
-//! made by `tests/fixtures/make_qwen2_fixtures.py`, with transformers' float32 logits and greedy
-//! continuations, compared tensor by tensor with a named tolerance.
+//! Golden parity with Hugging Face transformers (llm.c style): tiny random Qwen2, Qwen3 and
+//! Llama 3 checkpoints made by `tests/fixtures/make_model_fixtures.py`, with transformers'
+//! float32 logits and greedy continuations, compared tensor by tensor with a named tolerance.
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +9,8 @@ use serde::Deserialize;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
-use tinylora::model::Qwen2ForCausalLM;
-use tinylora::model::config::Qwen2Config;
+use tinylora::model::CausalLm;
+use tinylora::model::config::ModelConfig;
 use tinylora::numerics::logits_tolerance;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::sampling::SamplingConfig;
@@ -20,7 +20,14 @@ use tinylora::sampling::SamplingConfig;
 /// `inverseSqrt` a few ULP more than the CPU's. On the CPU the bound itself is the tolerance.
 const WGPU_TOLERANCE: f64 = 1e-3;
 
-const VARIANTS: [&str; 3] = ["tied_f32_hub", "untied_bf16_tf5", "untied_f16_sharded_hub"];
+/// `family/name` under `tests/fixtures`.
+const VARIANTS: [&str; 5] = [
+    "qwen2/tied_f32_hub",
+    "qwen2/untied_bf16_tf5",
+    "qwen2/untied_f16_sharded_hub",
+    "qwen3/tied_bf16_tf5",
+    "llama3/untied_f32_hub_biases",
+];
 
 #[derive(Deserialize)]
 struct Expected {
@@ -42,11 +49,11 @@ struct GreedyCase {
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/qwen2")
+        .join("../../tests/fixtures")
         .join(name)
 }
 
-fn load(name: &str, device: &Device) -> (Qwen2ForCausalLM, Expected) {
+fn load(name: &str, device: &Device) -> (CausalLm, Expected) {
     let dir = fixture(name);
     let expected =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
@@ -68,12 +75,12 @@ fn max_rel_err(ours: &[f32], reference: &[f32]) -> f64 {
     err / scale
 }
 
-fn last_logits(model: &Qwen2ForCausalLM, ids: &[u32]) -> Vec<f32> {
+fn last_logits(model: &CausalLm, ids: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(vec![0]);
     block_on(to_vec_f32(model.forward_last(&[ids.to_vec()], &mut cache))).unwrap()
 }
 
-fn greedy(model: &Qwen2ForCausalLM, prompts: &[Vec<u32>], steps: usize) -> Vec<Vec<u32>> {
+fn greedy(model: &CausalLm, prompts: &[Vec<u32>], steps: usize) -> Vec<Vec<u32>> {
     let config = GenerateConfig {
         max_new_tokens: steps,
         sampling: SamplingConfig::greedy(),
@@ -89,7 +96,7 @@ fn greedy(model: &Qwen2ForCausalLM, prompts: &[Vec<u32>], steps: usize) -> Vec<V
 
 /// Compares every fixture's logits with transformers'; `tolerance` of the model and the number
 /// of positions.
-fn check_logits(kind: BackendKind, tolerance: impl Fn(&Qwen2Config, usize) -> f64) {
+fn check_logits(kind: BackendKind, tolerance: impl Fn(&ModelConfig, usize) -> f64) {
     let device = init(kind).unwrap();
     for name in VARIANTS {
         let (model, expected) = load(name, &device);
@@ -137,10 +144,42 @@ fn greedy_tokens_match_transformers() {
     }
 }
 
+/// The fixtures exercise what sets each family apart: dropping Qwen3's q/k norms or Llama's
+/// RoPE scaling moves the logits far outside the tolerance the tests above apply.
+#[test]
+fn the_family_switches_matter() {
+    use tinylora::model::config::RopeScaling;
+    let device = init(BackendKind::Cpu).unwrap();
+    let far_off = |model: &CausalLm, expected: &Expected, what: &str| {
+        let case = &expected.logits[2];
+        let err = max_rel_err(&last_logits(model, &case.ids), &case.last_logits);
+        let tol = logits_tolerance(&model.config, case.ids.len(), 1.0);
+        assert!(err > 100.0 * tol, "without {what}: {err:e}");
+    };
+    let (mut qwen3, expected) = load("qwen3/tied_bf16_tf5", &device);
+    assert_eq!(
+        qwen3.config.head_dim * qwen3.config.num_attention_heads,
+        2 * qwen3.config.hidden_size
+    );
+    for layer in &mut qwen3.model.layers {
+        layer.self_attn.q_norm = None;
+        layer.self_attn.k_norm = None;
+    }
+    far_off(&qwen3, &expected, "q/k norms");
+    let (mut llama, expected) = load("llama3/untied_f32_hub_biases", &device);
+    assert!(matches!(
+        llama.config.rope_scaling,
+        Some(RopeScaling::Llama3 { .. })
+    ));
+    assert!(llama.config.layout.o_bias && llama.config.layout.mlp_bias);
+    llama.config.rope_scaling = None;
+    far_off(&llama, &expected, "llama3 RoPE scaling");
+}
+
 #[test]
 fn batched_generation_equals_one_by_one() {
     let device = init(BackendKind::Cpu).unwrap();
-    let (model, _) = load("untied_bf16_tf5", &device);
+    let (model, _) = load("qwen2/untied_bf16_tf5", &device);
     // Repeated prompts share their prefill.
     let prompts = vec![
         vec![3, 1, 4, 1, 5, 9, 2, 6],
@@ -158,7 +197,7 @@ fn batched_generation_equals_one_by_one() {
 #[test]
 fn kv_cache_decoding_equals_full_recomputation() {
     let device = init(BackendKind::Cpu).unwrap();
-    let (model, _) = load("tied_f32_hub", &device);
+    let (model, _) = load("qwen2/tied_f32_hub", &device);
     let ids: Vec<u32> = vec![9, 8, 7, 6, 5, 4, 3];
     let mut cache = model.new_cache(vec![0]);
     block_on(to_vec_f32(

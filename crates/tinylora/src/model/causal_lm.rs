@@ -1,18 +1,21 @@
-//! The full causal language model (`Qwen2ForCausalLM`).
+//! The full causal language model (transformers' `Qwen2ForCausalLM`, `Qwen3ForCausalLM`,
+//! `LlamaForCausalLM`).
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::block::DecoderLayer;
-use super::config::Qwen2Config;
+use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use super::rope::rope_tables;
+use super::tree::{TensorSupply, children};
 use super::weight::Weight;
+use crate::Result;
 use crate::ops::rms_norm;
 
 /// `model`: embeddings, decoder layers and the final norm.
 #[derive(Debug, Clone)]
-pub struct Qwen2Model {
+pub struct Decoder {
     /// Token embeddings, `[vocab, hidden]`.
     pub embed_tokens: Weight,
     /// Decoder layers.
@@ -21,8 +24,14 @@ pub struct Qwen2Model {
     pub norm: Tensor<1>,
 }
 
+children!(Decoder {
+    embed_tokens,
+    layers,
+    norm
+});
+
 /// Which distinct row each row of a batch shares
-/// ([`Qwen2ForCausalLM::hidden_states_distinct`]); `None` when every row is distinct.
+/// ([`CausalLm::hidden_states_distinct`]); `None` when every row is distinct.
 pub struct SharedRows(Option<Tensor<1, Int>>);
 
 impl SharedRows {
@@ -36,20 +45,50 @@ impl SharedRows {
     }
 }
 
-/// A Qwen2 model with its language-model head.
+/// A decoder with its language-model head.
 #[derive(Debug, Clone)]
-pub struct Qwen2ForCausalLM {
+pub struct CausalLm {
     /// The architecture.
-    pub config: Qwen2Config,
+    pub config: ModelConfig,
     /// The decoder.
-    pub model: Qwen2Model,
+    pub model: Decoder,
     /// Untied output projection `hidden → vocab`; `None` when tied to `embed_tokens`.
     pub lm_head: Option<Linear>,
     /// Where the weights live.
     pub device: Device,
 }
 
-impl Qwen2ForCausalLM {
+children!(CausalLm { model, lm_head });
+
+impl CausalLm {
+    /// Builds `config`'s tree on `device`, asking `supply` for every tensor.
+    pub fn build(
+        config: &ModelConfig,
+        supply: &mut dyn TensorSupply,
+        device: &Device,
+    ) -> Result<Self> {
+        let (h, vocab) = (config.hidden_size, config.vocab_size);
+        let embed_tokens = supply.matrix("model.embed_tokens", vocab, h)?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| DecoderLayer::build(supply, &format!("model.layers.{i}"), config))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = supply.norm("model.norm", h)?;
+        let lm_head = match config.tie_word_embeddings {
+            true => None,
+            false => Some(supply.linear("lm_head", h, vocab, false)?),
+        };
+        Ok(Self {
+            config: config.clone(),
+            model: Decoder {
+                embed_tokens,
+                layers,
+                norm,
+            },
+            lm_head,
+            device: device.clone(),
+        })
+    }
+
     /// An empty cache for rows with the given left padding.
     pub fn new_cache(&self, pads: Vec<usize>) -> KvCache {
         KvCache::new(self.config.num_hidden_layers, pads)
@@ -64,12 +103,7 @@ impl Qwen2ForCausalLM {
     pub fn hidden_states(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<3> {
         let seq = tokens.first().map_or(0, Vec::len);
         let mut x = self.model.embed_tokens.rows(tokens, &self.device);
-        let rope = rope_tables(
-            &cache.positions(seq),
-            self.config.head_dim(),
-            self.config.rope_theta,
-            &self.device,
-        );
+        let rope = rope_tables(&cache.positions(seq), &self.config, &self.device);
         let mask = cache.mask(seq, &self.device);
         for (layer, layer_cache) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
             x = layer.forward(
@@ -132,98 +166,6 @@ impl Qwen2ForCausalLM {
     pub fn forward(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<3> {
         let hidden = self.hidden_states(tokens, cache);
         self.logits(hidden)
-    }
-
-    /// Every weight under its Hugging Face name with its checkpoint shape (`[out, in]` for
-    /// linear weights), flattened; for export.
-    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, Tensor<1>)> {
-        fn flat<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Tensor<1>) {
-            let shape = t.dims().to_vec();
-            let n = shape.iter().product::<usize>();
-            (shape, t.reshape([n]))
-        }
-        let mut out = Vec::new();
-        let mut push =
-            |name: String, (shape, t): (Vec<usize>, Tensor<1>)| out.push((name, shape, t));
-        let linear =
-            |push: &mut dyn FnMut(String, (Vec<usize>, Tensor<1>)), name: String, l: &Linear| {
-                push(
-                    format!("{name}.weight"),
-                    flat(l.weight.to_dense(&self.device)),
-                );
-                if let Some(b) = &l.bias {
-                    push(format!("{name}.bias"), flat(b.clone()));
-                }
-            };
-        push(
-            "model.embed_tokens.weight".into(),
-            flat(self.model.embed_tokens.to_dense(&self.device)),
-        );
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            push(
-                format!("{p}.input_layernorm.weight"),
-                flat(layer.input_layernorm.clone()),
-            );
-            push(
-                format!("{p}.post_attention_layernorm.weight"),
-                flat(layer.post_attention_layernorm.clone()),
-            );
-            let a = &layer.self_attn;
-            for (n, l) in [
-                ("q_proj", &a.q_proj),
-                ("k_proj", &a.k_proj),
-                ("v_proj", &a.v_proj),
-                ("o_proj", &a.o_proj),
-            ] {
-                linear(&mut push, format!("{p}.self_attn.{n}"), l);
-            }
-            let m = &layer.mlp;
-            for (n, l) in [
-                ("gate_proj", &m.gate_proj),
-                ("up_proj", &m.up_proj),
-                ("down_proj", &m.down_proj),
-            ] {
-                linear(&mut push, format!("{p}.mlp.{n}"), l);
-            }
-        }
-        push("model.norm.weight".into(), flat(self.model.norm.clone()));
-        if let Some(head) = &self.lm_head {
-            linear(&mut push, "lm_head".into(), head);
-        }
-        out
-    }
-
-    /// Bytes of weights one decoded token reads: every layer's projections, the output
-    /// projection (the embedding when tied) and the norms, as stored (blocks or f32).
-    pub fn weight_bytes_per_token(&self) -> usize {
-        let hidden = self.config.hidden_size * 4;
-        let layers: usize = self
-            .model
-            .layers
-            .iter()
-            .map(|l| {
-                let (a, m) = (&l.self_attn, &l.mlp);
-                [
-                    &a.q_proj,
-                    &a.k_proj,
-                    &a.v_proj,
-                    &a.o_proj,
-                    &m.gate_proj,
-                    &m.up_proj,
-                    &m.down_proj,
-                ]
-                .iter()
-                .map(|p| p.weight.size_bytes())
-                .sum::<usize>()
-                    + 2 * hidden
-            })
-            .sum();
-        let head = match &self.lm_head {
-            Some(head) => head.weight.size_bytes(),
-            None => self.model.embed_tokens.size_bytes(),
-        };
-        layers + head + hidden
     }
 
     /// Logits of the last position only (what sampling needs), continuing `cache`.
