@@ -301,7 +301,8 @@ impl Session {
                 loaded.name
             )
         })?;
-        let prompt = gsm8k::prompt(question);
+        let prompt =
+            gsm8k::prompt(tokenizer.chat_template(), question).map_err(|e| e.to_string())?;
         let ids = tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
         let config = GenerateConfig {
             max_new_tokens,

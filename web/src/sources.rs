@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use js_sys::Uint8Array;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::model::ModelConfig;
-use tinylora::tokenizer::Tokenizer;
+use tinylora::tokenizer::{ChatTemplate, Tokenizer};
 use tinylora::weights::BoxedReader;
 use tinylora::weights::gguf::{GgufFile, GgufSource};
 use tinylora::weights::safetensors::{SafetensorsFile, ShardedSafetensors, shard_names};
@@ -17,7 +17,8 @@ use crate::js_bytes::JsBytes;
 use crate::protocol::Event;
 use crate::worker::post;
 
-/// A model ready to upload: its tensors, its tokenizer and a display name.
+/// A model ready to upload: its tensors, its tokenizer (with the model's chat template) and a
+/// display name.
 pub struct Found {
     /// Config and tensor source.
     pub checkpoint: Checkpoint,
@@ -45,6 +46,7 @@ fn safetensors(
     Ok(Checkpoint {
         config,
         source: Box::new(source),
+        chat_template: ChatTemplate::default(),
         dir: PathBuf::new(),
     })
 }
@@ -54,6 +56,10 @@ fn gguf(weights: Uint8Array, origin: &str) -> Result<Checkpoint, String> {
         GgufFile::from_reader(reader(weights), Path::new(origin)).map_err(|e| e.to_string())?;
     Ok(Checkpoint {
         config: file.model_config().map_err(|e| e.to_string())?,
+        chat_template: file
+            .chat_template()
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default(),
         source: Box::new(GgufSource::new(file)),
         dir: PathBuf::new(),
     })
@@ -67,20 +73,48 @@ fn tokenizer(bytes: &Uint8Array, origin: &str) -> Result<Tokenizer, String> {
     Tokenizer::from_bytes(&bytes.to_vec(), Path::new(origin)).map_err(|e| e.to_string())
 }
 
+/// The chat template of a `tokenizer_config.json`, if it has one.
+fn tokenizer_config(bytes: &Uint8Array, origin: &str) -> Result<Option<ChatTemplate>, String> {
+    ChatTemplate::from_tokenizer_config(&text(bytes, origin)?, Path::new(origin))
+        .map_err(|e| e.to_string())
+}
+
+impl Found {
+    /// `checkpoint` with `tokenizer` speaking its chat template, which `tokenizer_config`
+    /// (a `tokenizer_config.json` beside the weights) replaces where it has one.
+    fn new(
+        mut checkpoint: Checkpoint,
+        tokenizer: Option<Tokenizer>,
+        tokenizer_config: Option<ChatTemplate>,
+        name: String,
+    ) -> Self {
+        if let Some(template) = tokenizer_config {
+            checkpoint.chat_template = template;
+        }
+        let template = checkpoint.chat_template.clone();
+        Self {
+            checkpoint,
+            tokenizer: tokenizer.map(|t| t.with_chat_template(template)),
+            name,
+        }
+    }
+}
+
 /// The toy model served with the page (`toy/`).
 pub async fn bundled() -> Result<Found, String> {
     let cfg = fetch_required("toy/config.json", "toy/config.json", false).await?;
     let tok = fetch_required("toy/tokenizer.json", "toy/tokenizer.json", false).await?;
     let weights = fetch_required("toy/model.safetensors", "toy/model.safetensors", false).await?;
-    Ok(Found {
-        checkpoint: safetensors(
+    Ok(Found::new(
+        safetensors(
             config(&cfg, "toy/config.json")?,
             weights,
             "toy/model.safetensors",
         )?,
-        tokenizer: Some(tokenizer(&tok, "toy/tokenizer.json")?),
-        name: "bundled toy model (assets/toy)".into(),
-    })
+        Some(tokenizer(&tok, "toy/tokenizer.json")?),
+        None,
+        "bundled toy model (assets/toy)".into(),
+    ))
 }
 
 /// The hub's address of `file` in `repo` at `revision`.
@@ -149,11 +183,17 @@ pub async fn hub(
             }
         }
     };
-    Ok(Found {
+    let template =
+        match fetch_file(&url("tokenizer_config.json"), "tokenizer_config.json", true).await? {
+            Some(bytes) => tokenizer_config(&bytes, &url("tokenizer_config.json"))?,
+            None => None,
+        };
+    Ok(Found::new(
         checkpoint,
         tokenizer,
-        name: format!("{repo} ({revision})"),
-    })
+        template,
+        format!("{repo} ({revision})"),
+    ))
 }
 
 fn sharded(
@@ -178,6 +218,7 @@ fn sharded(
     Ok(Checkpoint {
         config,
         source: Box::new(source),
+        chat_template: ChatTemplate::default(),
         dir: PathBuf::new(),
     })
 }
@@ -229,9 +270,14 @@ pub async fn local(files: Vec<web_sys::File>) -> Result<Found, String> {
                 .into(),
         });
     }
-    Ok(Found {
+    let template = match find(&|n| n == "tokenizer_config.json") {
+        Some(f) => tokenizer_config(&read_file(f).await?, &f.name())?,
+        None => None,
+    };
+    Ok(Found::new(
         checkpoint,
         tokenizer,
-        name: names.join(", "),
-    })
+        template,
+        names.join(", "),
+    ))
 }

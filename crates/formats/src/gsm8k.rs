@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::chat::chat_prompt;
+use crate::chat::ChatTemplate;
 use crate::{Error, Result};
 
 /// Appended to every question, as in the authors' preprocessing (`examples/data_preprocess/gsm8k.py`).
@@ -148,10 +148,10 @@ pub fn flexible_reward(response: &str, gold: &str) -> f32 {
     }
 }
 
-/// The chat prompt of the paper's GSM8K runs: the question, a space, [`PROMPT_SUFFIX`], in the
-/// Qwen2.5 template with its default system prompt.
-pub fn prompt(question: &str) -> String {
-    chat_prompt(None, &format!("{question} {PROMPT_SUFFIX}"))
+/// The chat prompt of the paper's GSM8K runs: the question, a space, [`PROMPT_SUFFIX`], as the
+/// only user turn of the model's `template` (Qwen2.5's adds its default system prompt).
+pub fn prompt(template: &ChatTemplate, question: &str) -> crate::Result<String> {
+    template.render(None, &format!("{question} {PROMPT_SUFFIX}"))
 }
 
 /// Parses GSM8K JSONL text (`{"question": ..., "answer": ...}` per line); `origin` names it in
@@ -264,6 +264,7 @@ mod tests {
         let (problems, skipped) = parse_jsonl(text, Path::new("d.jsonl"), BadLines::Skip).unwrap();
         assert_eq!(skipped, 2);
         assert_eq!(problems[0].gold, "1234");
-        assert!(prompt("Q1").contains("Q1 Let's think step by step"));
+        let text = prompt(&ChatTemplate::default(), "Q1").unwrap();
+        assert!(text.contains("Q1 Let's think step by step"));
     }
 }

@@ -7,15 +7,19 @@ use burn::tensor::Device;
 
 use crate::model::load::LoadOptions;
 use crate::model::{CausalLm, ModelConfig};
+use crate::tokenizer::{ChatTemplate, Tokenizer};
 use crate::weights::TensorSource;
 use crate::weights::gguf::{GgufFile, GgufSource};
 use crate::weights::safetensors::{SafetensorsFile, ShardedSafetensors};
 use crate::{Error, Result};
 
-/// An opened checkpoint: its config and a reader for its tensors.
+/// An opened checkpoint: its config, a reader for its tensors and its chat template.
 pub struct Checkpoint {
     /// The architecture.
     pub config: ModelConfig,
+    /// The model's chat template: `tokenizer_config.json`'s beside the weights, else a GGUF
+    /// file's own, else Qwen2.5's.
+    pub chat_template: ChatTemplate,
     /// The tensors, by Hugging Face name.
     pub source: Box<dyn TensorSource>,
     /// The folder holding the checkpoint (where `tokenizer.json` is looked for).
@@ -46,6 +50,7 @@ impl Checkpoint {
             return Ok(Self {
                 config,
                 source,
+                chat_template: tokenizer_config_template(path)?.unwrap_or_default(),
                 dir: path.to_path_buf(),
             });
         }
@@ -53,8 +58,13 @@ impl Checkpoint {
         match path.extension().and_then(|e| e.to_str()) {
             Some("gguf") => {
                 let mut file = GgufFile::open(path)?;
+                let chat_template = match tokenizer_config_template(&dir)? {
+                    Some(template) => Some(template),
+                    None => file.chat_template()?,
+                };
                 Ok(Self {
                     config: file.model_config()?,
+                    chat_template: chat_template.unwrap_or_default(),
                     source: Box::new(GgufSource::new(file)),
                     dir,
                 })
@@ -62,6 +72,7 @@ impl Checkpoint {
             Some("safetensors") => Ok(Self {
                 config: ModelConfig::from_file(&dir.join("config.json"))?,
                 source: Box::new(SafetensorsFile::open(path)?),
+                chat_template: tokenizer_config_template(&dir)?.unwrap_or_default(),
                 dir,
             }),
             _ if !path.exists() => Err(Error::Io {
@@ -72,6 +83,11 @@ impl Checkpoint {
                 "not a model: expected a directory with config.json, a .safetensors or a .gguf file",
             )),
         }
+    }
+
+    /// The tokenizer at `path` with this model's chat template.
+    pub fn tokenizer(&self, path: &Path) -> Result<Tokenizer> {
+        Ok(Tokenizer::from_file(path)?.with_chat_template(self.chat_template.clone()))
     }
 
     /// The `tokenizer.json` next to the checkpoint.
@@ -88,4 +104,17 @@ impl Checkpoint {
     pub fn load_with(mut self, device: &Device, options: &LoadOptions) -> Result<CausalLm> {
         CausalLm::load_with(&self.config, self.source.as_mut(), device, options)
     }
+}
+
+/// The chat template of `dir/tokenizer_config.json`, if the file exists and has one.
+fn tokenizer_config_template(dir: &Path) -> Result<Option<ChatTemplate>> {
+    let path = dir.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    ChatTemplate::from_tokenizer_config(&text, &path)
 }

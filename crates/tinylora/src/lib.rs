@@ -1,7 +1,8 @@
 //! # tinylora
 //!
 //! TinyLoRA ("Learning to Reason in 13 Parameters", Morris et al., arXiv 2602.04118) on
-//! [burn](https://burn.dev): adapt a frozen Qwen2 model through a handful of trainable floats.
+//! [burn](https://burn.dev): adapt a frozen Qwen2/Qwen2.5, Qwen3 or Llama 3 model through a handful
+//! of trainable floats.
 //!
 //! The same crate compiles for native targets (feature `native`: burn's `flex` CPU backend and
 //! wgpu) and for `wasm32-unknown-unknown` (feature `webgpu`). Every GPU readback in code shared

@@ -1,18 +1,26 @@
 //! `tokenizer.json` through the `tokenizers` crate (pure-Rust regex, the same on native and
-//! wasm), the Qwen2.5 chat template and the stop tokens.
+//! wasm), the model's chat template and the stop tokens.
 
 use std::path::Path;
 
 use crate::{Error, Result};
 
-pub use tinylora_formats::chat::{DEFAULT_SYSTEM_PROMPT, chat_prompt};
+pub use tinylora_formats::chat::{ChatTemplate, DEFAULT_SYSTEM_PROMPT, chat_prompt};
 
-/// Tokens that end a chat turn or a document in Qwen2 vocabularies.
-const STOP_TOKENS: [&str; 2] = ["<|im_end|>", "<|endoftext|>"];
+/// Tokens that end a chat turn or a document in Qwen (`<|im_end|>`, `<|endoftext|>`) and
+/// Llama 3 (`<|eot_id|>`, `<|end_of_text|>`) vocabularies.
+const STOP_TOKENS: [&str; 4] = [
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+];
 
-/// A Hugging Face tokenizer.
+/// A Hugging Face tokenizer with its model's chat template (Qwen2.5's until
+/// [`with_chat_template`](Self::with_chat_template) gives another).
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    chat_template: ChatTemplate,
 }
 
 impl Tokenizer {
@@ -22,7 +30,7 @@ impl Tokenizer {
             path: origin.to_path_buf(),
             reason: format!("not a valid tokenizer.json: {e}"),
         })?;
-        Ok(Self { inner })
+        Ok(Self::from_inner(inner))
     }
 
     /// Reads a `tokenizer.json` file.
@@ -36,7 +44,31 @@ impl Tokenizer {
 
     /// Wraps an existing tokenizer (for example one just trained).
     pub fn from_inner(inner: tokenizers::Tokenizer) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            chat_template: ChatTemplate::default(),
+        }
+    }
+
+    /// The same tokenizer with the model's chat template.
+    pub fn with_chat_template(self, chat_template: ChatTemplate) -> Self {
+        Self {
+            chat_template,
+            ..self
+        }
+    }
+
+    /// The chat template prompts are written in.
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.chat_template
+    }
+
+    /// Token ids of the paper's GSM8K prompt for `question` in this model's chat template.
+    pub fn gsm8k_prompt(&self, question: &str) -> Result<Vec<u32>> {
+        self.encode(&tinylora_formats::gsm8k::prompt(
+            &self.chat_template,
+            question,
+        )?)
     }
 
     /// The underlying `tokenizers` object.
@@ -64,7 +96,8 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
-    /// Ids that end generation: `<|im_end|>`, `<|endoftext|>` and the config's `eos_token_id`s.
+    /// Ids that end generation: the end-of-turn and end-of-text tokens the vocabulary has, and
+    /// the config's `eos_token_id`s.
     pub fn stop_tokens(&self, config_eos: &[u32]) -> Vec<u32> {
         let mut ids: Vec<u32> = STOP_TOKENS
             .iter()

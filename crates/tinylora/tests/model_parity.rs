@@ -277,3 +277,35 @@ fn q8_weights_stay_within_their_rounding_bound() {
         );
     }
 }
+
+/// A checkpoint speaks the chat template of the `tokenizer_config.json` beside it (Qwen3's
+/// here), Qwen2.5's when there is none; a broken one is an error naming it.
+#[test]
+fn checkpoints_carry_their_chat_template() {
+    use tinylora::tokenizer::ChatTemplate;
+    let dir = std::env::temp_dir().join(format!("tinylora-chat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("qwen3/tied_bf16_tf5").join(file), dir.join(file)).unwrap();
+    }
+    assert_eq!(
+        Checkpoint::open(&dir).unwrap().chat_template,
+        ChatTemplate::Qwen25
+    );
+    let source = std::fs::read_to_string(fixture("chat/qwen3.jinja")).unwrap();
+    let config = serde_json::json!({"chat_template": source, "eos_token": "<|im_end|>"});
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    let template = Checkpoint::open(&dir).unwrap().chat_template;
+    // Qwen3 adds no default system prompt.
+    assert_eq!(
+        template.render(None, "Hi").unwrap(),
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    std::fs::write(dir.join("tokenizer_config.json"), "{\"chat_template\": 3}").unwrap();
+    let err = Checkpoint::open(&dir).err().unwrap().to_string();
+    assert!(
+        err.contains("tokenizer_config.json: chat_template must be"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -11,7 +11,7 @@ use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
-use tinylora::tokenizer::{Tokenizer, chat_prompt};
+use tinylora::tokenizer::{ChatTemplate, chat_prompt};
 
 #[test]
 fn real_qwen_answers_12_times_7() {
@@ -21,15 +21,20 @@ fn real_qwen_answers_12_times_7() {
     };
     let device = init(BackendKind::Cpu).unwrap();
     let started = Instant::now();
-    let model = Checkpoint::open(&dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
-        .unwrap()
-        .load(&device)
-        .unwrap();
+    let checkpoint =
+        Checkpoint::open(&dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")).unwrap();
+    let tokenizer = checkpoint.tokenizer(&dir.join("tokenizer.json")).unwrap();
+    let model = checkpoint.load(&device).unwrap();
     eprintln!("loaded in {:.1} s", started.elapsed().as_secs_f64());
-    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let prompt = tokenizer
-        .encode(&chat_prompt(None, "What is 12*7? Answer with a number."))
-        .unwrap();
+    // The file's own template (Jinja, from its metadata) writes what the built-in one writes.
+    let question = "What is 12*7? Answer with a number.";
+    let text = tokenizer.chat_template().render(None, question).unwrap();
+    assert!(matches!(
+        tokenizer.chat_template(),
+        ChatTemplate::Jinja { .. }
+    ));
+    assert_eq!(text, chat_prompt(None, question));
+    let prompt = tokenizer.encode(&text).unwrap();
     let config = GenerateConfig {
         max_new_tokens: 8,
         sampling: SamplingConfig::greedy(),
@@ -89,7 +94,6 @@ fn real_qwen_basis_time() {
 fn real_qwen_shipped_adapter_reproduces_its_answer() {
     use tinylora::adapter::TinyLora;
     use tinylora::adapter::file::AdapterFile;
-    use tinylora::gsm8k::prompt;
     let Some(dir) = std::env::var_os("TINYLORA_REAL_QWEN").map(PathBuf::from) else {
         eprintln!("TINYLORA_REAL_QWEN not set: skipping the shipped adapter check");
         return;
@@ -100,10 +104,10 @@ fn real_qwen_shipped_adapter_reproduces_its_answer() {
         serde_json::from_str(&std::fs::read_to_string(shipped.join("expected.json")).unwrap())
             .unwrap();
     let device = init(BackendKind::Cpu).unwrap();
-    let mut model = Checkpoint::open(&dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
-        .unwrap()
-        .load(&device)
-        .unwrap();
+    let checkpoint =
+        Checkpoint::open(&dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")).unwrap();
+    let tokenizer = checkpoint.tokenizer(&dir.join("tokenizer.json")).unwrap();
+    let mut model = checkpoint.load(&device).unwrap();
     let path = shipped.join("adapter.json");
     let file = AdapterFile::load(&path).unwrap();
     let started = Instant::now();
@@ -113,9 +117,8 @@ fn real_qwen_shipped_adapter_reproduces_its_answer() {
         started.elapsed().as_secs_f64()
     );
     adapter.attach(&mut model).unwrap();
-    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     let question = expected["question"].as_str().unwrap();
-    let ids = tokenizer.encode(&prompt(question)).unwrap();
+    let ids = tokenizer.gsm8k_prompt(question).unwrap();
     let config = GenerateConfig {
         max_new_tokens: expected["max_new_tokens"].as_u64().unwrap() as usize,
         sampling: SamplingConfig::greedy(),

@@ -6,7 +6,7 @@ mod toy;
 
 use clap::{Parser, Subcommand};
 
-/// Train, evaluate and run TinyLoRA adapters on Qwen2 models.
+/// Train, evaluate and run TinyLoRA adapters on Qwen2/Qwen2.5, Qwen3 and Llama 3 models.
 #[derive(Parser)]
 #[command(name = "trainer", version, about)]
 struct Cli {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::tying::Tying;
 use crate::{Error, Result};
 
-/// The seven linear projections of a Qwen2 block, in checkpoint order.
+/// The seven linear projections of a decoder layer, in checkpoint order.
 pub const ALL_TARGETS: [&str; 7] = [
     "q_proj",
     "k_proj",

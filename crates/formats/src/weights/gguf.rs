@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::dequant::{GgmlType, dequantize};
 use super::{BlockTensor, BoxedReader, HostTensor, TensorSource};
+use crate::chat::ChatTemplate;
 use crate::config::{Architecture, ModelConfig, RopeScaling};
 use crate::{Error, Result};
 
@@ -346,6 +347,33 @@ impl GgufFile {
         };
         config.validate().map_err(|e| self.bad(e))?;
         Ok(config)
+    }
+
+    /// The chat template of `tokenizer.chat_template`, with the texts of the BOS and EOS tokens
+    /// from the vocabulary; `None` when the file has none.
+    pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
+        let Some(Value::Str(source)) = self.metadata.get("tokenizer.chat_template") else {
+            return Ok(None);
+        };
+        let token = |key: &str| {
+            let tokens = match self.metadata.get("tokenizer.ggml.tokens") {
+                Some(Value::Array(tokens)) => tokens,
+                _ => return String::new(),
+            };
+            let id = self
+                .meta_int(key)
+                .ok()
+                .and_then(|id| usize::try_from(id).ok());
+            match id.and_then(|id| tokens.get(id)) {
+                Some(Value::Str(text)) => text.clone(),
+                _ => String::new(),
+            }
+        };
+        let (bos, eos) = (
+            token("tokenizer.ggml.bos_token_id"),
+            token("tokenizer.ggml.eos_token_id"),
+        );
+        ChatTemplate::jinja(source.clone(), bos, eos, &self.path).map(Some)
     }
 
     /// The stored bytes of the tensor GGUF calls `name`.

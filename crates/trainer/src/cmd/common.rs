@@ -12,7 +12,7 @@ use tinylora::model::CausalLm;
 use tinylora::model::load::LoadOptions;
 use tinylora::quant::WeightFormat;
 use tinylora::readback::block_on;
-use tinylora::tokenizer::Tokenizer;
+use tinylora::tokenizer::{ChatTemplate, Tokenizer};
 use tinylora::weights::safetensors::SafetensorsFile;
 
 /// Which model to load and where to run it.
@@ -51,6 +51,8 @@ pub struct Loaded {
     pub model: CausalLm,
     /// Where `tokenizer.json` is looked for by default.
     pub tokenizer_path: PathBuf,
+    /// The model's chat template.
+    pub chat_template: ChatTemplate,
 }
 
 impl ModelArgs {
@@ -67,6 +69,7 @@ impl ModelArgs {
         let device = init(self.backend)?;
         let checkpoint = Checkpoint::open(&self.model)?;
         let tokenizer_path = checkpoint.tokenizer_path();
+        let chat_template = checkpoint.chat_template.clone();
         let options = LoadOptions {
             weights: self.weights,
             ..LoadOptions::default()
@@ -89,6 +92,7 @@ impl ModelArgs {
         Ok(Loaded {
             model,
             tokenizer_path,
+            chat_template,
         })
     }
 }
@@ -145,15 +149,17 @@ pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// Loads the tokenizer from `explicit` or from beside the model.
-pub fn load_tokenizer(explicit: Option<&PathBuf>, beside_model: &PathBuf) -> Result<Tokenizer> {
-    let path = explicit.unwrap_or(beside_model);
-    Tokenizer::from_file(path).with_context(|| {
+/// Loads the tokenizer from `explicit` or from beside the model, with the model's chat
+/// template.
+pub fn load_tokenizer(explicit: Option<&PathBuf>, loaded: &Loaded) -> Result<Tokenizer> {
+    let path = explicit.unwrap_or(&loaded.tokenizer_path);
+    let tokenizer = Tokenizer::from_file(path).with_context(|| {
         if explicit.is_none() {
             "no tokenizer given: pass --tokenizer FILE or put tokenizer.json next to the model"
                 .to_string()
         } else {
             "loading the tokenizer".to_string()
         }
-    })
+    })?;
+    Ok(tokenizer.with_chat_template(loaded.chat_template.clone()))
 }

@@ -63,7 +63,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     let loaded = args.model.load()?;
     let model = &loaded.model;
-    let tokenizer = load_tokenizer(args.tokenizer.tokenizer.as_ref(), &loaded.tokenizer_path)?;
+    let tokenizer = load_tokenizer(args.tokenizer.tokenizer.as_ref(), &loaded)?;
     let started = std::time::Instant::now();
     let total = problems.len();
     let evaluation = evaluate(

@@ -7,7 +7,6 @@ use anyhow::{Result, bail};
 use tinylora::generate::{GenerateConfig, generate};
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
-use tinylora::tokenizer::chat_prompt;
 
 use super::common::{ModelArgs, TokenizerArgs, load_tokenizer, parse_ids};
 
@@ -63,15 +62,12 @@ pub fn run(args: Args) -> Result<()> {
     let model = &loaded.model;
     let tokenizer = match (&args.prompt, &args.tokenizer.tokenizer) {
         (None, None) if !loaded.tokenizer_path.is_file() => None,
-        _ => Some(load_tokenizer(
-            args.tokenizer.tokenizer.as_ref(),
-            &loaded.tokenizer_path,
-        )?),
+        _ => Some(load_tokenizer(args.tokenizer.tokenizer.as_ref(), &loaded)?),
     };
     let prompt = match (&args.prompt, &args.ids, &tokenizer) {
         (Some(text), _, Some(tok)) => {
             let text = if args.chat {
-                chat_prompt(None, text)
+                tok.chat_template().render(None, text)?
             } else {
                 text.clone()
             };

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{Value, json};
 use tinylora::generate::{GenerateConfig, generate};
-use tinylora::gsm8k::{Problem, flexible_reward, prompt, strict_reward};
+use tinylora::gsm8k::{Problem, flexible_reward, strict_reward};
 use tinylora::model::CausalLm;
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
@@ -70,7 +70,7 @@ pub fn evaluate(
     for batch in problems.chunks(batch_size.max(1)) {
         let prompts = batch
             .iter()
-            .map(|p| tokenizer.encode(&prompt(&p.question)))
+            .map(|p| tokenizer.gsm8k_prompt(&p.question))
             .collect::<tinylora::Result<Vec<_>>>()?;
         let generations = block_on(generate(model, &prompts, &config, |_, _| {}))?;
         for (problem, generation) in batch.iter().zip(generations) {

@@ -10,7 +10,7 @@ use serde_json::json;
 use tinylora::generate::GenerateConfig;
 use tinylora::grpo::Clip;
 use tinylora::grpo_step::{GrpoStepConfig, mini_batches, reference_logprobs, rollout, update};
-use tinylora::gsm8k::{flexible_reward, prompt, strict_reward};
+use tinylora::gsm8k::{flexible_reward, strict_reward};
 use tinylora::micro_batch::MicroBatch;
 use tinylora::readback::block_on;
 use tinylora::rng::SplitMix64;
@@ -58,7 +58,7 @@ pub fn train(args: RunArgs) -> Result<()> {
     let mut usable = Vec::with_capacity(problems.len());
     let mut dropped = 0;
     for p in problems {
-        let ids = session.tokenizer.encode(&prompt(&p.question))?;
+        let ids = session.tokenizer.gsm8k_prompt(&p.question)?;
         if ids.len() <= config.data.max_prompt_tokens {
             usable.push((ids, p.gold));
         } else {

@@ -124,10 +124,10 @@ impl Session {
         } else {
             config.model.tokenizer.clone()
         };
+        let tokenizer = checkpoint.tokenizer(&tokenizer_path)?;
         let mut model = checkpoint
             .load(&device)
             .with_context(|| format!("loading {}", config.model.path.display()))?;
-        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
         let adapter_config = config.adapter.clone();
         let base_fingerprint = block_on(fingerprint(&mut model, &adapter_config.targets))?;
         let basis = Some(config.init.basis.as_path()).filter(|p| !p.as_os_str().is_empty());

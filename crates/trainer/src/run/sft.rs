@@ -4,7 +4,6 @@
 
 use anyhow::{Result, bail};
 use serde_json::json;
-use tinylora::gsm8k::prompt;
 use tinylora::micro_batch::MicroBatch;
 use tinylora::readback::block_on;
 use tinylora::sft::{SftUpdateConfig, sft_update};
@@ -32,7 +31,7 @@ pub fn sft(args: RunArgs) -> Result<()> {
     };
     let mut pairs = Vec::new();
     for p in std::mem::take(&mut session.train_problems) {
-        let question = session.tokenizer.encode(&prompt(&p.question))?;
+        let question = session.tokenizer.gsm8k_prompt(&p.question)?;
         let mut target = session.tokenizer.encode(&p.solution)?;
         target.truncate(sft.max_target_tokens.saturating_sub(1));
         target.push(end);

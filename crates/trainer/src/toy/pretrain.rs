@@ -20,6 +20,7 @@ use tinylora::model::{CausalLm, ModelConfig};
 use tinylora::optim::AdamWConfig;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::rng::SplitMix64;
+use tinylora::tokenizer::ChatTemplate;
 use tinylora::tokenizer::Tokenizer;
 use tinylora::weights::safetensors;
 
@@ -84,7 +85,9 @@ pub struct PretrainArgs {
 fn example(rng: &mut SplitMix64, hash_fraction: f64) -> (String, String) {
     let problem = ToyProblem::generate(rng);
     let style = draw_style(rng, hash_fraction);
-    (prompt(&problem.question), problem.solution(style))
+    // The toy model speaks Qwen2.5's template.
+    let prompt = prompt(&ChatTemplate::Qwen25, &problem.question).expect("the built-in template");
+    (prompt, problem.solution(style))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
