@@ -10,11 +10,11 @@ use tinylora::adapter::basis::fingerprint;
 use tinylora::adapter::config::ALL_TARGETS;
 use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::{TinyLora, detach};
-use tinylora::burn::tensor::{Device, Tensor};
+use tinylora::burn::tensor::Device;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::generate::{GenerateConfig, generate_until};
 use tinylora::gsm8k;
-use tinylora::model::{CausalLm, KvCache};
+use tinylora::model::{CausalLm, KvCache, Mixes};
 use tinylora::readback::to_vec_f32;
 use tinylora::sampling::SamplingConfig;
 use tinylora::tokenizer::Tokenizer;
@@ -242,31 +242,25 @@ impl Session {
         Ok(())
     }
 
-    /// Sets the attached adapter to its vectors (`adapted`) or to zeros (the base model
-    /// exactly). A model without adapter is the base model either way.
-    fn select(&mut self, adapted: bool) -> Result<&Loaded, String> {
-        let device = self.device.clone();
+    /// The loaded model and the mixes of a forward pass: the adapter at its vectors
+    /// (`adapted`), or none (the base model exactly).
+    fn select(&mut self, adapted: bool) -> Result<(&Loaded, Mixes), String> {
         let loaded = self.loaded()?;
-        if let Some(adapter) = &loaded.adapter {
-            let v: Vec<Tensor<1>> = if adapted {
-                adapter.v_tensors(&device)
-            } else {
-                adapter
-                    .v
-                    .iter()
-                    .map(|g| Tensor::zeros([g.len()], &device))
-                    .collect()
-            };
-            adapter.set_v(&mut loaded.model, &v);
-        } else if adapted {
-            return Err("no adapter is applied: load one, or run the base model".into());
-        }
-        Ok(loaded)
+        let mixes = match (&loaded.adapter, adapted) {
+            (Some(adapter), true) => adapter
+                .current_mixes(&loaded.model)
+                .map_err(|e| e.to_string())?,
+            (None, true) => {
+                return Err("no adapter is applied: load one, or run the base model".into());
+            }
+            (_, false) => Mixes::none(),
+        };
+        Ok((loaded, mixes))
     }
 
     /// Last-position logits for `ids` (`[vocab]`).
     pub async fn logits(&mut self, ids: &[u32], adapted: bool) -> Result<Vec<f32>, String> {
-        let loaded = self.select(adapted)?;
+        let (loaded, mixes) = self.select(adapted)?;
         let model = &loaded.model;
         if ids.is_empty() || ids.iter().any(|&t| t as usize >= model.config.vocab_size) {
             return Err(format!(
@@ -275,7 +269,7 @@ impl Session {
             ));
         }
         let mut cache: KvCache = model.new_cache(vec![0]);
-        to_vec_f32(model.forward_last(&[ids.to_vec()], &mut cache))
+        to_vec_f32(model.forward_last(&[ids.to_vec()], &mut cache, &mixes))
             .await
             .map_err(|e| e.to_string())
     }
@@ -294,7 +288,7 @@ impl Session {
         seed: u64,
         stop: Rc<Cell<bool>>,
     ) -> Result<Event, String> {
-        let loaded = self.select(adapted)?;
+        let (loaded, mixes) = self.select(adapted)?;
         let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| {
             format!(
                 "{} came without tokenizer.json: load one with the model files",
@@ -315,6 +309,7 @@ impl Session {
         let mut streamed = Vec::new();
         let generation = generate_until(
             &loaded.model,
+            &mixes,
             std::slice::from_ref(&ids),
             &config,
             |_, token| {

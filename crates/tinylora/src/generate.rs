@@ -1,7 +1,7 @@
 //! Batched generation with a KV cache: prompts of different lengths are left-padded, each step
 //! reads back only the last position's logits and samples on the host.
 
-use crate::model::CausalLm;
+use crate::model::{CausalLm, Mixes};
 use crate::readback::to_vec_f32;
 use crate::rng::SplitMix64;
 use crate::sampling::{SamplingConfig, sample};
@@ -36,11 +36,12 @@ pub struct Generation {
 /// `on_token` is called after each step with the row index and its new token, for streaming.
 pub async fn generate(
     model: &CausalLm,
+    mixes: &Mixes,
     prompts: &[Vec<u32>],
     config: &GenerateConfig,
     on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Generation>> {
-    generate_until(model, prompts, config, on_token, || false).await
+    generate_until(model, mixes, prompts, config, on_token, || false).await
 }
 
 /// [`generate`] that also ends every row early (not `stopped`) once `cancelled` returns true;
@@ -48,6 +49,7 @@ pub async fn generate(
 /// gets to handle a "stop" message).
 pub async fn generate_until(
     model: &CausalLm,
+    mixes: &Mixes,
     prompts: &[Vec<u32>],
     config: &GenerateConfig,
     mut on_token: impl FnMut(usize, u32),
@@ -100,9 +102,9 @@ pub async fn generate_until(
         }
         // The first step is the prefill: rows of the same prompt (a group of samples) share it.
         let logits = if index == 0 {
-            model.forward_last_distinct(&step, &mut cache)
+            model.forward_last_distinct(&step, &mut cache, mixes)
         } else {
-            model.forward_last(&step, &mut cache)
+            model.forward_last(&step, &mut cache, mixes)
         };
         let logits = to_vec_f32(logits).await?;
         for (slot, &row) in active.iter().enumerate() {

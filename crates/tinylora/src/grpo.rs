@@ -5,7 +5,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::model::CausalLm;
+use crate::model::{CausalLm, Mixes};
 
 /// How per-token losses are reduced to one number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -180,9 +180,9 @@ pub fn kl_k3(logp: Tensor<2>, ref_logp: Tensor<2>) -> Tensor<2> {
     (d.clone().exp() - d - 1.0).clamp(-10.0, 10.0)
 }
 
-/// Log-probabilities of each completion token under `model` with its logits divided by
-/// `temperature` (as the tokens were sampled; differentiable in whatever the model's adapter
-/// depends on), with the mask of real tokens.
+/// Log-probabilities of each completion token under `model` with the adapter at `mixes`, its
+/// logits divided by `temperature` (as the tokens were sampled; differentiable in the `v`
+/// the mixes were made from), with the mask of real tokens.
 ///
 /// Rows are laid out as `[left padding, prompt, completion, right padding]`: prompts aligned
 /// on the right, completions on the left. The prompts run first, each distinct prompt once
@@ -192,6 +192,7 @@ pub fn kl_k3(logp: Tensor<2>, ref_logp: Tensor<2>) -> Tensor<2> {
 /// - output: `([batch, max_completion], [batch, max_completion])` log-probs and 0/1 mask
 pub fn completion_logprobs(
     model: &CausalLm,
+    mixes: &Mixes,
     prompts: &[Vec<u32>],
     completions: &[Vec<u32>],
     temperature: f32,
@@ -226,11 +227,11 @@ pub fn completion_logprobs(
     // Logits at positions p_len − 1 .. p_len + c_len − 1 predict the completion tokens: the
     // last prompt position, run once per distinct prompt (a group's samples share it), then
     // the completion inputs.
-    let (prompt_hidden, shared) = model.hidden_states_distinct(&prompt_rows, &mut cache);
+    let (prompt_hidden, shared) = model.hidden_states_distinct(&prompt_rows, &mut cache, mixes);
     let [distinct, _, h] = prompt_hidden.dims();
     let last_prompt = shared.expand(prompt_hidden.slice([0..distinct, p_len - 1..p_len, 0..h]));
     let hidden = if c_len > 1 {
-        let completion_hidden = model.hidden_states(&completion_rows, &mut cache);
+        let completion_hidden = model.hidden_states(&completion_rows, &mut cache, mixes);
         Tensor::cat(vec![last_prompt, completion_hidden], 1)
     } else {
         last_prompt

@@ -14,13 +14,14 @@ use crate::grpo::{
     Clip, Denominators, LossType, completion_logprobs, group_advantages, kl_k3, policy_loss, reduce,
 };
 use crate::micro_batch::MicroBatch;
-use crate::model::CausalLm;
+use crate::model::{CausalLm, Mixes};
 use crate::optim::{AdamW, clip_grad_norm};
 use crate::readback::to_vec_f32;
 use crate::vgrad::{accumulate, leaves};
 use crate::{Error, Result};
 
-/// The knobs of a step (defaults: the paper's GSM8K runs, `tinylora-spec.md` §5.1).
+/// The knobs of a step (defaults: the paper's GSM8K runs, `docs/reference.md` §5.1, except one
+/// mini-batch per rollout batch; the trainer's config defaults to the paper's two).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrpoStepConfig {
     /// Completions sampled per prompt (the paper: 4).
@@ -157,22 +158,21 @@ pub struct GrpoStepStats {
 /// Samples `group_size` completions per prompt with the adapter's current `v` and scores them:
 /// `reward(prompt_index, completion)`. `model` must have `adapter` attached.
 pub async fn rollout(
-    model: &mut CausalLm,
+    model: &CausalLm,
     adapter: &TinyLora,
     prompts: &[Vec<u32>],
     reward: impl Fn(usize, &[u32]) -> f32,
     generation: &GenerateConfig,
     config: &GrpoStepConfig,
 ) -> Result<Rollouts> {
-    let device = model.device.clone();
     let group = config.group_size.max(1);
     // v as constants: no gradient tracking while sampling.
-    adapter.set_v(model, &adapter.v_tensors(&device));
+    let mixes = adapter.current_mixes(model)?;
     let expanded: Vec<Vec<u32>> = prompts
         .iter()
         .flat_map(|p| std::iter::repeat_n(p.clone(), group))
         .collect();
-    let generations = generate(model, &expanded, generation, |_, _| {}).await?;
+    let generations = generate(model, &mixes, &expanded, generation, |_, _| {}).await?;
     let rewards: Vec<f32> = generations
         .iter()
         .enumerate()
@@ -217,33 +217,26 @@ impl Rollouts {
     }
 }
 
-/// Scores the rollouts under the base model (`v = 0`) for the KL penalty, micro-batch by
-/// micro-batch, then restores the adapter's `v`.
+/// Scores the rollouts under the base model (no adapter) for the KL penalty, micro-batch by
+/// micro-batch.
 pub async fn reference_logprobs(
-    model: &mut CausalLm,
-    adapter: &TinyLora,
+    model: &CausalLm,
     rollouts: &Rollouts,
     micro_batch: MicroBatch,
 ) -> Result<Vec<Vec<f32>>> {
-    let device = model.device.clone();
-    let zero: Vec<Tensor<1>> = adapter
-        .v
-        .iter()
-        .map(|v| Tensor::zeros([v.len()], &device))
-        .collect();
-    adapter.set_v(model, &zero);
     let rows: Vec<usize> = (0..rollouts.prompts.len()).collect();
     let mut out = Vec::with_capacity(rows.len());
     for part in micro_batch.chunks(&model.config, &rows, |i| rollouts.length(i)) {
         let (prompts, completions) = rollouts.rows(part);
         let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let (logp, _) = completion_logprobs(model, &prompts, &completions, rollouts.temperature);
+        let base = Mixes::none();
+        let (logp, _) =
+            completion_logprobs(model, &base, &prompts, &completions, rollouts.temperature);
         let flat = to_vec_f32(logp).await?;
         for (k, c) in completions.iter().enumerate() {
             out.push(flat[k * width..k * width + c.len()].to_vec());
         }
     }
-    adapter.set_v(model, &adapter.v_tensors(&device));
     Ok(out)
 }
 
@@ -264,7 +257,7 @@ pub struct LossAndGradients {
 /// gradient, computed in micro-batches (`config.micro_batch`) whose losses and
 /// gradients add up to the mini-batch's.
 pub async fn loss_and_gradients(
-    model: &mut CausalLm,
+    model: &CausalLm,
     adapter: &TinyLora,
     rollouts: &Rollouts,
     rows: &[usize],
@@ -282,7 +275,7 @@ pub async fn loss_and_gradients(
         .chunks(&model.config, rows, |i| rollouts.length(i));
     for part in parts {
         // A fresh graph from the leaves `v` for each micro-batch's backward.
-        adapter.set_v(model, &v);
+        let mixes = adapter.mixes(model, &v)?;
         let (prompts, completions) = rollouts.rows(part);
         let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let batch = part.len();
@@ -294,7 +287,8 @@ pub async fn loss_and_gradients(
         };
         let old = as_tensor(part.iter().map(|&i| &rollouts.logprobs[i]).collect());
         let advantages: Vec<f32> = part.iter().map(|&i| rollouts.advantages[i]).collect();
-        let (logp, mask) = completion_logprobs(model, &prompts, &completions, rollouts.temperature);
+        let (logp, mask) =
+            completion_logprobs(model, &mixes, &prompts, &completions, rollouts.temperature);
         let terms = policy_loss(
             logp.clone(),
             old,
@@ -318,7 +312,6 @@ pub async fn loss_and_gradients(
         clipped += f64::from(to_vec_f32(terms.clipped_tokens).await?[0]);
         accumulate(&mut grads, &v, &gradients).await?;
     }
-    adapter.set_v(model, &adapter.v_tensors(&device));
     Ok(LossAndGradients {
         loss: loss_total,
         grads,
@@ -333,7 +326,7 @@ pub async fn loss_and_gradients(
 /// Fails with [`Error::Diverged`] without touching `v` or the optimizer when the loss or a
 /// gradient is not finite.
 pub async fn update(
-    model: &mut CausalLm,
+    model: &CausalLm,
     adapter: &mut TinyLora,
     optimizer: &mut AdamW,
     rollouts: &Rollouts,
@@ -350,7 +343,6 @@ pub async fn update(
     }
     let grad_norm = clip_grad_norm(&mut computed.grads, config.max_grad_norm);
     optimizer.step(&mut adapter.v, &computed.grads, config.lr);
-    adapter.set_v(model, &adapter.v_tensors(&model.device.clone()));
     Ok(UpdateStats {
         loss: computed.loss,
         grad_norm,
@@ -375,7 +367,7 @@ pub fn mini_batches(rows: usize, config: &GrpoStepConfig) -> Vec<Vec<usize>> {
 /// passes over the mini-batches. `reward(prompt_index, completion)` scores a completion of
 /// `prompts[i]`. `model` must live on an autodiff device and have `adapter` attached.
 pub async fn grpo_step(
-    model: &mut CausalLm,
+    model: &CausalLm,
     adapter: &mut TinyLora,
     optimizer: &mut AdamW,
     prompts: &[Vec<u32>],
@@ -386,7 +378,7 @@ pub async fn grpo_step(
     let mut rollouts = rollout(model, adapter, prompts, reward, generation, config).await?;
     if config.kl_beta > 0.0 {
         rollouts.ref_logprobs =
-            Some(reference_logprobs(model, adapter, &rollouts, config.micro_batch).await?);
+            Some(reference_logprobs(model, &rollouts, config.micro_batch).await?);
     }
     let mut updates = Vec::new();
     for _ in 0..config.epochs.max(1) {

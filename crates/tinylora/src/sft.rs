@@ -1,4 +1,4 @@
-//! The supervised baseline (`tinylora-spec.md` §5.3): next-token prediction on (problem,
+//! The supervised baseline (`docs/reference.md` §5.3): next-token prediction on (problem,
 //! reference solution) pairs, `−Σₜ log π(yₜ | x, y<ₜ)` averaged over solution tokens, with
 //! gradients for the adapter's `v` only.
 
@@ -37,7 +37,7 @@ pub struct SftStats {
 /// current `v`, and its gradient with respect to `v`, in micro-batches (`micro_batch`) whose
 /// losses and gradients add up.
 pub async fn sft_loss_and_gradients(
-    model: &mut CausalLm,
+    model: &CausalLm,
     adapter: &TinyLora,
     prompts: &[Vec<u32>],
     targets: &[Vec<u32>],
@@ -54,21 +54,20 @@ pub async fn sft_loss_and_gradients(
         .max();
     let size = micro_batch.rows(&model.config, longest.unwrap_or(0));
     for (p, t) in prompts.chunks(size).zip(targets.chunks(size)) {
-        adapter.set_v(model, &v);
-        let (logp, mask) = completion_logprobs(model, p, t, 1.0);
+        let mixes = adapter.mixes(model, &v)?;
+        let (logp, mask) = completion_logprobs(model, &mixes, p, t, 1.0);
         let loss = -reduce(logp, mask, LossType::Dapo, &denominators);
         let gradients = loss.backward();
         loss_total += f64::from(to_vec_f32(loss).await?[0]);
         accumulate(&mut grads, &v, &gradients).await?;
     }
-    adapter.set_v(model, &adapter.v_tensors(&device));
     Ok((loss_total, grads))
 }
 
 /// One supervised AdamW update of `v` on a batch; fails with [`Error::Diverged`] without
 /// touching `v` or the optimizer when the loss or a gradient is not finite.
 pub async fn sft_update(
-    model: &mut CausalLm,
+    model: &CausalLm,
     adapter: &mut TinyLora,
     optimizer: &mut AdamW,
     prompts: &[Vec<u32>],
@@ -88,7 +87,6 @@ pub async fn sft_update(
     }
     let grad_norm = clip_grad_norm(&mut grads, config.max_grad_norm);
     optimizer.step(&mut adapter.v, &grads, config.lr);
-    adapter.set_v(model, &adapter.v_tensors(&model.device.clone()));
     Ok(SftStats {
         loss,
         grad_norm,

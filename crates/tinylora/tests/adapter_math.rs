@@ -8,7 +8,7 @@ use tinylora::adapter::config::{Convention, TinyLoraConfig};
 use tinylora::adapter::tying::Tying;
 use tinylora::adapter::{TinyLora, detach, merge, unmerge};
 use tinylora::checkpoint::Checkpoint;
-use tinylora::model::CausalLm;
+use tinylora::model::{CausalLm, Mixes};
 use tinylora::numerics::{central_difference, gradient_tolerance, logits_tolerance};
 use tinylora::optim::global_norm;
 use tinylora::readback::{block_on, to_vec_f32};
@@ -22,9 +22,19 @@ fn model(device: &Device) -> CausalLm {
     Checkpoint::open(&dir).unwrap().load(device).unwrap()
 }
 
-fn logits(model: &CausalLm) -> Vec<f32> {
+fn logits(model: &CausalLm, mixes: &Mixes) -> Vec<f32> {
     let mut cache = model.new_cache(vec![0]);
-    block_on(to_vec_f32(model.forward(&[IDS.to_vec()], &mut cache))).unwrap()
+    block_on(to_vec_f32(model.forward(
+        &[IDS.to_vec()],
+        &mut cache,
+        mixes,
+    )))
+    .unwrap()
+}
+
+/// The logits of `model` with `adapter` at its own `v`.
+fn adapted_logits(model: &CausalLm, adapter: &TinyLora) -> Vec<f32> {
+    logits(model, &adapter.current_mixes(model).unwrap())
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -45,7 +55,7 @@ fn zero_v_is_the_base_model_and_merging_changes_nothing() {
     let device = Device::flex();
     for convention in [Convention::Peft, Convention::Verl { alpha: 32.0 }] {
         let mut m = model(&device);
-        let base = logits(&m);
+        let base = logits(&m, &Mixes::none());
         let config = TinyLoraConfig {
             tying: Tying::Tiled { n_tie: 3 },
             convention: convention.clone(),
@@ -59,32 +69,36 @@ fn zero_v_is_the_base_model_and_merging_changes_nothing() {
             "14 modules in chunks of 3"
         );
         adapter.attach(&mut m).unwrap();
-        assert_eq!(max_abs_diff(&logits(&m), &base), 0.0);
+        assert_eq!(max_abs_diff(&adapted_logits(&m, &adapter), &base), 0.0);
 
         random_v(&mut adapter, 1, 0.5);
-        adapter.attach(&mut m).unwrap();
-        let unmerged = logits(&m);
+        let unmerged = adapted_logits(&m, &adapter);
         assert!(
             max_abs_diff(&unmerged, &base) > 1e-3,
             "{convention:?}: a non-zero v changes the output"
         );
-        merge(&mut m);
-        let merged = logits(&m);
+        // The model holds no v: without mixes, the attached model is the base model.
+        assert_eq!(logits(&m, &Mixes::none()), base);
+        let mixes = adapter.current_mixes(&m).unwrap();
+        merge(&mut m, &mixes);
+        // Merged layers skip their adapter path, whatever mixes they are given.
+        let merged = logits(&m, &mixes);
         // Merging rounds W + ΔW once and sums in another order: within the summation-order
         // bound of the logits, while a wrong ΔW moves them by far more (checked above).
         let scale = unmerged.iter().fold(0f32, |s, x| s.max(x.abs()));
         let tol = logits_tolerance(&m.config, IDS.len(), f64::from(scale)) as f32;
         assert!(max_abs_diff(&merged, &unmerged) <= tol, "{convention:?}");
+        assert!(max_abs_diff(&logits(&m, &Mixes::none()), &unmerged) <= tol);
         unmerge(&mut m);
         assert!(
-            max_abs_diff(&logits(&m), &unmerged) <= tol,
+            max_abs_diff(&adapted_logits(&m, &adapter), &unmerged) <= tol,
             "{convention:?}"
         );
         // Detaching (from the merged state too) gives the base model back.
-        merge(&mut m);
+        merge(&mut m, &mixes);
         detach(&mut m);
         assert!(
-            max_abs_diff(&logits(&m), &base) <= tol,
+            max_abs_diff(&logits(&m, &mixes), &base) <= tol,
             "{convention:?}: detached"
         );
     }
@@ -109,17 +123,17 @@ fn v_gradients_match_finite_differences() {
         .map(|_| (rng.next_f64() - 0.5) as f32)
         .collect();
     let weights = Tensor::<3>::from_data(TensorData::new(weights, [1, IDS.len(), vocab]), &device);
-    let loss = |m: &mut CausalLm, v: &[Tensor<1>]| -> Tensor<1> {
-        adapter.set_v(m, v);
+    let loss = |m: &CausalLm, v: &[Tensor<1>]| -> Tensor<1> {
+        let mixes = adapter.mixes(m, v).unwrap();
         let mut cache = m.new_cache(vec![0]);
-        (m.forward(&[IDS.to_vec()], &mut cache) * weights.clone()).sum()
+        (m.forward(&[IDS.to_vec()], &mut cache, &mixes) * weights.clone()).sum()
     };
     let v: Vec<Tensor<1>> = adapter
         .v_tensors(&device)
         .into_iter()
         .map(|t| t.require_grad())
         .collect();
-    let grads = loss(&mut m, &v).backward();
+    let grads = loss(&m, &v).backward();
     let analytic: Vec<Vec<f32>> = v
         .iter()
         .map(|t| block_on(to_vec_f32(t.grad(&grads).unwrap())).unwrap())
@@ -137,7 +151,7 @@ fn v_gradients_match_finite_differences() {
                     .iter()
                     .map(|x| Tensor::from_data(TensorData::new(x.clone(), [x.len()]), &device))
                     .collect();
-                f64::from(block_on(to_vec_f32(loss(&mut m, &vs))).unwrap()[0])
+                f64::from(block_on(to_vec_f32(loss(&m, &vs))).unwrap()[0])
             };
             let (numeric, error) = central_difference(eval, 1e-2);
             let a = f64::from(analytic[g][i]);
@@ -169,7 +183,10 @@ fn a_shared_link_rebuilds_the_same_adapter() {
     assert_eq!(rebuilt, adapter);
     adapter.attach(&mut m).unwrap();
     rebuilt.attach(&mut fresh).unwrap();
-    assert_eq!(logits(&m), logits(&fresh));
+    assert_eq!(
+        adapted_logits(&m, &adapter),
+        adapted_logits(&fresh, &rebuilt)
+    );
 }
 
 #[test]

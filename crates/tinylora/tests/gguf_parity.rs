@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
+use tinylora::model::Mixes;
 use tinylora::model::load::LoadOptions;
 use tinylora::numerics::logits_tolerance;
 use tinylora::quant::Activations;
@@ -122,9 +123,11 @@ fn gguf_model_logits_match_transformers() {
         };
         let model = checkpoint.load_with(&device, &options).unwrap();
         let mut cache = model.new_cache(vec![0]);
-        let ours = block_on(to_vec_f32(
-            model.forward_last(std::slice::from_ref(&expected.ids), &mut cache),
-        ))
+        let ours = block_on(to_vec_f32(model.forward_last(
+            std::slice::from_ref(&expected.ids),
+            &mut cache,
+            &Mixes::none(),
+        )))
         .unwrap();
         let scale = expected
             .last_logits

@@ -12,18 +12,18 @@ use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::generate::GenerateConfig;
 use tinylora::grpo_step::{GrpoStepConfig, grpo_step};
-use tinylora::model::CausalLm;
+use tinylora::model::{CausalLm, Mixes};
 use tinylora::optim::{AdamW, AdamWConfig};
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::sampling::SamplingConfig;
 
-/// Exact expected reward: the mean probability that the first token is below 256.
-fn target_mass(model: &CausalLm, prompts: &[Vec<u32>]) -> f64 {
+/// Exact expected reward under `mixes`: the mean probability that the first token is below 256.
+fn target_mass(model: &CausalLm, mixes: &Mixes, prompts: &[Vec<u32>]) -> f64 {
     let total: f64 = prompts
         .iter()
         .map(|p| {
             let mut cache = model.new_cache(vec![0]);
-            let logits = model.forward_last(std::slice::from_ref(p), &mut cache);
+            let logits = model.forward_last(std::slice::from_ref(p), &mut cache, mixes);
             let probs = block_on(to_vec_f32(softmax(logits, 1))).unwrap();
             probs[..256].iter().map(|&x| f64::from(x)).sum::<f64>()
         })
@@ -43,7 +43,7 @@ fn train(reward_low: bool) -> (f64, f64) {
     let prompts: Vec<Vec<u32>> = (0..8u32)
         .map(|i| vec![10 + i, 100 + 7 * i, 300 - i])
         .collect();
-    let before = target_mass(&model, &prompts);
+    let before = target_mass(&model, &adapter.current_mixes(&model).unwrap(), &prompts);
     let mut optimizer = AdamW::new(AdamWConfig::default(), &adapter.v);
     let config = GrpoStepConfig {
         group_size: 8,
@@ -63,7 +63,7 @@ fn train(reward_low: bool) -> (f64, f64) {
         };
         let reward = |_: usize, c: &[u32]| f32::from(u8::from((c[0] < 256) == reward_low));
         let stats = block_on(grpo_step(
-            &mut model,
+            &model,
             &mut adapter,
             &mut optimizer,
             &prompts,
@@ -74,7 +74,8 @@ fn train(reward_low: bool) -> (f64, f64) {
         .unwrap();
         assert!(stats.loss.is_finite() && stats.grad_norm > 0.0);
     }
-    (before, target_mass(&model, &prompts))
+    let after = target_mass(&model, &adapter.current_mixes(&model).unwrap(), &prompts);
+    (before, after)
 }
 
 #[test]

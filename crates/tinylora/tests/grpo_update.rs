@@ -30,7 +30,6 @@ fn setup() -> (CausalLm, TinyLora, Rollouts) {
     let mut adapter = block_on(TinyLora::init(&mut model, TinyLoraConfig::default())).unwrap();
     adapter.attach(&mut model).unwrap();
     adapter.v = vec![(0..13).map(|i| 0.3 * ((i as f32) * 0.7).sin()).collect()];
-    adapter.set_v(&mut model, &adapter.v_tensors(&device));
     let prompts: Vec<Vec<u32>> = (0..4u32).map(|i| vec![5 + i, 40 + 3 * i, 7]).collect();
     let generation = GenerateConfig {
         max_new_tokens: 5,
@@ -45,7 +44,7 @@ fn setup() -> (CausalLm, TinyLora, Rollouts) {
     let config = GrpoStepConfig::default();
     let reward = |_: usize, c: &[u32]| f32::from(u8::from(c[0].is_multiple_of(2)));
     let mut rollouts = block_on(rollout(
-        &mut model,
+        &model,
         &adapter,
         &prompts,
         reward,
@@ -58,19 +57,11 @@ fn setup() -> (CausalLm, TinyLora, Rollouts) {
         "no signal in {:?}",
         rollouts.rewards
     );
-    rollouts.ref_logprobs = Some(
-        block_on(reference_logprobs(
-            &mut model,
-            &adapter,
-            &rollouts,
-            MicroBatch::Rows(3),
-        ))
-        .unwrap(),
-    );
+    rollouts.ref_logprobs =
+        Some(block_on(reference_logprobs(&model, &rollouts, MicroBatch::Rows(3))).unwrap());
     for (i, x) in adapter.v[0].iter_mut().enumerate() {
         *x += 0.15 * ((i as f32) * 1.3).cos();
     }
-    adapter.set_v(&mut model, &adapter.v_tensors(&device));
     (model, adapter, rollouts)
 }
 
@@ -85,11 +76,11 @@ fn config(loss_type: LossType, micro_batch: usize) -> GrpoStepConfig {
 
 #[test]
 fn micro_batches_add_up_to_the_mini_batch() {
-    let (mut model, adapter, rollouts) = setup();
+    let (model, adapter, rollouts) = setup();
     let rows: Vec<usize> = (0..rollouts.prompts.len()).collect();
     for loss_type in [LossType::Grpo, LossType::Dapo, LossType::DrGrpo] {
         let whole = block_on(loss_and_gradients(
-            &mut model,
+            &model,
             &adapter,
             &rollouts,
             &rows,
@@ -97,7 +88,7 @@ fn micro_batches_add_up_to_the_mini_batch() {
         ))
         .unwrap();
         let split = block_on(loss_and_gradients(
-            &mut model,
+            &model,
             &adapter,
             &rollouts,
             &rows,
@@ -133,8 +124,7 @@ fn micro_batches_add_up_to_the_mini_batch() {
 
 #[test]
 fn gradient_equals_finite_differences() {
-    let (mut model, mut adapter, rollouts) = setup();
-    let device = model.device.clone();
+    let (model, mut adapter, rollouts) = setup();
     let rows: Vec<usize> = (0..rollouts.prompts.len()).collect();
     // Clip bounds out of reach, so the loss is smooth (the clipped branches are checked
     // against the formula in `grpo.rs`); the KL term stays on.
@@ -147,7 +137,7 @@ fn gradient_equals_finite_differences() {
         ..config(LossType::Dapo, usize::MAX)
     };
     let at = block_on(loss_and_gradients(
-        &mut model, &adapter, &rollouts, &rows, &config,
+        &model, &adapter, &rollouts, &rows, &config,
     ))
     .unwrap();
     // Finite differences: within three times their own error estimate (truncation and this
@@ -159,9 +149,8 @@ fn gradient_equals_finite_differences() {
         let (numeric, error) = central_difference(
             |delta| {
                 adapter.v[0][k] = saved + delta as f32;
-                adapter.set_v(&mut model, &adapter.v_tensors(&device));
                 let loss = block_on(loss_and_gradients(
-                    &mut model, &adapter, &rollouts, &rows, &config,
+                    &model, &adapter, &rollouts, &rows, &config,
                 ))
                 .unwrap()
                 .loss;

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
-use tinylora::model::CausalLm;
 use tinylora::model::config::ModelConfig;
+use tinylora::model::{CausalLm, Mixes};
 use tinylora::numerics::logits_tolerance;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::sampling::SamplingConfig;
@@ -77,7 +77,12 @@ fn max_rel_err(ours: &[f32], reference: &[f32]) -> f64 {
 
 fn last_logits(model: &CausalLm, ids: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(vec![0]);
-    block_on(to_vec_f32(model.forward_last(&[ids.to_vec()], &mut cache))).unwrap()
+    block_on(to_vec_f32(model.forward_last(
+        &[ids.to_vec()],
+        &mut cache,
+        &Mixes::none(),
+    )))
+    .unwrap()
 }
 
 fn greedy(model: &CausalLm, prompts: &[Vec<u32>], steps: usize) -> Vec<Vec<u32>> {
@@ -87,7 +92,7 @@ fn greedy(model: &CausalLm, prompts: &[Vec<u32>], steps: usize) -> Vec<Vec<u32>>
         seed: 0,
         stop_tokens: Vec::new(),
     };
-    block_on(generate(model, prompts, &config, |_, _| {}))
+    block_on(generate(model, &Mixes::none(), prompts, &config, |_, _| {}))
         .unwrap()
         .into_iter()
         .map(|g| g.tokens)
@@ -200,13 +205,20 @@ fn kv_cache_decoding_equals_full_recomputation() {
     let (model, _) = load("qwen2/tied_f32_hub", &device);
     let ids: Vec<u32> = vec![9, 8, 7, 6, 5, 4, 3];
     let mut cache = model.new_cache(vec![0]);
-    block_on(to_vec_f32(
-        model.forward_last(&[ids[..3].to_vec()], &mut cache),
-    ))
+    block_on(to_vec_f32(model.forward_last(
+        &[ids[..3].to_vec()],
+        &mut cache,
+        &Mixes::none(),
+    )))
     .unwrap();
     let mut incremental = Vec::new();
     for &t in &ids[3..] {
-        incremental = block_on(to_vec_f32(model.forward_last(&[vec![t]], &mut cache))).unwrap();
+        incremental = block_on(to_vec_f32(model.forward_last(
+            &[vec![t]],
+            &mut cache,
+            &Mixes::none(),
+        )))
+        .unwrap();
     }
     let full = last_logits(&model, &ids);
     let tol = logits_tolerance(&model.config, ids.len(), 1.0);

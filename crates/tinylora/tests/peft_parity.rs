@@ -12,7 +12,7 @@ use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::peft::load_peft_tinylora;
 use tinylora::adapter::targets::{linear_mut, target_modules};
 use tinylora::checkpoint::Checkpoint;
-use tinylora::model::CausalLm;
+use tinylora::model::{CausalLm, Mixes};
 use tinylora::numerics::logits_tolerance;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::weights::TensorSource;
@@ -51,9 +51,14 @@ fn expected(name: &str) -> Expected {
     serde_json::from_str(&text).unwrap()
 }
 
-fn last_logits(model: &CausalLm, ids: &[u32]) -> Vec<f32> {
+fn last_logits(model: &CausalLm, mixes: &Mixes, ids: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(vec![0]);
-    block_on(to_vec_f32(model.forward_last(&[ids.to_vec()], &mut cache))).unwrap()
+    block_on(to_vec_f32(model.forward_last(
+        &[ids.to_vec()],
+        &mut cache,
+        mixes,
+    )))
+    .unwrap()
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
@@ -74,10 +79,12 @@ fn imported_adapters_reproduce_peft_logits() {
         let exp = expected(name);
         let mut model = base(&device);
         let tol = tolerance(&model, &exp.ids);
-        assert!(rel_err(&last_logits(&model, &exp.ids), &exp.base_last_logits) <= tol);
+        let base_logits = last_logits(&model, &Mixes::none(), &exp.ids);
+        assert!(rel_err(&base_logits, &exp.base_last_logits) <= tol);
         let adapter = load_peft_tinylora(&fixtures().join("peft").join(name), &mut model).unwrap();
         adapter.attach(&mut model).unwrap();
-        let err = rel_err(&last_logits(&model, &exp.ids), &exp.last_logits);
+        let mixes = adapter.current_mixes(&model).unwrap();
+        let err = rel_err(&last_logits(&model, &mixes, &exp.ids), &exp.last_logits);
         println!(
             "{name}: {} trainable, max rel err {err:.2e}",
             adapter.trainable_count()
@@ -125,7 +132,10 @@ fn lora_export_keeps_the_logits() {
                 .expect("safetensors weights are f32");
             *w = w.clone() + b.matmul(a);
         }
-        let err = rel_err(&last_logits(&model, &exp.ids), &exp.last_logits);
+        let err = rel_err(
+            &last_logits(&model, &Mixes::none(), &exp.ids),
+            &exp.last_logits,
+        );
         let tol = tolerance(&model, &exp.ids);
         assert!(err <= tol, "{name}: {err:e} > {tol:e}");
     }
@@ -139,12 +149,15 @@ fn merged_export_is_a_loadable_checkpoint_with_the_same_logits() {
     let adapter = load_peft_tinylora(&fixtures().join("peft/partial_tie_u4"), &mut model).unwrap();
     adapter.attach(&mut model).unwrap();
     let dir = temp_dir("merged");
-    block_on(export_merged(&mut model, &dir)).unwrap();
+    let mixes = adapter.current_mixes(&model).unwrap();
+    block_on(export_merged(&model, &mixes, &dir)).unwrap();
     let merged = Checkpoint::open(&dir).unwrap().load(&device).unwrap();
     let tol = tolerance(&model, &exp.ids);
-    assert!(rel_err(&last_logits(&merged, &exp.ids), &exp.last_logits) <= tol);
-    // The live model is unmerged again and still gives the adapter's logits.
-    assert!(rel_err(&last_logits(&model, &exp.ids), &exp.last_logits) <= tol);
+    let merged_logits = last_logits(&merged, &Mixes::none(), &exp.ids);
+    assert!(rel_err(&merged_logits, &exp.last_logits) <= tol);
+    // The live model is untouched and still gives the adapter's logits.
+    let live = last_logits(&model, &mixes, &exp.ids);
+    assert!(rel_err(&live, &exp.last_logits) <= tol);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::Instant;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
+use tinylora::model::Mixes;
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
 use tinylora::tokenizer::{ChatTemplate, chat_prompt};
@@ -44,6 +45,7 @@ fn real_qwen_answers_12_times_7() {
     let started = Instant::now();
     let out = block_on(generate(
         &model,
+        &Mixes::none(),
         std::slice::from_ref(&prompt),
         &config,
         |_, _| {},
@@ -125,7 +127,8 @@ fn real_qwen_shipped_adapter_reproduces_its_answer() {
         seed: 0,
         stop_tokens: tokenizer.stop_tokens(&model.config.eos_token_ids),
     };
-    let out = block_on(generate(&model, &[ids], &config, |_, _| {})).unwrap();
+    let mixes = adapter.current_mixes(&model).unwrap();
+    let out = block_on(generate(&model, &mixes, &[ids], &config, |_, _| {})).unwrap();
     let text = tokenizer.decode(&out[0].tokens).unwrap();
     assert_eq!(text, expected["text"].as_str().unwrap());
 }

@@ -32,13 +32,11 @@ fn data() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
 
 #[test]
 fn gradient_equals_finite_differences_and_micro_batches_add_up() {
-    let (mut model, mut adapter) = setup();
-    let device = model.device.clone();
+    let (model, mut adapter) = setup();
     adapter.v = vec![(0..13).map(|i| 0.2 * ((i as f32) * 0.9).cos()).collect()];
-    adapter.set_v(&mut model, &adapter.v_tensors(&device));
     let (prompts, targets) = data();
     let (loss, grads) = block_on(sft_loss_and_gradients(
-        &mut model,
+        &model,
         &adapter,
         &prompts,
         &targets,
@@ -46,7 +44,7 @@ fn gradient_equals_finite_differences_and_micro_batches_add_up() {
     ))
     .unwrap();
     let (split_loss, split_grads) = block_on(sft_loss_and_gradients(
-        &mut model,
+        &model,
         &adapter,
         &prompts,
         &targets,
@@ -77,9 +75,8 @@ fn gradient_equals_finite_differences_and_micro_batches_add_up() {
         let (numeric, error) = central_difference(
             |delta| {
                 adapter.v[0][k] = saved + delta as f32;
-                adapter.set_v(&mut model, &adapter.v_tensors(&device));
                 let (l, _) = block_on(sft_loss_and_gradients(
-                    &mut model,
+                    &model,
                     &adapter,
                     &prompts,
                     &targets,
@@ -105,7 +102,7 @@ fn gradient_equals_finite_differences_and_micro_batches_add_up() {
 
 #[test]
 fn updates_lower_the_loss_of_the_targets() {
-    let (mut model, mut adapter) = setup();
+    let (model, mut adapter) = setup();
     let (prompts, targets) = data();
     let mut optimizer = AdamW::new(AdamWConfig::default(), &adapter.v);
     let config = SftUpdateConfig {
@@ -116,7 +113,7 @@ fn updates_lower_the_loss_of_the_targets() {
     let mut losses = Vec::new();
     for _ in 0..25 {
         let stats = block_on(sft_update(
-            &mut model,
+            &model,
             &mut adapter,
             &mut optimizer,
             &prompts,

@@ -7,6 +7,7 @@ use std::path::Path;
 use super::TinyLora;
 use super::config::Convention;
 use crate::model::CausalLm;
+use crate::model::linear::Mixes;
 use crate::readback::to_vec_f32;
 use crate::weights::safetensors;
 use crate::{Error, Result};
@@ -73,19 +74,18 @@ pub fn export_peft_lora(adapter: &TinyLora, dir: &Path) -> Result<()> {
     )
 }
 
-/// Writes the model's current weights (adapters merged) as `dir/model.safetensors` (f32) and
-/// `dir/config.json`, a checkpoint transformers reads with the model's own class.
-pub async fn export_merged(model: &mut CausalLm, dir: &Path) -> Result<()> {
+/// Writes the model's weights with the adapter at `mixes` merged ([`Mixes::none`]: the base
+/// weights) as `dir/model.safetensors` (f32) and `dir/config.json`, a checkpoint
+/// transformers reads with the model's own class.
+pub async fn export_merged(model: &CausalLm, mixes: &Mixes, dir: &Path) -> Result<()> {
     let config_json = model.config.to_hf_json().map_err(|reason| Error::BadFile {
         path: dir.join("config.json"),
         reason,
     })?;
-    super::merge(model);
     let mut tensors = Vec::new();
-    for (name, shape, tensor) in model.named_tensors() {
+    for (name, shape, tensor) in model.named_tensors(mixes) {
         tensors.push((name, shape, to_vec_f32(tensor).await?));
     }
-    super::unmerge(model);
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
         source,

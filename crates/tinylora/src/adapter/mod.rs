@@ -19,8 +19,8 @@ use self::basis::Basis;
 use self::config::{Convention, TinyLoraConfig};
 use self::targets::{linear_mut, target_modules};
 use crate::model::CausalLm;
-use crate::model::linear::{Linear, LinearAdapter};
-use crate::model::tree::NodeMut;
+use crate::model::linear::{Linear, LinearAdapter, Mixes};
+use crate::model::tree::{Node, NodeMut};
 use crate::{Error, Result};
 
 /// An adapter: its config, its frozen basis and its trainable vectors.
@@ -76,8 +76,9 @@ impl TinyLora {
             .collect()
     }
 
-    /// Uploads the frozen factors into `model`'s target layers and sets their mixing matrices
-    /// from this adapter's `v`. Replaces any adapter already attached.
+    /// Uploads the frozen factors into `model`'s target layers (module `i` of the basis becomes
+    /// mix `i` of [`Mixes`]). Replaces any adapter already attached. `v` stays here: each
+    /// forward pass is given its mixes ([`mixes`](Self::mixes)).
     pub fn attach(&self, model: &mut CausalLm) -> Result<()> {
         let device = model.device.clone();
         let modules = target_modules(model.config.num_hidden_layers, &self.config.targets);
@@ -88,8 +89,9 @@ impl TinyLora {
                 modules.len()
             )));
         }
-        let v = self.v_tensors(&device);
-        for ((path, kind, layer), m) in modules.into_iter().zip(&self.basis.modules) {
+        for (module, ((path, kind, layer), m)) in
+            modules.into_iter().zip(&self.basis.modules).enumerate()
+        {
             let linear = linear_mut(model, layer, kind);
             let (d_in, d_out) = linear.dims();
             if path != m.path || (d_in, d_out) != (m.d_in, m.d_out) {
@@ -102,32 +104,54 @@ impl TinyLora {
             let upload = |values: &[f32], shape: [usize; 2]| {
                 Tensor::<2>::from_data(TensorData::new(values.to_vec(), shape), &device)
             };
-            let a_t = upload(&m.a, [r, d_in]).transpose();
-            let b_t = upload(&m.b, [d_out, r]).transpose();
-            let p = upload(&m.p, [self.config.u, r * r]);
-            let mix = mix_matrix(v[m.group].clone(), p.clone(), r, &self.config);
             linear.unmerge_adapter();
             linear.adapter = Some(LinearAdapter {
-                a_t,
-                b_t,
-                p,
-                mix,
-                merged: false,
+                a_t: upload(&m.a, [r, d_in]).transpose(),
+                b_t: upload(&m.b, [d_out, r]).transpose(),
+                p: upload(&m.p, [self.config.u, r * r]),
+                module,
+                merged: None,
             });
         }
         Ok(())
     }
 
-    /// Recomputes every attached layer's mixing matrix from `v` (one `[u]` tensor per group),
-    /// e.g. tensors that require gradients. Layers must be unmerged.
-    pub fn set_v(&self, model: &mut CausalLm, v: &[Tensor<1>]) {
-        let modules = target_modules(model.config.num_hidden_layers, &self.config.targets);
-        for ((_, kind, layer), m) in modules.into_iter().zip(&self.basis.modules) {
-            if let Some(ad) = linear_mut(model, layer, kind).adapter.as_mut() {
-                let r = m.a.len() / m.d_in;
-                ad.mix = mix_matrix(v[m.group].clone(), ad.p.clone(), r, &self.config);
-            }
+    /// The mixing matrices of `v` (one `[u]` tensor per group — leaves that require gradients
+    /// when training) for `model`'s attached layers: what a forward pass of the adapted model
+    /// is given. An error when this adapter is not attached to `model`.
+    pub fn mixes(&self, model: &CausalLm, v: &[Tensor<1>]) -> Result<Mixes> {
+        let mut attached: Vec<&LinearAdapter> = model
+            .nodes()
+            .into_iter()
+            .filter_map(|(_, node)| match node {
+                Node::Linear(l) => l.adapter.as_ref(),
+                _ => None,
+            })
+            .collect();
+        attached.sort_by_key(|ad| ad.module);
+        let fits = attached.len() == self.basis.modules.len()
+            && attached.iter().enumerate().all(|(i, ad)| ad.module == i)
+            && v.len() == self.basis.groups;
+        if !fits {
+            return Err(Error::InvalidInput(
+                "the adapter is not attached to this model".into(),
+            ));
         }
+        Ok(Mixes(
+            attached
+                .iter()
+                .zip(&self.basis.modules)
+                .map(|(ad, m)| {
+                    let r = m.a.len() / m.d_in;
+                    mix_matrix(v[m.group].clone(), ad.p.clone(), r, &self.config)
+                })
+                .collect(),
+        ))
+    }
+
+    /// [`mixes`](Self::mixes) of this adapter's own `v`, as constants.
+    pub fn current_mixes(&self, model: &CausalLm) -> Result<Mixes> {
+        self.mixes(model, &self.v_tensors(&model.device))
     }
 }
 
@@ -139,10 +163,10 @@ pub fn detach(model: &mut CausalLm) {
     }
 }
 
-/// Adds every attached adapter's `ΔW` into its layer's weight.
-pub fn merge(model: &mut CausalLm) {
+/// Adds every attached adapter's `ΔW` at `mixes` into its layer's weight.
+pub fn merge(model: &mut CausalLm, mixes: &Mixes) {
     for linear in linears_mut(model) {
-        linear.merge_adapter();
+        linear.merge_adapter(mixes);
     }
 }
 

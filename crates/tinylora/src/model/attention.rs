@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
 use super::config::ModelConfig;
-use super::linear::Linear;
+use super::linear::{Linear, Mixes};
 use super::rope::{RopeTables, apply_rope};
 use super::tree::{TensorSupply, children};
 use crate::Result;
@@ -85,6 +85,7 @@ impl Attention {
     /// - `x`: `[batch, seq, hidden]`
     /// - `mask`: `[batch, 1, seq, cached + seq]` (additive)
     /// - `cache`: keys/values `[batch, kv_heads, cached, head_dim]`
+    /// - `mixes`: the adapter's, for its layers here
     /// - output: `[batch, seq, hidden]`
     pub fn forward(
         &self,
@@ -92,6 +93,7 @@ impl Attention {
         rope: &RopeTables,
         mask: Tensor<4>,
         cache: &mut Option<(Tensor<4>, Tensor<4>)>,
+        mixes: &Mixes,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let split = |t: Tensor<3>, heads: usize, norm: &Option<Tensor<1>>| {
@@ -102,10 +104,18 @@ impl Attention {
             };
             t.swap_dims(1, 2)
         };
-        let q = split(self.q_proj.forward(x.clone()), self.heads, &self.q_norm);
-        let k = split(self.k_proj.forward(x.clone()), self.kv_heads, &self.k_norm);
+        let q = split(
+            self.q_proj.forward(x.clone(), mixes),
+            self.heads,
+            &self.q_norm,
+        );
+        let k = split(
+            self.k_proj.forward(x.clone(), mixes),
+            self.kv_heads,
+            &self.k_norm,
+        );
         let (q, k) = (apply_rope(q, rope), apply_rope(k, rope));
-        let v = split(self.v_proj.forward(x), self.kv_heads, &None);
+        let v = split(self.v_proj.forward(x, mixes), self.kv_heads, &None);
         let (k, v) = match cache.take() {
             Some((k0, v0)) => (Tensor::cat(vec![k0, k], 2), Tensor::cat(vec![v0, v], 2)),
             None => (k, v),
@@ -122,6 +132,6 @@ impl Attention {
         let weights = softmax(scores, 4).reshape([b, kv, group * s, t]);
         let out = weights.matmul(v).reshape([b, self.heads, s, d]);
         self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, s, self.heads * d]))
+            .forward(out.swap_dims(1, 2).reshape([b, s, self.heads * d]), mixes)
     }
 }

@@ -4,6 +4,7 @@ use burn::tensor::Tensor;
 
 use super::attention::Attention;
 use super::config::ModelConfig;
+use super::linear::Mixes;
 use super::mlp::Mlp;
 use super::rope::RopeTables;
 use super::tree::{TensorSupply, children};
@@ -56,10 +57,11 @@ impl DecoderLayer {
         mask: Tensor<4>,
         cache: &mut Option<(Tensor<4>, Tensor<4>)>,
         eps: f64,
+        mixes: &Mixes,
     ) -> Tensor<3> {
         let normed = rms_norm(x.clone(), self.input_layernorm.clone(), eps);
-        let x = x + self.self_attn.forward(normed, rope, mask, cache);
+        let x = x + self.self_attn.forward(normed, rope, mask, cache, mixes);
         let normed = rms_norm(x.clone(), self.post_attention_layernorm.clone(), eps);
-        x + self.mlp.forward(normed)
+        x + self.mlp.forward(normed, mixes)
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::block::DecoderLayer;
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
-use super::linear::Linear;
+use super::linear::{Linear, Mixes};
 use super::rope::rope_tables;
 use super::tree::{TensorSupply, children};
 use super::weight::Weight;
@@ -94,13 +94,19 @@ impl CausalLm {
         KvCache::new(self.config.num_hidden_layers, pads)
     }
 
-    /// Runs the decoder over the next tokens of each row and appends them to `cache`.
-    /// Returns the final hidden states.
+    /// Runs the decoder over the next tokens of each row, with the adapter at `mixes`
+    /// ([`Mixes::none`]: the base model), and appends them to `cache`. Returns the final
+    /// hidden states.
     ///
     /// # Shapes
     /// - `tokens`: `[batch][seq]`, all rows the same length
     /// - output: `[batch, seq, hidden]`
-    pub fn hidden_states(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<3> {
+    pub fn hidden_states(
+        &self,
+        tokens: &[Vec<u32>],
+        cache: &mut KvCache,
+        mixes: &Mixes,
+    ) -> Tensor<3> {
         let seq = tokens.first().map_or(0, Vec::len);
         let mut x = self.model.embed_tokens.rows(tokens, &self.device);
         let rope = rope_tables(&cache.positions(seq), &self.config, &self.device);
@@ -112,6 +118,7 @@ impl CausalLm {
                 mask.clone(),
                 layer_cache,
                 self.config.rms_norm_eps,
+                mixes,
             );
         }
         cache.len += seq;
@@ -130,14 +137,15 @@ impl CausalLm {
         &self,
         tokens: &[Vec<u32>],
         cache: &mut KvCache,
+        mixes: &Mixes,
     ) -> (Tensor<3>, SharedRows) {
         let (firsts, of_row) = cache.distinct_rows(tokens);
         if firsts.len() == tokens.len() {
-            return (self.hidden_states(tokens, cache), SharedRows(None));
+            return (self.hidden_states(tokens, cache, mixes), SharedRows(None));
         }
         cache.keep_rows(&firsts);
         let distinct: Vec<Vec<u32>> = firsts.iter().map(|&i| tokens[i].clone()).collect();
-        let hidden = self.hidden_states(&distinct, cache);
+        let hidden = self.hidden_states(&distinct, cache, mixes);
         cache.keep_rows(&of_row);
         let index = TensorData::new(of_row.iter().map(|&r| r as i32).collect(), [of_row.len()]);
         (
@@ -153,7 +161,7 @@ impl CausalLm {
     /// - output: `[batch, seq, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => head.forward(hidden, &Mixes::none()),
             None => self.model.embed_tokens.project(hidden, None),
         }
     }
@@ -163,8 +171,8 @@ impl CausalLm {
     /// # Shapes
     /// - `tokens`: `[batch][seq]`
     /// - output: `[batch, seq, vocab]`
-    pub fn forward(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<3> {
-        let hidden = self.hidden_states(tokens, cache);
+    pub fn forward(&self, tokens: &[Vec<u32>], cache: &mut KvCache, mixes: &Mixes) -> Tensor<3> {
+        let hidden = self.hidden_states(tokens, cache, mixes);
         self.logits(hidden)
     }
 
@@ -173,8 +181,13 @@ impl CausalLm {
     /// # Shapes
     /// - `tokens`: `[batch][seq]`
     /// - output: `[batch, vocab]`
-    pub fn forward_last(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<2> {
-        let hidden = self.hidden_states(tokens, cache);
+    pub fn forward_last(
+        &self,
+        tokens: &[Vec<u32>],
+        cache: &mut KvCache,
+        mixes: &Mixes,
+    ) -> Tensor<2> {
+        let hidden = self.hidden_states(tokens, cache, mixes);
         self.last_logits(hidden)
     }
 
@@ -185,8 +198,13 @@ impl CausalLm {
     /// # Shapes
     /// - `tokens`: `[batch][seq]`
     /// - output: `[batch, vocab]`
-    pub fn forward_last_distinct(&self, tokens: &[Vec<u32>], cache: &mut KvCache) -> Tensor<2> {
-        let (hidden, shared) = self.hidden_states_distinct(tokens, cache);
+    pub fn forward_last_distinct(
+        &self,
+        tokens: &[Vec<u32>],
+        cache: &mut KvCache,
+        mixes: &Mixes,
+    ) -> Tensor<2> {
+        let (hidden, shared) = self.hidden_states_distinct(tokens, cache, mixes);
         shared.expand(self.last_logits(hidden))
     }
 

@@ -63,6 +63,7 @@ impl CausalLm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Mixes;
 
     fn tiny() -> ModelConfig {
         ModelConfig::qwen2(40, 16, 24, 2, 4, 2, 10000.0, true)
@@ -76,7 +77,7 @@ mod tests {
         let c = CausalLm::init_random(&tiny(), 8, 0.02, &device).unwrap();
         let values = |m: &CausalLm, name: &str| {
             let (_, _, t) = m
-                .named_tensors()
+                .named_tensors(&Mixes::none())
                 .into_iter()
                 .find(|(n, _, _)| n == name)
                 .unwrap();
@@ -95,7 +96,7 @@ mod tests {
                 .all(|&x| x == 0.0)
         );
         // Embedding, 2 × (2 norms + q, k, v with biases + o, gate, up, down), final norm.
-        assert_eq!(a.named_tensors().len(), 1 + 2 * 12 + 1);
+        assert_eq!(a.named_tensors(&Mixes::none()).len(), 1 + 2 * 12 + 1);
         assert_eq!(
             a.parameter_count(),
             40 * 16 + 2 * (2 * 16 + (16 * 16 + 16) + 2 * (8 * 16 + 8) + 16 * 16 + 3 * 16 * 24) + 16

@@ -5,8 +5,8 @@ use burn::tensor::module::linear;
 
 use super::weight::Weight;
 
-/// Frozen TinyLoRA factors of one layer and the `r×r` matrix that mixes them:
-/// `Δy = ((x·Aᵀ)·mix)·Bᵀ`, i.e. `ΔW = B·mixᵀ·A`.
+/// Frozen TinyLoRA factors of one layer: `Δy = ((x·Aᵀ)·mix)·Bᵀ`, i.e. `ΔW = B·mixᵀ·A`, with
+/// `mix` (from `v`) given to each forward pass in [`Mixes`].
 #[derive(Debug, Clone)]
 pub struct LinearAdapter {
     /// `Aᵀ`, `[in, r]`.
@@ -15,19 +15,33 @@ pub struct LinearAdapter {
     pub b_t: Tensor<2>,
     /// The projections `P` flattened to `[u, r·r]`.
     pub p: Tensor<2>,
-    /// The current mixing matrix, `[r, r]` (derived from `v`; see `adapter::mix_matrix`).
-    pub mix: Tensor<2>,
-    /// Whether `ΔW` has been added into the weight (the adapter path is then skipped).
-    pub merged: bool,
+    /// This layer's place among the adapter's modules: its mix is `Mixes[module]`.
+    pub module: usize,
+    /// The mix whose `ΔW` was added into the weight, while merged (the adapter path is then
+    /// skipped, and unmerging subtracts that same `ΔW`).
+    pub merged: Option<Tensor<2>>,
 }
 
 impl LinearAdapter {
     /// `ΔWᵀ = Aᵀ·mix·Bᵀ`, `[in, out]`.
-    pub fn delta_t(&self) -> Tensor<2> {
+    pub fn delta_t(&self, mix: &Tensor<2>) -> Tensor<2> {
         self.a_t
             .clone()
-            .matmul(self.mix.clone())
+            .matmul(mix.clone())
             .matmul(self.b_t.clone())
+    }
+}
+
+/// The adapter's mixing matrix (`[r, r]`) of every adapted module for one forward pass, in
+/// module order (see [`LinearAdapter::module`]); derived from `v` by the adapter, never stored
+/// in the model. Empty: the base model.
+#[derive(Debug, Clone, Default)]
+pub struct Mixes(pub Vec<Tensor<2>>);
+
+impl Mixes {
+    /// No adapter: the base model.
+    pub fn none() -> Self {
+        Self(Vec::new())
     }
 }
 
@@ -52,43 +66,53 @@ impl Linear {
         }
     }
 
-    /// Applies the layer (and its unmerged adapter).
+    /// Applies the layer, and its unmerged adapter with its mix from `mixes` (none there: the
+    /// base layer).
     ///
     /// # Shapes
     /// - `x`: `[..., in]`
     /// - output: `[..., out]`
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, mixes: &Mixes) -> Tensor<D> {
         let base = self.weight.project(x.clone(), self.bias.clone());
-        match &self.adapter {
-            Some(ad) if !ad.merged => {
+        let adapter = self.adapter.as_ref().filter(|ad| ad.merged.is_none());
+        match adapter.and_then(|ad| Some((ad, mixes.0.get(ad.module)?))) {
+            Some((ad, mix)) => {
                 let h = linear(x, ad.a_t.clone(), None);
-                let h = linear(h, ad.mix.clone(), None);
+                let h = linear(h, mix.clone(), None);
                 base + linear(h, ad.b_t.clone(), None)
             }
-            _ => base,
+            None => base,
         }
     }
 
-    /// Adds the adapter's `ΔW` into a dense weight (fast inference). No-op without adapter and
-    /// for a quantised weight, whose adapter stays a separate low-rank path.
-    pub fn merge_adapter(&mut self) {
-        if let (Some(ad), Some(w)) = (
-            self.adapter.as_mut().filter(|a| !a.merged),
-            self.weight.dense_mut(),
-        ) {
-            *w = w.clone() + ad.delta_t().transpose();
-            ad.merged = true;
+    /// The dense weight with the adapter's `ΔW` at `mixes` added, `[out, in]` (for export).
+    pub fn merged_weight(&self, mixes: &Mixes, device: &burn::tensor::Device) -> Tensor<2> {
+        let w = self.weight.to_dense(device);
+        let adapter = self.adapter.as_ref().filter(|ad| ad.merged.is_none());
+        match adapter.and_then(|ad| Some((ad, mixes.0.get(ad.module)?))) {
+            Some((ad, mix)) => w + ad.delta_t(mix).transpose(),
+            None => w,
+        }
+    }
+
+    /// Adds the adapter's `ΔW` at `mixes` into a dense weight (fast inference). No-op without
+    /// adapter and for a quantised weight, whose adapter stays a separate low-rank path.
+    pub fn merge_adapter(&mut self, mixes: &Mixes) {
+        let adapter = self.adapter.as_mut().filter(|ad| ad.merged.is_none());
+        if let (Some(ad), Some(w)) = (adapter, self.weight.dense_mut())
+            && let Some(mix) = mixes.0.get(ad.module)
+        {
+            *w = w.clone() + ad.delta_t(mix).transpose();
+            ad.merged = Some(mix.clone());
         }
     }
 
     /// Subtracts a merged `ΔW` again, restoring the unmerged forward.
     pub fn unmerge_adapter(&mut self) {
-        if let (Some(ad), Some(w)) = (
-            self.adapter.as_mut().filter(|a| a.merged),
-            self.weight.dense_mut(),
-        ) {
-            *w = w.clone() - ad.delta_t().transpose();
-            ad.merged = false;
+        if let (Some(ad), Some(w)) = (self.adapter.as_mut(), self.weight.dense_mut())
+            && let Some(mix) = ad.merged.take()
+        {
+            *w = w.clone() - ad.delta_t(&mix).transpose();
         }
     }
 

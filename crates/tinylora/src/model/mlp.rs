@@ -4,7 +4,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
 use super::config::ModelConfig;
-use super::linear::Linear;
+use super::linear::{Linear, Mixes};
 use super::tree::{TensorSupply, children};
 use crate::Result;
 
@@ -43,8 +43,9 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+    pub fn forward(&self, x: Tensor<3>, mixes: &Mixes) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone(), mixes));
+        self.down_proj
+            .forward(gate * self.up_proj.forward(x, mixes), mixes)
     }
 }

@@ -21,3 +21,4 @@ pub use tinylora_formats::config;
 pub use causal_lm::CausalLm;
 pub use config::{Architecture, ModelConfig};
 pub use kv_cache::KvCache;
+pub use linear::Mixes;

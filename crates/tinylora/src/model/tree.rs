@@ -9,7 +9,7 @@
 use burn::tensor::Tensor;
 
 use super::causal_lm::CausalLm;
-use super::linear::Linear;
+use super::linear::{Linear, Mixes};
 use super::weight::Weight;
 use crate::{Error, Result};
 
@@ -209,8 +209,8 @@ impl CausalLm {
     }
 
     /// Every weight under its Hugging Face name with its checkpoint shape (`[out, in]` for
-    /// linear weights), flattened; for export.
-    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, Tensor<1>)> {
+    /// linear weights), flattened, with the adapter at `mixes` merged; for export.
+    pub fn named_tensors(&self, mixes: &Mixes) -> Vec<(String, Vec<usize>, Tensor<1>)> {
         fn flat<const D: usize>(name: String, t: Tensor<D>) -> (String, Vec<usize>, Tensor<1>) {
             let shape = t.dims().to_vec();
             let n = shape.iter().product::<usize>();
@@ -220,10 +220,8 @@ impl CausalLm {
         for (path, node) in self.nodes() {
             match node {
                 Node::Linear(l) => {
-                    out.push(flat(
-                        format!("{path}.weight"),
-                        l.weight.to_dense(&self.device),
-                    ));
+                    let weight = l.merged_weight(mixes, &self.device);
+                    out.push(flat(format!("{path}.weight"), weight));
                     if let Some(b) = &l.bias {
                         out.push(flat(format!("{path}.bias"), b.clone()));
                     }

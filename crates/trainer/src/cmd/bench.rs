@@ -12,6 +12,7 @@ use tinylora::adapter::{TinyLora, merge, unmerge};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
+use tinylora::model::Mixes;
 use tinylora::model::load::LoadOptions;
 use tinylora::quant::WeightFormat;
 use tinylora::readback::{block_on, to_vec_f32};
@@ -154,7 +155,11 @@ pub fn run(args: Args) -> Result<()> {
         let ids = prompt(args.prompt_len, vocab, 0);
         let mut cache = model.new_cache(vec![0]);
         let t = Instant::now();
-        block_on(to_vec_f32(model.forward_last(&[ids], &mut cache)))?;
+        block_on(to_vec_f32(model.forward_last(
+            &[ids],
+            &mut cache,
+            &Mixes::none(),
+        )))?;
         let prefill = args.prompt_len as f64 / t.elapsed().as_secs_f64();
         let candle_prefill = candle_on(backend, 1);
         rows.push(Row {
@@ -177,9 +182,15 @@ pub fn run(args: Args) -> Result<()> {
                 stop_tokens: Vec::new(),
             };
             let mut first = None;
-            block_on(generate(&model, &prompts, &config, |_, _| {
-                first.get_or_insert_with(Instant::now);
-            }))?;
+            block_on(generate(
+                &model,
+                &Mixes::none(),
+                &prompts,
+                &config,
+                |_, _| {
+                    first.get_or_insert_with(Instant::now);
+                },
+            ))?;
             let decode = (batch * args.decode_tokens) as f64
                 / first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
             let mut note = Vec::new();
@@ -208,7 +219,8 @@ pub fn run(args: Args) -> Result<()> {
             let basis = t.elapsed().as_secs_f64();
             adapter.attach(&mut model)?;
             let t = Instant::now();
-            merge(&mut model);
+            let mixes = adapter.current_mixes(&model)?;
+            merge(&mut model, &mixes);
             unmerge(&mut model);
             rows.push(Row {
                 what: format!(

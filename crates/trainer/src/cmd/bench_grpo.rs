@@ -76,7 +76,7 @@ pub fn grpo_step(
     let reward = |i: usize, tokens: &[u32]| (tokens.iter().sum::<u32>() as usize + i) as f32 % 2.0;
     let t = Instant::now();
     let mut rollouts = block_on(rollout(
-        &mut model,
+        &model,
         &adapter,
         &prompt_ids,
         reward,
@@ -86,8 +86,7 @@ pub fn grpo_step(
     let rollout_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     rollouts.ref_logprobs = Some(block_on(reference_logprobs(
-        &mut model,
-        &adapter,
+        &model,
         &rollouts,
         MicroBatch::Auto,
     ))?);
@@ -95,14 +94,13 @@ pub fn grpo_step(
     let rows: Vec<usize> = (0..rollouts.completions.len()).collect();
     let t = Instant::now();
     let mut computed = block_on(loss_and_gradients(
-        &mut model, &adapter, &rollouts, &rows, &step,
+        &model, &adapter, &rollouts, &rows, &step,
     ))?;
     let backward = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut optimizer = AdamW::new(AdamWConfig::default(), &adapter.v);
     clip_grad_norm(&mut computed.grads, step.max_grad_norm);
     optimizer.step(&mut adapter.v, &computed.grads, step.lr);
-    adapter.set_v(&mut model, &adapter.v_tensors(&device));
     let optimizer_s = t.elapsed().as_secs_f64();
     Ok(Breakdown {
         sequences: rows.len(),

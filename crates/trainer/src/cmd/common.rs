@@ -8,8 +8,8 @@ use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::peft::{is_peft_dir, load_peft_tinylora};
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
-use tinylora::model::CausalLm;
 use tinylora::model::load::LoadOptions;
+use tinylora::model::{CausalLm, Mixes};
 use tinylora::quant::WeightFormat;
 use tinylora::readback::block_on;
 use tinylora::tokenizer::{ChatTemplate, Tokenizer};
@@ -49,6 +49,9 @@ pub struct TokenizerArgs {
 pub struct Loaded {
     /// The model, on the chosen device.
     pub model: CausalLm,
+    /// The mixes of `--adapter` at its `v` ([`Mixes::none`] without one): what every forward
+    /// pass is given.
+    pub mixes: Mixes,
     /// Where `tokenizer.json` is looked for by default.
     pub tokenizer_path: PathBuf,
     /// The model's chat template.
@@ -77,6 +80,7 @@ impl ModelArgs {
         let mut model = checkpoint
             .load_with(&device, &options)
             .with_context(|| format!("loading {}", self.model.display()))?;
+        let mut mixes = Mixes::none();
         if let Some(path) = &self.adapter {
             let adapter = load_adapter(path, self.basis.as_deref(), &mut model)?;
             eprintln!(
@@ -88,9 +92,11 @@ impl ModelArgs {
                 adapter.basis.modules.len()
             );
             adapter.attach(&mut model)?;
+            mixes = adapter.current_mixes(&model)?;
         }
         Ok(Loaded {
             model,
+            mixes,
             tokenizer_path,
             chat_template,
         })

@@ -68,6 +68,7 @@ pub fn run(args: Args) -> Result<()> {
     let total = problems.len();
     let evaluation = evaluate(
         model,
+        &loaded.mixes,
         &tokenizer,
         &problems,
         args.batch_size,

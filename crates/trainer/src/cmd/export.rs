@@ -72,7 +72,7 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     if let Some(dir) = &args.merged {
         adapter.attach(&mut model)?;
-        block_on(export_merged(&mut model, dir))?;
+        block_on(export_merged(&model, &adapter.current_mixes(&model)?, dir))?;
         eprintln!("wrote merged weights to {}", dir.display());
     }
     if args.compact {

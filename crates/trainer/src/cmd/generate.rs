@@ -95,24 +95,30 @@ pub fn run(args: Args) -> Result<()> {
     let prompt_len = prompt.len();
     let started = Instant::now();
     let mut first_token_at = None;
-    let generation = block_on(generate(model, &[prompt], &config, |_, token| {
-        first_token_at.get_or_insert_with(Instant::now);
-        if args.json {
-            return;
-        }
-        streamed.push(token);
-        if let Some(text) = tokenizer.as_ref().and_then(|t| t.decode(&streamed).ok()) {
-            // Print only what is new; a partial UTF-8 sequence decodes to U+FFFD and waits.
-            if text.len() > printed && !text.ends_with('\u{FFFD}') {
-                print!("{}", &text[printed..]);
-                let _ = std::io::stdout().flush();
-                printed = text.len();
+    let generation = block_on(generate(
+        model,
+        &loaded.mixes,
+        &[prompt],
+        &config,
+        |_, token| {
+            first_token_at.get_or_insert_with(Instant::now);
+            if args.json {
+                return;
             }
-        } else if tokenizer.is_none() {
-            print!("{token} ");
-            let _ = std::io::stdout().flush();
-        }
-    }))?
+            streamed.push(token);
+            if let Some(text) = tokenizer.as_ref().and_then(|t| t.decode(&streamed).ok()) {
+                // Print only what is new; a partial UTF-8 sequence decodes to U+FFFD and waits.
+                if text.len() > printed && !text.ends_with('\u{FFFD}') {
+                    print!("{}", &text[printed..]);
+                    let _ = std::io::stdout().flush();
+                    printed = text.len();
+                }
+            } else if tokenizer.is_none() {
+                print!("{token} ");
+                let _ = std::io::stdout().flush();
+            }
+        },
+    ))?
     .remove(0);
     let finished = Instant::now();
     let text = match &tokenizer {

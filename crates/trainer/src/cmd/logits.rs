@@ -35,7 +35,11 @@ pub fn run(args: Args) -> Result<()> {
         model.config.max_position_embeddings
     );
     let mut cache = model.new_cache(vec![0]);
-    let logits = block_on(to_vec_f32(model.forward_last(&[ids], &mut cache)))?;
+    let logits = block_on(to_vec_f32(model.forward_last(
+        &[ids],
+        &mut cache,
+        &loaded.mixes,
+    )))?;
     if args.json {
         println!("{}", serde_json::json!({ "last_logits": logits }));
     } else {

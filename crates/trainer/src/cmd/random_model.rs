@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use tinylora::adapter::export::export_merged;
 use tinylora::device::{BackendKind, init};
-use tinylora::model::{CausalLm, ModelConfig};
+use tinylora::model::{CausalLm, Mixes, ModelConfig};
 use tinylora::readback::block_on;
 
 /// Arguments of `trainer random-model`.
@@ -52,10 +52,10 @@ pub fn shape_config(shape: &str) -> Result<ModelConfig> {
 pub fn run(args: Args) -> Result<()> {
     let config = shape_config(&args.shape)?;
     let device = init(BackendKind::Cpu)?;
-    let mut model = CausalLm::init_random(&config, args.seed, 0.02, &device)?;
+    let model = CausalLm::init_random(&config, args.seed, 0.02, &device)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    block_on(export_merged(&mut model, &args.out))?;
+    block_on(export_merged(&model, &Mixes::none(), &args.out))?;
     eprintln!(
         "wrote {} ({} shape, random weights, seed {})",
         args.out.display(),

@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 use tinylora::generate::{GenerateConfig, generate};
 use tinylora::gsm8k::{Problem, flexible_reward, strict_reward};
-use tinylora::model::CausalLm;
+use tinylora::model::{CausalLm, Mixes};
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
 use tinylora::tokenizer::Tokenizer;
@@ -45,9 +45,11 @@ impl Evaluation {
     }
 }
 
-/// Greedy answers to `problems` in batches of `batch_size`; `on_batch(so_far)` after each.
+/// Greedy answers to `problems` by `model` with the adapter at `mixes`, in batches of
+/// `batch_size`; `on_batch(so_far)` after each.
 pub fn evaluate(
     model: &CausalLm,
+    mixes: &Mixes,
     tokenizer: &Tokenizer,
     problems: &[Problem],
     batch_size: usize,
@@ -72,7 +74,7 @@ pub fn evaluate(
             .iter()
             .map(|p| tokenizer.gsm8k_prompt(&p.question))
             .collect::<tinylora::Result<Vec<_>>>()?;
-        let generations = block_on(generate(model, &prompts, &config, |_, _| {}))?;
+        let generations = block_on(generate(model, mixes, &prompts, &config, |_, _| {}))?;
         for (problem, generation) in batch.iter().zip(generations) {
             let response = tokenizer.decode(&generation.tokens)?;
             let correct = strict_reward(&response, &problem.gold) == 1.0;

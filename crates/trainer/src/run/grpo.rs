@@ -1,4 +1,4 @@
-//! `trainer train`: GRPO on GSM8K with a TinyLoRA adapter (`tinylora-spec.md` §5.1): per step,
+//! `trainer train`: GRPO on GSM8K with a TinyLoRA adapter (`docs/reference.md` §5.1): per step,
 //! `prompts_per_step` problems × `group_size` sampled completions from the adapted model,
 //! strict (or flexible) reward, group-normalised advantages, `mini_batches × ppo_epochs`
 //! clipped-ratio AdamW updates of `v`.
@@ -111,7 +111,7 @@ pub fn train(args: RunArgs) -> Result<()> {
         };
         let rollout_started = Instant::now();
         let mut rollouts = block_on(rollout(
-            &mut s.model,
+            &s.model,
             &s.adapter,
             &prompts,
             |i, t| score(i, t).0,
@@ -128,8 +128,7 @@ pub fn train(args: RunArgs) -> Result<()> {
         let update_started = Instant::now();
         if g.kl_beta > 0.0 {
             rollouts.ref_logprobs = Some(block_on(reference_logprobs(
-                &mut s.model,
-                &s.adapter,
+                &s.model,
                 &rollouts,
                 step_config.micro_batch,
             ))?);
@@ -139,7 +138,7 @@ pub fn train(args: RunArgs) -> Result<()> {
         for _ in 0..g.ppo_epochs.max(1) {
             for rows in mini_batches(rollouts.completions.len(), &step_config) {
                 updates.push(block_on(update(
-                    &mut s.model,
+                    &s.model,
                     &mut s.adapter,
                     &mut s.optimizer,
                     &rollouts,

@@ -253,6 +253,7 @@ impl Session {
         let started = Instant::now();
         let evaluation = evaluate(
             &self.model,
+            &self.adapter.current_mixes(&self.model)?,
             &self.tokenizer,
             &self.eval_problems,
             self.config.run.eval_batch_size,

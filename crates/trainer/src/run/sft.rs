@@ -1,4 +1,4 @@
-//! `trainer sft`: the supervised baseline (`tinylora-spec.md` §5.3) — next-token prediction of
+//! `trainer sft`: the supervised baseline (`docs/reference.md` §5.3) — next-token prediction of
 //! the reference solutions (GSM8K's worked answers ending in `#### N`, then `<|im_end|>`) after
 //! the same chat prompt as GRPO, through the same adapter, optimizer, schedule and checkpoints.
 
@@ -60,7 +60,7 @@ pub fn sft(args: RunArgs) -> Result<()> {
             max_grad_norm: config.optim.max_grad_norm,
         };
         let stats = block_on(sft_update(
-            &mut s.model,
+            &s.model,
             &mut s.adapter,
             &mut s.optimizer,
             &prompts,

@@ -16,7 +16,7 @@ use tinylora::fsutil::write_atomic;
 use tinylora::full_adamw::FullAdamW;
 use tinylora::grpo::{Denominators, LossType, completion_logprobs, reduce};
 use tinylora::gsm8k::{BadLines, flexible_reward, load_jsonl, prompt};
-use tinylora::model::{CausalLm, ModelConfig};
+use tinylora::model::{CausalLm, Mixes, ModelConfig};
 use tinylora::optim::AdamWConfig;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::rng::SplitMix64;
@@ -101,7 +101,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn report(model: &CausalLm, tokenizer: &Tokenizer, data: &Path, n: usize) -> Result<(f64, f64)> {
     let (mut problems, _) = load_jsonl(data, BadLines::Fatal)?;
     problems.truncate(n);
-    let evaluation = evaluate(model, tokenizer, &problems, 32, 96, |_| Ok(()))?;
+    let evaluation = evaluate(model, &Mixes::none(), tokenizer, &problems, 32, 96, |_| {
+        Ok(())
+    })?;
     let flexible = evaluation
         .records
         .iter()
@@ -205,7 +207,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
             targets.push(t);
         }
         let denominators = Denominators::of(targets.iter().map(Vec::len), 0);
-        let (logp, mask) = completion_logprobs(&model, &prompts, &targets, 1.0);
+        let (logp, mask) = completion_logprobs(&model, &Mixes::none(), &prompts, &targets, 1.0);
         let loss = -reduce(logp, mask, LossType::Dapo, &denominators);
         let grads = loss.backward();
         let loss = f64::from(block_on(to_vec_f32(loss))?[0]);
@@ -230,7 +232,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
 
     // Weights, config, report.
     let mut tensors = Vec::new();
-    for (name, shape, t) in model.named_tensors() {
+    for (name, shape, t) in model.named_tensors(&Mixes::none()) {
         tensors.push((name, shape, block_on(to_vec_f32(t))?));
     }
     let weights = safetensors::to_bytes(&tensors)?;
