@@ -109,8 +109,8 @@ mod tests {
     }
 
     #[test]
-    fn counts_match_the_spec_for_qwen25_half_b() {
-        // Qwen2.5-0.5B: 24 layers × 7 modules = 168 adapted modules.
+    fn counts_match_the_reference_for_qwen25_half_b() {
+        // Qwen2.5-0.5B (docs/reference.md §4.2): 24 layers × 7 modules = 168 adapted modules.
         let types = qwen(24);
         assert_eq!(
             count(&Tying::Ratio { weight_tying: 1.0 }.groups(&types).unwrap()),
