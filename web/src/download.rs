@@ -8,8 +8,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, ReadableStream, ReadableStreamDefaultReader, Response};
 
 use crate::protocol::Event;
-use crate::session::now_ms;
-use crate::worker::{post, scope};
+use crate::scope::{now_ms, post, scope};
 
 /// The Cache API bucket holding downloaded model files ("clear cache" on the page deletes it).
 pub const CACHE_NAME: &str = "tinylora-models-v1";

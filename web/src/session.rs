@@ -23,7 +23,7 @@ use tinylora::weights::{HostTensor, TensorSource};
 
 use crate::js_bytes::JsBytes;
 use crate::protocol::Event;
-use crate::worker::post;
+use crate::scope::{now_ms, post};
 
 /// A loaded model and what goes with it.
 pub struct Loaded {
@@ -37,11 +37,6 @@ pub struct Loaded {
 pub struct Session {
     device: Device,
     loaded: Option<Loaded>,
-}
-
-/// Milliseconds since the epoch (the worker's clock).
-pub fn now_ms() -> f64 {
-    js_sys::Date::now()
 }
 
 /// A [`TensorSource`] that reports each tensor it hands out as upload progress.
@@ -177,12 +172,7 @@ impl Session {
         let started = now_ms();
         let loaded = self.loaded()?;
         let path = Path::new(origin);
-        let file = if text.trim_start().starts_with('{') {
-            AdapterFile::from_json(text, path)
-        } else {
-            AdapterFile::from_compact(text, path)
-        }
-        .map_err(|e| e.to_string())?;
+        let file = AdapterFile::from_text(text, path).map_err(|e| e.to_string())?;
         let basis_from_file = basis.is_some();
         let adapter = match basis {
             None => TinyLora::from_file(&file, &mut loaded.model, path).await,
@@ -262,14 +252,12 @@ impl Session {
     pub async fn logits(&mut self, ids: &[u32], adapted: bool) -> Result<Vec<f32>, String> {
         let (loaded, mixes) = self.select(adapted)?;
         let model = &loaded.model;
-        if ids.is_empty() || ids.iter().any(|&t| t as usize >= model.config.vocab_size) {
-            return Err(format!(
-                "token ids must be non-empty and below the vocabulary size {}",
-                model.config.vocab_size
-            ));
-        }
+        let ids = ids.to_vec();
+        model
+            .check_prompts(std::slice::from_ref(&ids), 0)
+            .map_err(|e| e.to_string())?;
         let mut cache: KvCache = model.new_cache(vec![0]);
-        to_vec_f32(model.forward_last(&[ids.to_vec()], &mut cache, &mixes))
+        to_vec_f32(model.forward_last(&[ids], &mut cache, &mixes))
             .await
             .map_err(|e| e.to_string())
     }
@@ -335,10 +323,7 @@ impl Session {
             .decode(&generation.tokens)
             .map_err(|e| e.to_string())?;
         let answer = gsm8k::strict_answer(&text);
-        let correct = gold.map(|g| {
-            let gold = gsm8k::parse_gold(g).unwrap_or_else(|| g.trim().replace([',', '$'], ""));
-            answer.as_deref() == Some(gold.as_str())
-        });
+        let correct = gold.map(|g| gsm8k::strict_reward(&text, &gsm8k::gold_of(g)) == 1.0);
         let first = first.unwrap_or(finished);
         let decoded = generation.tokens.len().saturating_sub(1) as f64;
         Ok(Event::Done {

@@ -15,7 +15,7 @@ use tinylora::weights::safetensors::{SafetensorsFile, ShardedSafetensors, shard_
 use crate::download::{fetch_file, fetch_required, read_file};
 use crate::js_bytes::JsBytes;
 use crate::protocol::Event;
-use crate::worker::post;
+use crate::scope::post;
 
 /// A model ready to upload: its tensors, its tokenizer (with the model's chat template) and a
 /// display name.

@@ -9,24 +9,13 @@ use tinylora::device::init_webgpu;
 use tinylora::sampling::SamplingConfig;
 use tinylora::selfcheck;
 use wasm_bindgen::prelude::*;
-use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+use web_sys::MessageEvent;
 
 use crate::download::fetch_required;
 use crate::protocol::{Event, Request};
-use crate::session::{Session, now_ms};
+use crate::scope::{now_ms, post, scope};
+use crate::session::Session;
 use crate::sources;
-
-/// The worker's global scope.
-pub fn scope() -> DedicatedWorkerGlobalScope {
-    js_sys::global().unchecked_into()
-}
-
-/// Sends `event` to the page.
-pub fn post(event: &Event) {
-    if let Ok(json) = serde_json::to_string(event) {
-        let _ = scope().post_message(&JsValue::from_str(&json));
-    }
-}
 
 #[derive(Default)]
 struct Worker {

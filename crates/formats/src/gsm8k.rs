@@ -103,6 +103,12 @@ pub fn parse_gold(solution: &str) -> Option<String> {
     hash_number(solution, false).map(|n| normalise(&n))
 }
 
+/// The gold answer of a text a person gave: a reference solution's first `#### N`, else the
+/// text itself as a number, normalised as the rules normalise (`,` and `$` removed).
+pub fn gold_of(text: &str) -> String {
+    parse_gold(text).unwrap_or_else(|| normalise(text.trim()))
+}
+
 /// The answer verl's strict rule reads: in the last 300 characters, the last `#### <number>`
 /// (one space after `####`), with `,` and `$` removed.
 pub fn strict_answer(response: &str) -> Option<String> {
@@ -230,6 +236,13 @@ mod tests {
             Some("-4")
         );
         assert_eq!(strict_answer("the answer is 72"), None);
+    }
+
+    #[test]
+    fn gold_from_a_solution_or_a_number() {
+        assert_eq!(gold_of("3 + 4 = 7\n#### 1,007"), "1007");
+        assert_eq!(gold_of(" $1,000 "), "1000");
+        assert_eq!(gold_of("72"), "72");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::model::{CausalLm, Mixes};
 use crate::readback::to_vec_f32;
 use crate::rng::SplitMix64;
 use crate::sampling::{SamplingConfig, sample};
-use crate::{Error, Result};
+use crate::Result;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -55,23 +55,9 @@ pub async fn generate_until(
     mut on_token: impl FnMut(usize, u32),
     mut cancelled: impl FnMut() -> bool,
 ) -> Result<Vec<Generation>> {
+    model.check_prompts(prompts, config.max_new_tokens)?;
     let vocab = model.config.vocab_size;
-    if let Some((i, _)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty()) {
-        return Err(Error::InvalidInput(format!("prompt {i} is empty")));
-    }
-    if let Some(&bad) = prompts.iter().flatten().find(|&&t| t as usize >= vocab) {
-        return Err(Error::InvalidInput(format!(
-            "token id {bad} is outside the vocabulary (size {vocab})"
-        )));
-    }
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let context = model.config.max_position_embeddings;
-    if longest + config.max_new_tokens > context {
-        return Err(Error::InvalidInput(format!(
-            "prompt of {longest} tokens plus {} new tokens exceeds the model's context of {context}",
-            config.max_new_tokens
-        )));
-    }
     let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
     let mut step: Vec<Vec<u32>> = prompts
         .iter()

@@ -1,10 +1,11 @@
-//! One GRPO step on a TinyLoRA adapter, in three phases a trainer can time separately:
-//! [`rollout`] samples a group of completions per prompt with the adapted model itself
-//! (unmerged, so rollouts and training share one forward) and scores them;
-//! [`reference_logprobs`] scores them under the base model when a KL penalty is on;
-//! [`update`] takes one optimizer step on a mini-batch of the rollouts, in micro-batches whose
-//! gradients add up. [`grpo_step`] chains them as verl does (`ppo_epochs` passes over
-//! `mini_batches` mini-batches).
+//! GRPO on a TinyLoRA adapter as one-way steps with named types, each a phase a trainer can
+//! time: a [`RolloutEngine`] samples a group of completions per prompt ([`Samples`]; the
+//! [`LocalEngine`] is the adapted model itself, unmerged, so rollouts and training share one
+//! forward); the caller scores each completion once ([`Score`]); [`prepare`] turns them into
+//! [`Rollouts`] (group advantages, and reference log-probs under the base model when a KL
+//! penalty is on); [`train_on`] takes `epochs` passes over `mini_batches` mini-batches
+//! ([`update`]: one optimizer step, in micro-batches whose gradients add up). [`grpo_step`]
+//! chains them. The trainer, `trainer bench --grpo` and the tests call these same functions.
 
 use burn::tensor::{Tensor, TensorData};
 
@@ -15,7 +16,7 @@ use crate::grpo::{
 };
 use crate::micro_batch::MicroBatch;
 use crate::model::{CausalLm, Mixes};
-use crate::optim::{AdamW, clip_grad_norm};
+use crate::optim::AdamW;
 use crate::readback::to_vec_f32;
 use crate::vgrad::{accumulate, leaves};
 use crate::{Error, Result};
@@ -67,7 +68,87 @@ impl Default for GrpoStepConfig {
     }
 }
 
-/// A scored batch of completions: row `i` continues prompt `i / group_size`.
+/// Completions sampled for a batch of prompts: row `i` continues prompt `i / group_size`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Samples {
+    /// The prompt of each row (each prompt repeated `group_size` times).
+    pub prompts: Vec<Vec<u32>>,
+    /// The sampled completion of each row.
+    pub completions: Vec<Vec<u32>>,
+    /// Log-probabilities of the sampled tokens under the sampling policy (π_old).
+    pub logprobs: Vec<Vec<f32>>,
+    /// Whether each row ended with a stop token.
+    pub stopped: Vec<bool>,
+    /// The temperature the tokens were sampled at.
+    pub temperature: f32,
+    /// The generation budget (Dr. GRPO's constant length).
+    pub max_new_tokens: usize,
+}
+
+/// Generates the completions of a GRPO step.
+pub trait RolloutEngine {
+    /// `group_size` completions of each of `prompts`, sampled as `generation` says.
+    fn sample(
+        &self,
+        prompts: &[Vec<u32>],
+        group_size: usize,
+        generation: &GenerateConfig,
+    ) -> impl std::future::Future<Output = Result<Samples>>;
+}
+
+/// The local engine: the model being trained, with the adapter at the current `v`.
+pub struct LocalEngine<'a> {
+    /// The model (the adapter attached).
+    pub model: &'a CausalLm,
+    /// The adapter's mixes at the `v` to sample with.
+    pub mixes: Mixes,
+}
+
+impl RolloutEngine for LocalEngine<'_> {
+    async fn sample(
+        &self,
+        prompts: &[Vec<u32>],
+        group_size: usize,
+        generation: &GenerateConfig,
+    ) -> Result<Samples> {
+        let expanded: Vec<Vec<u32>> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.clone(), group_size.max(1)))
+            .collect();
+        let generations =
+            generate(self.model, &self.mixes, &expanded, generation, |_, _| {}).await?;
+        let temperature = match generation.sampling.temperature {
+            Some(t) if t > 0.0 => t,
+            _ => 1.0,
+        };
+        let mut out = Samples {
+            prompts: expanded,
+            completions: Vec::with_capacity(generations.len()),
+            logprobs: Vec::with_capacity(generations.len()),
+            stopped: Vec::with_capacity(generations.len()),
+            temperature,
+            max_new_tokens: generation.max_new_tokens,
+        };
+        for g in generations {
+            out.completions.push(g.tokens);
+            out.logprobs.push(g.logprobs);
+            out.stopped.push(g.stopped);
+        }
+        Ok(out)
+    }
+}
+
+/// What scoring one completion gave: the reward GRPO optimises and whether the answer is
+/// correct by the strict rule (the accuracy reported beside it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// The reward.
+    pub reward: f32,
+    /// Correct by the strict rule.
+    pub correct: bool,
+}
+
+/// A scored batch of completions ready for updates: row `i` continues prompt `i / group_size`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rollouts {
     /// The prompt of each row (each prompt repeated `group_size` times).
@@ -80,14 +161,57 @@ pub struct Rollouts {
     pub stopped: Vec<bool>,
     /// The reward of each row.
     pub rewards: Vec<f32>,
+    /// Whether each row is correct by the strict rule.
+    pub correct: Vec<bool>,
     /// Group-normalised advantages.
     pub advantages: Vec<f32>,
-    /// Log-probabilities of the sampled tokens under the base model (KL penalty only).
+    /// Log-probabilities of the sampled tokens under the base model (with a KL penalty only).
     pub ref_logprobs: Option<Vec<Vec<f32>>>,
     /// The temperature the tokens were sampled at.
     pub temperature: f32,
     /// The generation budget (Dr. GRPO's constant length).
     pub max_new_tokens: usize,
+}
+
+/// Scored samples as [`Rollouts`]: group advantages of the rewards, and the reference
+/// log-probs under the base `model` when `config.kl_beta > 0` (the only place they are made).
+pub async fn prepare(
+    model: &CausalLm,
+    samples: Samples,
+    scores: &[Score],
+    config: &GrpoStepConfig,
+) -> Result<Rollouts> {
+    if scores.len() != samples.completions.len() {
+        return Err(Error::InvalidInput(format!(
+            "{} scores for {} completions",
+            scores.len(),
+            samples.completions.len()
+        )));
+    }
+    let rewards: Vec<f32> = scores.iter().map(|s| s.reward).collect();
+    let advantages = group_advantages(
+        &rewards,
+        config.group_size.max(1),
+        config.adv_eps,
+        config.std_floor,
+    );
+    let mut rollouts = Rollouts {
+        prompts: samples.prompts,
+        completions: samples.completions,
+        logprobs: samples.logprobs,
+        stopped: samples.stopped,
+        rewards,
+        correct: scores.iter().map(|s| s.correct).collect(),
+        advantages,
+        ref_logprobs: None,
+        temperature: samples.temperature,
+        max_new_tokens: samples.max_new_tokens,
+    };
+    if config.kl_beta > 0.0 {
+        rollouts.ref_logprobs =
+            Some(reference_logprobs(model, &rollouts, config.micro_batch).await?);
+    }
+    Ok(rollouts)
 }
 
 impl Rollouts {
@@ -155,53 +279,6 @@ pub struct GrpoStepStats {
     pub updates: Vec<UpdateStats>,
 }
 
-/// Samples `group_size` completions per prompt with the adapter's current `v` and scores them:
-/// `reward(prompt_index, completion)`. `model` must have `adapter` attached.
-pub async fn rollout(
-    model: &CausalLm,
-    adapter: &TinyLora,
-    prompts: &[Vec<u32>],
-    reward: impl Fn(usize, &[u32]) -> f32,
-    generation: &GenerateConfig,
-    config: &GrpoStepConfig,
-) -> Result<Rollouts> {
-    let group = config.group_size.max(1);
-    // v as constants: no gradient tracking while sampling.
-    let mixes = adapter.current_mixes(model)?;
-    let expanded: Vec<Vec<u32>> = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(p.clone(), group))
-        .collect();
-    let generations = generate(model, &mixes, &expanded, generation, |_, _| {}).await?;
-    let rewards: Vec<f32> = generations
-        .iter()
-        .enumerate()
-        .map(|(i, g)| reward(i / group, &g.tokens))
-        .collect();
-    let advantages = group_advantages(&rewards, group, config.adv_eps, config.std_floor);
-    let temperature = match generation.sampling.temperature {
-        Some(t) if t > 0.0 => t,
-        _ => 1.0,
-    };
-    let mut out = Rollouts {
-        prompts: expanded,
-        completions: Vec::with_capacity(generations.len()),
-        logprobs: Vec::with_capacity(generations.len()),
-        stopped: Vec::with_capacity(generations.len()),
-        rewards,
-        advantages,
-        ref_logprobs: None,
-        temperature,
-        max_new_tokens: generation.max_new_tokens,
-    };
-    for g in generations {
-        out.completions.push(g.tokens);
-        out.logprobs.push(g.logprobs);
-        out.stopped.push(g.stopped);
-    }
-    Ok(out)
-}
-
 /// Pads ragged rows to `[rows.len(), width]` (zeros after each row's end).
 fn padded(rows: &[&Vec<f32>], width: usize) -> Vec<f32> {
     rows.iter()
@@ -219,7 +296,7 @@ impl Rollouts {
 
 /// Scores the rollouts under the base model (no adapter) for the KL penalty, micro-batch by
 /// micro-batch.
-pub async fn reference_logprobs(
+async fn reference_logprobs(
     model: &CausalLm,
     rollouts: &Rollouts,
     micro_batch: MicroBatch,
@@ -334,15 +411,14 @@ pub async fn update(
     config: &GrpoStepConfig,
 ) -> Result<UpdateStats> {
     let mut computed = loss_and_gradients(model, adapter, rollouts, rows, config).await?;
-    let grads_finite = computed.grads.iter().flatten().all(|g| g.is_finite());
-    if !computed.loss.is_finite() || !grads_finite {
-        return Err(Error::Diverged(format!(
-            "the GRPO loss is {} (gradients finite: {grads_finite}); v was not updated",
-            computed.loss
-        )));
-    }
-    let grad_norm = clip_grad_norm(&mut computed.grads, config.max_grad_norm);
-    optimizer.step(&mut adapter.v, &computed.grads, config.lr);
+    let grad_norm = optimizer.apply(
+        &mut adapter.v,
+        "GRPO",
+        computed.loss,
+        &mut computed.grads,
+        config.max_grad_norm,
+        config.lr,
+    )?;
     Ok(UpdateStats {
         loss: computed.loss,
         grad_norm,
@@ -363,29 +439,52 @@ pub fn mini_batches(rows: usize, config: &GrpoStepConfig) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// Runs one whole step: rollouts, reference log-probs when `kl_beta > 0`, then `epochs`
-/// passes over the mini-batches. `reward(prompt_index, completion)` scores a completion of
-/// `prompts[i]`. `model` must live on an autodiff device and have `adapter` attached.
+/// `config.epochs` passes over the rollouts' mini-batches ([`mini_batches`]), one
+/// [`update`] each.
+pub async fn train_on(
+    model: &CausalLm,
+    adapter: &mut TinyLora,
+    optimizer: &mut AdamW,
+    rollouts: &Rollouts,
+    config: &GrpoStepConfig,
+) -> Result<Vec<UpdateStats>> {
+    let mut updates = Vec::new();
+    for _ in 0..config.epochs.max(1) {
+        for rows in mini_batches(rollouts.prompts.len(), config) {
+            updates.push(update(model, adapter, optimizer, rollouts, &rows, config).await?);
+        }
+    }
+    Ok(updates)
+}
+
+/// Runs one whole step on the local engine: sample, score (`score(prompt_index,
+/// completion)`), [`prepare`], [`train_on`]. `model` must live on an autodiff device and have
+/// `adapter` attached.
 pub async fn grpo_step(
     model: &CausalLm,
     adapter: &mut TinyLora,
     optimizer: &mut AdamW,
     prompts: &[Vec<u32>],
-    reward: impl Fn(usize, &[u32]) -> f32,
+    score: impl Fn(usize, &[u32]) -> Score,
     generation: &GenerateConfig,
     config: &GrpoStepConfig,
 ) -> Result<GrpoStepStats> {
-    let mut rollouts = rollout(model, adapter, prompts, reward, generation, config).await?;
-    if config.kl_beta > 0.0 {
-        rollouts.ref_logprobs =
-            Some(reference_logprobs(model, &rollouts, config.micro_batch).await?);
-    }
-    let mut updates = Vec::new();
-    for _ in 0..config.epochs.max(1) {
-        for rows in mini_batches(rollouts.prompts.len(), config) {
-            updates.push(update(model, adapter, optimizer, &rollouts, &rows, config).await?);
-        }
-    }
+    let engine = LocalEngine {
+        model,
+        mixes: adapter.current_mixes(model)?,
+    };
+    let samples = engine
+        .sample(prompts, config.group_size, generation)
+        .await?;
+    let group = config.group_size.max(1);
+    let scores: Vec<Score> = samples
+        .completions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| score(i / group, c))
+        .collect();
+    let rollouts = prepare(model, samples, &scores, config).await?;
+    let updates = train_on(model, adapter, optimizer, &rollouts, config).await?;
     let n = rollouts.completions.len().max(1) as f64;
     Ok(GrpoStepStats {
         reward_mean: rollouts.reward_mean_std().0,

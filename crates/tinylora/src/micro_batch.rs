@@ -1,5 +1,7 @@
 //! How many sequences one forward/backward of log-probabilities takes.
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::ModelConfig;
 
 /// Bytes the largest activation of an automatic micro-batch may take: logits
@@ -8,8 +10,10 @@ use crate::model::ModelConfig;
 /// in micro-batches of 8–16 sequences against 4–6 s in one of 128.
 pub const AUTO_BYTES: usize = 4 << 20;
 
-/// Sequences per forward/backward; their losses and gradients add up to the mini-batch's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Sequences per forward/backward; their losses and gradients add up to the mini-batch's. In
+/// config files a count, `0` for [`MicroBatch::Auto`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(from = "usize", into = "usize")]
 pub enum MicroBatch {
     /// As many as keep the largest activation within [`AUTO_BYTES`] (at least one): tensors
     /// that stay in cache, and padding only to the longest row of each micro-batch.
@@ -19,15 +23,26 @@ pub enum MicroBatch {
     Rows(usize),
 }
 
-impl MicroBatch {
+impl From<usize> for MicroBatch {
     /// A config's count: 0 means [`MicroBatch::Auto`].
-    pub fn from_count(count: usize) -> Self {
+    fn from(count: usize) -> Self {
         match count {
             0 => MicroBatch::Auto,
             n => MicroBatch::Rows(n),
         }
     }
+}
 
+impl From<MicroBatch> for usize {
+    fn from(micro_batch: MicroBatch) -> Self {
+        match micro_batch {
+            MicroBatch::Auto => 0,
+            MicroBatch::Rows(n) => n,
+        }
+    }
+}
+
+impl MicroBatch {
     /// Rows per micro-batch for sequences of up to `seq` tokens on `config`'s model.
     pub fn rows(self, config: &ModelConfig, seq: usize) -> usize {
         self.rows_for(config.vocab_size, config.num_attention_heads, seq)
@@ -73,7 +88,8 @@ mod tests {
         assert_eq!(MicroBatch::Auto.rows_for(100, 4, 2000), 1);
         assert_eq!(MicroBatch::Rows(0).rows_for(100, 4, 10), 1);
         assert_eq!(MicroBatch::Rows(7).rows_for(100, 4, 10), 7);
-        assert_eq!(MicroBatch::from_count(0), MicroBatch::Auto);
-        assert_eq!(MicroBatch::from_count(3), MicroBatch::Rows(3));
+        assert_eq!(MicroBatch::from(0), MicroBatch::Auto);
+        assert_eq!(MicroBatch::from(3), MicroBatch::Rows(3));
+        assert_eq!(usize::from(MicroBatch::Auto), 0);
     }
 }

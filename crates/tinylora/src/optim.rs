@@ -1,5 +1,7 @@
 //! AdamW on the host for the adapter's few trainable floats (torch's `AdamW` update, in f64).
 
+use crate::{Error, Result};
+
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
@@ -68,6 +70,30 @@ impl AdamW {
                 *pi = x as f32;
             }
         }
+    }
+
+    /// The update every trainer takes (GRPO's and SFT's alike): refuses a non-finite `loss`
+    /// or gradient with [`Error::Diverged`] naming `what`, without touching `params` or the
+    /// state; else clips `grads` to `max_norm` and takes one [`step`](Self::step). Returns the
+    /// gradient norm before clipping.
+    pub fn apply(
+        &mut self,
+        params: &mut [Vec<f32>],
+        what: &str,
+        loss: f64,
+        grads: &mut [Vec<f32>],
+        max_norm: f64,
+        lr: f64,
+    ) -> Result<f64> {
+        let grads_finite = grads.iter().flatten().all(|g| g.is_finite());
+        if !loss.is_finite() || !grads_finite {
+            return Err(Error::Diverged(format!(
+                "the {what} loss is {loss} (gradients finite: {grads_finite}); v was not updated"
+            )));
+        }
+        let norm = clip_grad_norm(grads, max_norm);
+        self.step(params, grads, lr);
+        Ok(norm)
     }
 }
 

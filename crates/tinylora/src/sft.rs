@@ -6,7 +6,7 @@ use crate::adapter::TinyLora;
 use crate::grpo::{Denominators, LossType, completion_logprobs, reduce};
 use crate::micro_batch::MicroBatch;
 use crate::model::CausalLm;
-use crate::optim::{AdamW, clip_grad_norm};
+use crate::optim::AdamW;
 use crate::readback::to_vec_f32;
 use crate::vgrad::{accumulate, leaves};
 use crate::{Error, Result};
@@ -79,14 +79,14 @@ pub async fn sft_update(
     }
     let (loss, mut grads) =
         sft_loss_and_gradients(model, adapter, prompts, targets, config.micro_batch).await?;
-    let grads_finite = grads.iter().flatten().all(|g| g.is_finite());
-    if !loss.is_finite() || !grads_finite {
-        return Err(Error::Diverged(format!(
-            "the SFT loss is {loss} (gradients finite: {grads_finite}); v was not updated"
-        )));
-    }
-    let grad_norm = clip_grad_norm(&mut grads, config.max_grad_norm);
-    optimizer.step(&mut adapter.v, &grads, config.lr);
+    let grad_norm = optimizer.apply(
+        &mut adapter.v,
+        "SFT",
+        loss,
+        &mut grads,
+        config.max_grad_norm,
+        config.lr,
+    )?;
     Ok(SftStats {
         loss,
         grad_norm,

@@ -11,7 +11,7 @@ use tinylora::adapter::TinyLora;
 use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::generate::GenerateConfig;
-use tinylora::grpo_step::{GrpoStepConfig, grpo_step};
+use tinylora::grpo_step::{GrpoStepConfig, Score, grpo_step};
 use tinylora::model::{CausalLm, Mixes};
 use tinylora::optim::{AdamW, AdamWConfig};
 use tinylora::readback::{block_on, to_vec_f32};
@@ -61,13 +61,16 @@ fn train(reward_low: bool) -> (f64, f64) {
             seed: 1000 * step,
             stop_tokens: Vec::new(),
         };
-        let reward = |_: usize, c: &[u32]| f32::from(u8::from((c[0] < 256) == reward_low));
+        let score = |_: usize, c: &[u32]| Score {
+            reward: f32::from(u8::from((c[0] < 256) == reward_low)),
+            correct: false,
+        };
         let stats = block_on(grpo_step(
             &model,
             &mut adapter,
             &mut optimizer,
             &prompts,
-            reward,
+            score,
             &generation,
             &config,
         ))

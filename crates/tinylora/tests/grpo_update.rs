@@ -11,7 +11,7 @@ use tinylora::checkpoint::Checkpoint;
 use tinylora::generate::GenerateConfig;
 use tinylora::grpo::{Clip, LossType};
 use tinylora::grpo_step::{
-    GrpoStepConfig, Rollouts, loss_and_gradients, reference_logprobs, rollout,
+    GrpoStepConfig, LocalEngine, RolloutEngine, Rollouts, Score, loss_and_gradients, prepare,
 };
 use tinylora::micro_batch::MicroBatch;
 use tinylora::model::CausalLm;
@@ -41,24 +41,32 @@ fn setup() -> (CausalLm, TinyLora, Rollouts) {
         seed: 3,
         stop_tokens: vec![11, 12, 13],
     };
-    let config = GrpoStepConfig::default();
-    let reward = |_: usize, c: &[u32]| f32::from(u8::from(c[0].is_multiple_of(2)));
-    let mut rollouts = block_on(rollout(
-        &model,
-        &adapter,
-        &prompts,
-        reward,
-        &generation,
-        &config,
-    ))
-    .unwrap();
+    // A KL penalty, so that `prepare` scores the samples under the base model too.
+    let config = GrpoStepConfig {
+        kl_beta: 0.5,
+        micro_batch: MicroBatch::Rows(3),
+        ..GrpoStepConfig::default()
+    };
+    let engine = LocalEngine {
+        model: &model,
+        mixes: adapter.current_mixes(&model).unwrap(),
+    };
+    let samples = block_on(engine.sample(&prompts, config.group_size, &generation)).unwrap();
+    let scores: Vec<Score> = samples
+        .completions
+        .iter()
+        .map(|c| Score {
+            reward: f32::from(u8::from(c[0].is_multiple_of(2))),
+            correct: false,
+        })
+        .collect();
+    let rollouts = block_on(prepare(&model, samples, &scores, &config)).unwrap();
     assert!(
         rollouts.advantages.iter().any(|&a| a != 0.0),
         "no signal in {:?}",
         rollouts.rewards
     );
-    rollouts.ref_logprobs =
-        Some(block_on(reference_logprobs(&model, &rollouts, MicroBatch::Rows(3))).unwrap());
+    assert!(rollouts.ref_logprobs.is_some());
     for (i, x) in adapter.v[0].iter_mut().enumerate() {
         *x += 0.15 * ((i as f32) * 1.3).cos();
     }

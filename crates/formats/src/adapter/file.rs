@@ -141,11 +141,16 @@ impl AdapterFile {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::from_text(&text, path)
+    }
+
+    /// An adapter in either form, told apart by the compact prefix; `origin` names it in errors.
+    pub fn from_text(text: &str, origin: &Path) -> Result<Self> {
         let trimmed = text.trim();
         if trimmed.starts_with(COMPACT_PREFIX) {
-            Self::from_compact(trimmed, path)
+            Self::from_compact(trimmed, origin)
         } else {
-            Self::from_json(&text, path)
+            Self::from_json(text, origin)
         }
     }
 

@@ -10,8 +10,8 @@ use super::linear::{Linear, Mixes};
 use super::rope::rope_tables;
 use super::tree::{TensorSupply, children};
 use super::weight::Weight;
-use crate::Result;
 use crate::ops::rms_norm;
+use crate::{Error, Result};
 
 /// `model`: embeddings, decoder layers and the final norm.
 #[derive(Debug, Clone)]
@@ -87,6 +87,29 @@ impl CausalLm {
             lm_head,
             device: device.clone(),
         })
+    }
+
+    /// Checks rows of token ids before a pass: none empty, every id in the vocabulary, the
+    /// longest plus `new_tokens` within the context; the error says which rule failed.
+    pub fn check_prompts(&self, rows: &[Vec<u32>], new_tokens: usize) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        if let Some(i) = rows.iter().position(Vec::is_empty) {
+            return Err(Error::InvalidInput(format!("prompt {i} is empty")));
+        }
+        if let Some(&bad) = rows.iter().flatten().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let context = self.config.max_position_embeddings;
+        if longest + new_tokens > context {
+            return Err(Error::InvalidInput(format!(
+                "prompt of {longest} tokens plus {new_tokens} new tokens exceeds the model's \
+                 context of {context}"
+            )));
+        }
+        Ok(())
     }
 
     /// An empty cache for rows with the given left padding.

@@ -11,9 +11,10 @@ use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::GenerateConfig;
-use tinylora::grpo_step::{GrpoStepConfig, loss_and_gradients, reference_logprobs, rollout};
-use tinylora::micro_batch::MicroBatch;
-use tinylora::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use tinylora::grpo_step::{
+    GrpoStepConfig, LocalEngine, RolloutEngine, Score, loss_and_gradients, prepare,
+};
+use tinylora::optim::{AdamW, AdamWConfig};
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
 
@@ -29,7 +30,7 @@ pub struct Breakdown {
     pub reference: f64,
     /// Policy log-probs, loss and the backward pass to `v`.
     pub backward: f64,
-    /// Gradient clipping, AdamW and re-deriving the mixing matrices.
+    /// The non-finite check, gradient clipping and AdamW.
     pub optimizer: f64,
 }
 
@@ -75,21 +76,28 @@ pub fn grpo_step(
     // A reward that differs within groups, so that advantages and gradients are non-zero.
     let reward = |i: usize, tokens: &[u32]| (tokens.iter().sum::<u32>() as usize + i) as f32 % 2.0;
     let t = Instant::now();
-    let mut rollouts = block_on(rollout(
-        &model,
-        &adapter,
-        &prompt_ids,
-        reward,
-        &generation,
-        &step,
-    ))?;
+    let engine = LocalEngine {
+        model: &model,
+        mixes: adapter.current_mixes(&model)?,
+    };
+    let samples = block_on(engine.sample(&prompt_ids, group, &generation))?;
     let rollout_s = t.elapsed().as_secs_f64();
+    let scores: Vec<Score> = samples
+        .completions
+        .iter()
+        .enumerate()
+        .map(|(i, tokens)| Score {
+            reward: reward(i / group, tokens),
+            correct: false,
+        })
+        .collect();
+    // The reference forward, timed on its own: `prepare` makes it when a KL penalty is on.
+    let with_reference = GrpoStepConfig {
+        kl_beta: 1e-3,
+        ..step.clone()
+    };
     let t = Instant::now();
-    rollouts.ref_logprobs = Some(block_on(reference_logprobs(
-        &model,
-        &rollouts,
-        MicroBatch::Auto,
-    ))?);
+    let rollouts = block_on(prepare(&model, samples, &scores, &with_reference))?;
     let reference = t.elapsed().as_secs_f64();
     let rows: Vec<usize> = (0..rollouts.completions.len()).collect();
     let t = Instant::now();
@@ -99,8 +107,14 @@ pub fn grpo_step(
     let backward = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut optimizer = AdamW::new(AdamWConfig::default(), &adapter.v);
-    clip_grad_norm(&mut computed.grads, step.max_grad_norm);
-    optimizer.step(&mut adapter.v, &computed.grads, step.lr);
+    optimizer.apply(
+        &mut adapter.v,
+        "GRPO",
+        computed.loss,
+        &mut computed.grads,
+        step.max_grad_norm,
+        step.lr,
+    )?;
     let optimizer_s = t.elapsed().as_secs_f64();
     Ok(Breakdown {
         sequences: rows.len(),

@@ -24,16 +24,7 @@ pub fn run(args: Args) -> Result<()> {
     ensure!(!ids.is_empty(), "--ids is empty");
     let loaded = args.model.load()?;
     let model = &loaded.model;
-    let vocab = model.config.vocab_size;
-    if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
-        anyhow::bail!("token id {bad} is outside the vocabulary (size {vocab})");
-    }
-    ensure!(
-        ids.len() <= model.config.max_position_embeddings,
-        "{} ids exceed the model's context of {}",
-        ids.len(),
-        model.config.max_position_embeddings
-    );
+    model.check_prompts(std::slice::from_ref(&ids), 0)?;
     let mut cache = model.new_cache(vec![0]);
     let logits = block_on(to_vec_f32(model.forward_last(
         &[ids],

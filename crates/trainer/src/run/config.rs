@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tinylora::adapter::config::{ALL_TARGETS, TinyLoraConfig};
 use tinylora::grpo::LossType;
+use tinylora::micro_batch::MicroBatch;
 
 /// Everything a `trainer train` or `trainer sft` run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -120,25 +121,28 @@ pub struct GrpoSection {
     pub max_new_tokens: usize,
     /// Sampling temperature of rollouts.
     pub temperature: f32,
-    /// Nucleus sampling bound; 1: off.
-    pub top_p: f32,
-    /// Top-k sampling bound; 0: off.
-    pub top_k: usize,
+    /// Nucleus sampling bound (`1` in the file: off).
+    #[serde(with = "one_is_off")]
+    pub top_p: Option<f32>,
+    /// Top-k sampling bound (`0` in the file: off).
+    #[serde(with = "zero_is_off")]
+    pub top_k: Option<usize>,
     /// Optimizer updates per rollout batch (train_batch_size / ppo_mini_batch_size).
     pub mini_batches: usize,
     /// Passes over the mini-batches (verl `ppo_epochs`).
     pub ppo_epochs: usize,
-    /// Most sequences per forward/backward; 0: automatic (as many as keep the logits and
-    /// attention scores of one within 4 MiB).
-    pub micro_batch: usize,
+    /// Most sequences per forward/backward (`0` in the file: automatic, as many as keep the
+    /// logits and attention scores of one within 4 MiB).
+    pub micro_batch: MicroBatch,
     /// `grpo`, `dapo` (token-mean) or `dr_grpo`.
     pub loss_type: LossType,
     /// Lower ratio clip ε.
     pub clip_low: f64,
     /// Upper ratio clip ε.
     pub clip_high: f64,
-    /// Dual clip c for negative advantages; 0: off.
-    pub clip_dual: f64,
+    /// Dual clip c for negative advantages (`0` in the file: off).
+    #[serde(with = "zero_is_off")]
+    pub clip_dual: Option<f64>,
     /// Added to the group std.
     pub adv_eps: f64,
     /// Lower bound on the group std.
@@ -156,15 +160,15 @@ impl Default for GrpoSection {
             group_size: 4,
             max_new_tokens: 4096,
             temperature: 1.0,
-            top_p: 1.0,
-            top_k: 0,
+            top_p: None,
+            top_k: None,
             mini_batches: 2,
             ppo_epochs: 1,
-            micro_batch: 0,
+            micro_batch: MicroBatch::Auto,
             loss_type: LossType::Dapo,
             clip_low: 0.2,
             clip_high: 0.4,
-            clip_dual: 3.0,
+            clip_dual: Some(3.0),
             adv_eps: 1e-6,
             std_floor: 0.0,
             kl_beta: 0.0,
@@ -179,8 +183,8 @@ impl Default for GrpoSection {
 pub struct SftSection {
     /// Problems per update.
     pub batch_size: usize,
-    /// Most sequences per forward/backward; 0: automatic (as for GRPO).
-    pub micro_batch: usize,
+    /// Most sequences per forward/backward (`0` in the file: automatic, as for GRPO).
+    pub micro_batch: MicroBatch,
     /// Reference solutions are cut to this many tokens.
     pub max_target_tokens: usize,
 }
@@ -189,7 +193,7 @@ impl Default for SftSection {
     fn default() -> Self {
         Self {
             batch_size: 16,
-            micro_batch: 0,
+            micro_batch: MicroBatch::Auto,
             max_target_tokens: 512,
         }
     }
@@ -498,6 +502,43 @@ impl TrainConfig {
             bail!("{o}: adapter.targets must be among {ALL_TARGETS:?}");
         }
         Ok(())
+    }
+}
+
+/// Numbers whose `0` in a config file means "off": `None` here, `0` again when written. The
+/// file keeps verl's convention; the program sees an `Option`, converted in this one place.
+mod zero_is_off {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T, S>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error>
+    where
+        T: Serialize + Default + Copy,
+        S: Serializer,
+    {
+        value.unwrap_or_default().serialize(s)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: Deserialize<'de> + Default + PartialEq,
+        D: Deserializer<'de>,
+    {
+        let value = T::deserialize(d)?;
+        Ok((value != T::default()).then_some(value))
+    }
+}
+
+/// `top_p`, whose `1` in a config file means "off" (nothing is cut).
+mod one_is_off {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+        value.unwrap_or(1.0).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+        let value = f32::deserialize(d)?;
+        Ok((value != 1.0).then_some(value))
     }
 }
 

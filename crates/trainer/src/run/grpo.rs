@@ -9,9 +9,8 @@ use anyhow::Result;
 use serde_json::json;
 use tinylora::generate::GenerateConfig;
 use tinylora::grpo::Clip;
-use tinylora::grpo_step::{GrpoStepConfig, mini_batches, reference_logprobs, rollout, update};
+use tinylora::grpo_step::{GrpoStepConfig, LocalEngine, RolloutEngine, Score, prepare, train_on};
 use tinylora::gsm8k::{flexible_reward, strict_reward};
-use tinylora::micro_batch::MicroBatch;
 use tinylora::readback::block_on;
 use tinylora::rng::SplitMix64;
 use tinylora::sampling::SamplingConfig;
@@ -29,7 +28,7 @@ fn step_config(config: &TrainConfig) -> GrpoStepConfig {
         clip: Clip {
             low: g.clip_low,
             high: g.clip_high,
-            dual: (g.clip_dual > 0.0).then_some(g.clip_dual),
+            dual: g.clip_dual,
         },
         loss_type: g.loss_type,
         lr: config.optim.lr,
@@ -39,7 +38,7 @@ fn step_config(config: &TrainConfig) -> GrpoStepConfig {
         kl_beta: g.kl_beta,
         mini_batches: g.mini_batches,
         epochs: g.ppo_epochs,
-        micro_batch: MicroBatch::from_count(g.micro_batch),
+        micro_batch: g.micro_batch,
     }
 }
 
@@ -97,57 +96,46 @@ pub fn train(args: RunArgs) -> Result<()> {
             max_new_tokens: g.max_new_tokens,
             sampling: SamplingConfig {
                 temperature: Some(g.temperature),
-                top_k: (g.top_k > 0).then_some(g.top_k),
-                top_p: (g.top_p < 1.0).then_some(g.top_p),
+                top_k: g.top_k,
+                top_p: g.top_p,
             },
             seed: step_seed(config.run.seed, step),
             stop_tokens: stop_tokens.clone(),
         };
-        let tokenizer = &s.tokenizer;
-        let score = |i: usize, tokens: &[u32]| {
-            let text = tokenizer.decode(tokens).unwrap_or_default();
-            let gold = &usable[batch[i]].1;
-            (reward_fn(&text, gold), strict_reward(&text, gold))
-        };
         let rollout_started = Instant::now();
-        let mut rollouts = block_on(rollout(
-            &s.model,
-            &s.adapter,
-            &prompts,
-            |i, t| score(i, t).0,
-            &generation,
-            &step_config,
-        ))?;
+        let engine = LocalEngine {
+            model: &s.model,
+            mixes: s.adapter.current_mixes(&s.model)?,
+        };
+        let samples = block_on(engine.sample(&prompts, g.group_size, &generation))?;
         let rollout_s = rollout_started.elapsed().as_secs_f64();
-        let strict_correct = rollouts
+        // Each completion decoded once, for its reward and its strict correctness.
+        let group = g.group_size.max(1);
+        let scores = samples
             .completions
             .iter()
             .enumerate()
-            .filter(|(i, c)| score(i / g.group_size, c).1 == 1.0)
-            .count();
+            .map(|(i, tokens)| {
+                let text = s.tokenizer.decode(tokens)?;
+                let gold = &usable[batch[i / group]].1;
+                Ok(Score {
+                    reward: reward_fn(&text, gold),
+                    correct: strict_reward(&text, gold) == 1.0,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let update_started = Instant::now();
-        if g.kl_beta > 0.0 {
-            rollouts.ref_logprobs = Some(block_on(reference_logprobs(
-                &s.model,
-                &rollouts,
-                step_config.micro_batch,
-            ))?);
-        }
         step_config.lr = lr;
-        let mut updates = Vec::new();
-        for _ in 0..g.ppo_epochs.max(1) {
-            for rows in mini_batches(rollouts.completions.len(), &step_config) {
-                updates.push(block_on(update(
-                    &s.model,
-                    &mut s.adapter,
-                    &mut s.optimizer,
-                    &rollouts,
-                    &rows,
-                    &step_config,
-                ))?);
-            }
-        }
+        let rollouts = block_on(prepare(&s.model, samples, &scores, &step_config))?;
+        let updates = block_on(train_on(
+            &s.model,
+            &mut s.adapter,
+            &mut s.optimizer,
+            &rollouts,
+            &step_config,
+        ))?;
         let update_s = update_started.elapsed().as_secs_f64();
+        let strict_correct = rollouts.correct.iter().filter(|&&c| c).count();
         let n = rollouts.completions.len() as f64;
         let (reward_mean, reward_std) = rollouts.reward_mean_std();
         let tokens = rollouts.tokens();
@@ -189,6 +177,7 @@ pub fn train(args: RunArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tinylora::micro_batch::MicroBatch;
 
     #[test]
     fn the_papers_recipe_maps_onto_the_core() {

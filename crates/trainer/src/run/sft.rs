@@ -4,7 +4,6 @@
 
 use anyhow::{Result, bail};
 use serde_json::json;
-use tinylora::micro_batch::MicroBatch;
 use tinylora::readback::block_on;
 use tinylora::sft::{SftUpdateConfig, sft_update};
 use tinylora::tokenizer::Tokenizer;
@@ -55,7 +54,7 @@ pub fn sft(args: RunArgs) -> Result<()> {
         let prompts: Vec<Vec<u32>> = batch.iter().map(|&i| pairs[i].0.clone()).collect();
         let targets: Vec<Vec<u32>> = batch.iter().map(|&i| pairs[i].1.clone()).collect();
         let update = SftUpdateConfig {
-            micro_batch: MicroBatch::from_count(sft.micro_batch),
+            micro_batch: sft.micro_batch,
             lr,
             max_grad_norm: config.optim.max_grad_norm,
         };
