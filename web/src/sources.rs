@@ -43,26 +43,17 @@ fn safetensors(
 ) -> Result<Checkpoint, String> {
     let source = SafetensorsFile::from_reader(reader(weights), Path::new(origin))
         .map_err(|e| e.to_string())?;
-    Ok(Checkpoint {
-        config,
-        source: Box::new(source),
-        chat_template: ChatTemplate::default(),
-        dir: PathBuf::new(),
-    })
+    Ok(Checkpoint::new(config, Box::new(source)))
 }
 
 fn gguf(weights: Uint8Array, origin: &str) -> Result<Checkpoint, String> {
     let mut file =
         GgufFile::from_reader(reader(weights), Path::new(origin)).map_err(|e| e.to_string())?;
-    Ok(Checkpoint {
-        config: file.model_config().map_err(|e| e.to_string())?,
-        chat_template: file
-            .chat_template()
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default(),
-        source: Box::new(GgufSource::new(file)),
-        dir: PathBuf::new(),
-    })
+    let config = file.model_config().map_err(|e| e.to_string())?;
+    let template = file.chat_template().map_err(|e| e.to_string())?;
+    let mut checkpoint = Checkpoint::new(config, Box::new(GgufSource::new(file)));
+    checkpoint.chat_template = template.unwrap_or_default();
+    Ok(checkpoint)
 }
 
 fn config(bytes: &Uint8Array, origin: &str) -> Result<ModelConfig, String> {
@@ -215,12 +206,7 @@ fn sharded(
             Ok((reader(bytes), PathBuf::from(origin_of(name))))
         })
         .map_err(|e| e.to_string())?;
-    Ok(Checkpoint {
-        config,
-        source: Box::new(source),
-        chat_template: ChatTemplate::default(),
-        dir: PathBuf::new(),
-    })
+    Ok(Checkpoint::new(config, Box::new(source)))
 }
 
 /// A model from files the visitor picked or dropped: a .gguf, or config.json with

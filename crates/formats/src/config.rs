@@ -344,10 +344,7 @@ impl ModelConfig {
 
     /// Reads and parses a `config.json` file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::fsutil::read_text(path)?;
         Self::from_json(&text, path)
     }
 

@@ -1,10 +1,27 @@
-//! Writing files so that a crash never leaves a half-written one: write a temporary file in the
-//! same folder, flush it to disk, then rename it over the target.
+//! Files with errors that name them: reading, and writing so that a crash never leaves a
+//! half-written file (write a temporary file in the same folder, flush it to disk, then rename
+//! it over the target).
 
 use std::io::Write;
 use std::path::Path;
 
 use crate::{Error, Result};
+
+/// The bytes of the file at `path`; an error naming it.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The text of the file at `path`; an error naming it.
+pub fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
 
 /// Atomically replaces `path` with `bytes`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -192,10 +192,7 @@ pub fn parse_jsonl(
 
 /// Reads a GSM8K JSONL file.
 pub fn load_jsonl(path: &Path, bad_lines: BadLines) -> Result<(Vec<Problem>, usize)> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::fsutil::read_text(path)?;
     parse_jsonl(&text, path, bad_lines)
 }
 

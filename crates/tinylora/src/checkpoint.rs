@@ -27,6 +27,17 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// A checkpoint of `config` over `source` held in memory (no folder beside it), speaking
+    /// Qwen2.5's chat template until told otherwise.
+    pub fn new(config: ModelConfig, source: Box<dyn TensorSource>) -> Self {
+        Self {
+            config,
+            source,
+            chat_template: ChatTemplate::default(),
+            dir: PathBuf::new(),
+        }
+    }
+
     /// Opens `path`: a model directory, a `.safetensors` file beside its `config.json`, or a
     /// `.gguf` file.
     pub fn open(path: &Path) -> Result<Self> {
@@ -112,9 +123,6 @@ fn tokenizer_config_template(dir: &Path) -> Result<Option<ChatTemplate>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = crate::fsutil::read_text(&path)?;
     ChatTemplate::from_tokenizer_config(&text, &path)
 }

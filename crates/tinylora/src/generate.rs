@@ -1,11 +1,11 @@
 //! Batched generation with a KV cache: prompts of different lengths are left-padded, each step
 //! reads back only the last position's logits and samples on the host.
 
+use crate::Result;
 use crate::model::{CausalLm, Mixes};
 use crate::readback::to_vec_f32;
 use crate::rng::SplitMix64;
 use crate::sampling::{SamplingConfig, sample};
-use crate::Result;
 
 /// What to generate.
 #[derive(Debug, Clone)]

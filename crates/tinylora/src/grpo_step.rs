@@ -85,6 +85,25 @@ pub struct Samples {
     pub max_new_tokens: usize,
 }
 
+impl Samples {
+    /// The prompts and completions of `rows`.
+    pub fn rows(&self, rows: &[usize]) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+        rows.iter()
+            .map(|&i| (self.prompts[i].clone(), self.completions[i].clone()))
+            .unzip()
+    }
+
+    /// Total number of completion tokens.
+    pub fn tokens(&self) -> usize {
+        self.completions.iter().map(Vec::len).sum()
+    }
+
+    /// Tokens of row `i`: its prompt and its completion.
+    fn length(&self, i: usize) -> usize {
+        self.prompts[i].len() + self.completions[i].len()
+    }
+}
+
 /// Generates the completions of a GRPO step.
 pub trait RolloutEngine {
     /// `group_size` completions of each of `prompts`, sampled as `generation` says.
@@ -151,14 +170,8 @@ pub struct Score {
 /// A scored batch of completions ready for updates: row `i` continues prompt `i / group_size`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rollouts {
-    /// The prompt of each row (each prompt repeated `group_size` times).
-    pub prompts: Vec<Vec<u32>>,
-    /// The sampled completion of each row.
-    pub completions: Vec<Vec<u32>>,
-    /// Log-probabilities of the sampled tokens under the sampling policy (π_old).
-    pub logprobs: Vec<Vec<f32>>,
-    /// Whether each row ended with a stop token.
-    pub stopped: Vec<bool>,
+    /// The completions as sampled.
+    pub samples: Samples,
     /// The reward of each row.
     pub rewards: Vec<f32>,
     /// Whether each row is correct by the strict rule.
@@ -167,10 +180,6 @@ pub struct Rollouts {
     pub advantages: Vec<f32>,
     /// Log-probabilities of the sampled tokens under the base model (with a KL penalty only).
     pub ref_logprobs: Option<Vec<Vec<f32>>>,
-    /// The temperature the tokens were sampled at.
-    pub temperature: f32,
-    /// The generation budget (Dr. GRPO's constant length).
-    pub max_new_tokens: usize,
 }
 
 /// Scored samples as [`Rollouts`]: group advantages of the rewards, and the reference
@@ -196,16 +205,11 @@ pub async fn prepare(
         config.std_floor,
     );
     let mut rollouts = Rollouts {
-        prompts: samples.prompts,
-        completions: samples.completions,
-        logprobs: samples.logprobs,
-        stopped: samples.stopped,
+        samples,
         rewards,
         correct: scores.iter().map(|s| s.correct).collect(),
         advantages,
         ref_logprobs: None,
-        temperature: samples.temperature,
-        max_new_tokens: samples.max_new_tokens,
     };
     if config.kl_beta > 0.0 {
         rollouts.ref_logprobs =
@@ -234,18 +238,6 @@ impl Rollouts {
         let total = groups.len().max(1) as f64;
         let flat = groups.filter(|g| g.iter().all(|&r| r == g[0])).count();
         flat as f64 / total
-    }
-
-    /// The prompts and completions of `rows`.
-    pub fn rows(&self, rows: &[usize]) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
-        rows.iter()
-            .map(|&i| (self.prompts[i].clone(), self.completions[i].clone()))
-            .unzip()
-    }
-
-    /// Total number of completion tokens.
-    pub fn tokens(&self) -> usize {
-        self.completions.iter().map(Vec::len).sum()
     }
 }
 
@@ -286,14 +278,6 @@ fn padded(rows: &[&Vec<f32>], width: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Consecutive chunks of `rows` of at most `size` rows.
-impl Rollouts {
-    /// Tokens of row `i`: its prompt and its completion.
-    fn length(&self, i: usize) -> usize {
-        self.prompts[i].len() + self.completions[i].len()
-    }
-}
-
 /// Scores the rollouts under the base model (no adapter) for the KL penalty, micro-batch by
 /// micro-batch.
 async fn reference_logprobs(
@@ -301,14 +285,19 @@ async fn reference_logprobs(
     rollouts: &Rollouts,
     micro_batch: MicroBatch,
 ) -> Result<Vec<Vec<f32>>> {
-    let rows: Vec<usize> = (0..rollouts.prompts.len()).collect();
+    let rows: Vec<usize> = (0..rollouts.samples.prompts.len()).collect();
     let mut out = Vec::with_capacity(rows.len());
-    for part in micro_batch.chunks(&model.config, &rows, |i| rollouts.length(i)) {
-        let (prompts, completions) = rollouts.rows(part);
+    for part in micro_batch.chunks(&model.config, &rows, |i| rollouts.samples.length(i)) {
+        let (prompts, completions) = rollouts.samples.rows(part);
         let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let base = Mixes::none();
-        let (logp, _) =
-            completion_logprobs(model, &base, &prompts, &completions, rollouts.temperature);
+        let (logp, _) = completion_logprobs(
+            model,
+            &base,
+            &prompts,
+            &completions,
+            rollouts.samples.temperature,
+        );
         let flat = to_vec_f32(logp).await?;
         for (k, c) in completions.iter().enumerate() {
             out.push(flat[k * width..k * width + c.len()].to_vec());
@@ -342,18 +331,18 @@ pub async fn loss_and_gradients(
 ) -> Result<LossAndGradients> {
     let device = model.device.clone();
     let denominators = Denominators::of(
-        rows.iter().map(|&i| rollouts.completions[i].len()),
-        rollouts.max_new_tokens,
+        rows.iter().map(|&i| rollouts.samples.completions[i].len()),
+        rollouts.samples.max_new_tokens,
     );
     let (v, mut grads) = leaves(adapter, &device);
     let (mut loss_total, mut clipped, mut kl_total) = (0.0f64, 0.0f64, 0.0f64);
     let parts = config
         .micro_batch
-        .chunks(&model.config, rows, |i| rollouts.length(i));
+        .chunks(&model.config, rows, |i| rollouts.samples.length(i));
     for part in parts {
         // A fresh graph from the leaves `v` for each micro-batch's backward.
         let mixes = adapter.mixes(model, &v)?;
-        let (prompts, completions) = rollouts.rows(part);
+        let (prompts, completions) = rollouts.samples.rows(part);
         let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let batch = part.len();
         let as_tensor = |rows: Vec<&Vec<f32>>| {
@@ -362,10 +351,19 @@ pub async fn loss_and_gradients(
                 &device,
             )
         };
-        let old = as_tensor(part.iter().map(|&i| &rollouts.logprobs[i]).collect());
+        let old = as_tensor(
+            part.iter()
+                .map(|&i| &rollouts.samples.logprobs[i])
+                .collect(),
+        );
         let advantages: Vec<f32> = part.iter().map(|&i| rollouts.advantages[i]).collect();
-        let (logp, mask) =
-            completion_logprobs(model, &mixes, &prompts, &completions, rollouts.temperature);
+        let (logp, mask) = completion_logprobs(
+            model,
+            &mixes,
+            &prompts,
+            &completions,
+            rollouts.samples.temperature,
+        );
         let terms = policy_loss(
             logp.clone(),
             old,
@@ -450,7 +448,7 @@ pub async fn train_on(
 ) -> Result<Vec<UpdateStats>> {
     let mut updates = Vec::new();
     for _ in 0..config.epochs.max(1) {
-        for rows in mini_batches(rollouts.prompts.len(), config) {
+        for rows in mini_batches(rollouts.samples.prompts.len(), config) {
             updates.push(update(model, adapter, optimizer, rollouts, &rows, config).await?);
         }
     }
@@ -485,13 +483,13 @@ pub async fn grpo_step(
         .collect();
     let rollouts = prepare(model, samples, &scores, config).await?;
     let updates = train_on(model, adapter, optimizer, &rollouts, config).await?;
-    let n = rollouts.completions.len().max(1) as f64;
+    let n = rollouts.samples.completions.len().max(1) as f64;
     Ok(GrpoStepStats {
         reward_mean: rollouts.reward_mean_std().0,
         zero_std_fraction: rollouts.zero_std_fraction(config.group_size),
         loss: updates[0].loss,
         grad_norm: updates[0].grad_norm,
-        completion_len_mean: rollouts.tokens() as f64 / n,
+        completion_len_mean: rollouts.samples.tokens() as f64 / n,
         updates,
     })
 }

@@ -91,6 +91,26 @@ pub fn central_difference(mut f: impl FnMut(f64) -> f64, h: f64) -> (f64, f64) {
     (coarse, (coarse - fine).abs())
 }
 
+/// Checks an autodiff derivative against a [`central_difference`] `(numeric, error)`: they may
+/// differ by three times the difference's own error estimate (truncation and this machine's
+/// rounding) plus `tolerance`, the analytic side's summation-order bound. The error says by
+/// how much they differ and what was allowed.
+pub fn check_derivative(
+    analytic: f64,
+    (numeric, error): (f64, f64),
+    tolerance: f64,
+) -> Result<(), String> {
+    let allowed = 3.0 * error + tolerance;
+    let gap = (analytic - numeric).abs();
+    match gap <= allowed {
+        true => Ok(()),
+        false => Err(format!(
+            "autodiff {analytic}, finite differences {numeric}: apart by {gap:.3e}, allowed \
+             {allowed:.3e} (error estimate {error:.1e})"
+        )),
+    }
+}
+
 /// Chained reductions in a decoder's forward pass: per layer the two RMSNorms, the q/k/v
 /// projections, the attention scores, their softmax, the weighted sum of values, the output
 /// projection, gate/up and down (9); then the final norm and the head (2).

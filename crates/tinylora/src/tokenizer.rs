@@ -35,10 +35,7 @@ impl Tokenizer {
 
     /// Reads a `tokenizer.json` file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = crate::fsutil::read(path)?;
         Self::from_bytes(&bytes, path)
     }
 

@@ -44,17 +44,10 @@ fn check_at(temperature: f32) {
         seed: 11,
         stop_tokens: vec![2, 7, 13],
     };
-    let rollouts = block_on(generate(
-        &model,
-        &Mixes::none(),
-        &prompts,
-        &config,
-        |_, _| {},
-    ))
-    .unwrap();
+    let base = Mixes::none();
+    let rollouts = block_on(generate(&model, &base, &prompts, &config, |_, _| {})).unwrap();
     let completions: Vec<Vec<u32>> = rollouts.iter().map(|g| g.tokens.clone()).collect();
-    let (logp, mask) =
-        completion_logprobs(&model, &Mixes::none(), &prompts, &completions, temperature);
+    let (logp, mask) = completion_logprobs(&model, &base, &prompts, &completions, temperature);
     let width = completions.iter().map(Vec::len).max().unwrap();
     let logp = block_on(to_vec_f32(logp)).unwrap();
     let mask = block_on(to_vec_f32(mask)).unwrap();
@@ -96,20 +89,14 @@ fn a_cancelled_generation_keeps_the_tokens_so_far() {
         seed: 0,
         stop_tokens: vec![],
     };
-    let full = block_on(generate(
-        &model,
-        &Mixes::none(),
-        &prompts,
-        &config,
-        |_, _| {},
-    ))
-    .unwrap();
+    let base = Mixes::none();
+    let full = block_on(generate(&model, &base, &prompts, &config, |_, _| {})).unwrap();
     assert_eq!(full[0].tokens.len(), 12);
     let mut seen = 0;
     let cut = std::cell::Cell::new(0);
     let partial = block_on(generate_until(
         &model,
-        &Mixes::none(),
+        &base,
         &prompts,
         &config,
         |_, _| {

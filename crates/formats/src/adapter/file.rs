@@ -137,10 +137,7 @@ impl AdapterFile {
 
     /// Reads a `.json` adapter file, or a text file holding the compact form.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::fsutil::read_text(path)?;
         Self::from_text(&text, path)
     }
 

@@ -259,10 +259,7 @@ pub fn shard_names(index_text: &str, index_path: &Path) -> Result<Vec<String>> {
 impl ShardedSafetensors {
     /// Opens every shard named by the index file and checks that each listed tensor is there.
     pub fn open(index_path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(index_path).map_err(|source| Error::Io {
-            path: index_path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::fsutil::read_text(index_path)?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
         Self::from_index(&text, index_path, |file| {
             let path = dir.join(file);

@@ -51,10 +51,7 @@ pub fn load_peft_tinylora(dir: &Path, model: &mut CausalLm) -> Result<TinyLora> 
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Io {
-        path: config_path.clone(),
-        source,
-    })?;
+    let text = crate::fsutil::read_text(&config_path)?;
     let peft: PeftConfig = serde_json::from_str(&text).map_err(|e| {
         bad(
             &config_path,

@@ -5,8 +5,9 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
 use super::config::ModelConfig;
-use super::linear::{Linear, Mixes};
-use super::rope::{RopeTables, apply_rope};
+use super::linear::Linear;
+use super::pass::Pass;
+use super::rope::apply_rope;
 use super::tree::{TensorSupply, children};
 use crate::Result;
 use crate::ops::rms_norm;
@@ -83,18 +84,15 @@ impl Attention {
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
-    /// - `mask`: `[batch, 1, seq, cached + seq]` (additive)
     /// - `cache`: keys/values `[batch, kv_heads, cached, head_dim]`
-    /// - `mixes`: the adapter's, for its layers here
     /// - output: `[batch, seq, hidden]`
     pub fn forward(
         &self,
         x: Tensor<3>,
-        rope: &RopeTables,
-        mask: Tensor<4>,
+        pass: &Pass,
         cache: &mut Option<(Tensor<4>, Tensor<4>)>,
-        mixes: &Mixes,
     ) -> Tensor<3> {
+        let mixes = pass.mixes;
         let [b, s, _] = x.dims();
         let split = |t: Tensor<3>, heads: usize, norm: &Option<Tensor<1>>| {
             let t = t.reshape([b, s, heads, self.head_dim]);
@@ -114,7 +112,7 @@ impl Attention {
             self.kv_heads,
             &self.k_norm,
         );
-        let (q, k) = (apply_rope(q, rope), apply_rope(k, rope));
+        let (q, k) = (apply_rope(q, &pass.rope), apply_rope(k, &pass.rope));
         let v = split(self.v_proj.forward(x, mixes), self.kv_heads, &None);
         let (k, v) = match cache.take() {
             Some((k0, v0)) => (Tensor::cat(vec![k0, k], 2), Tensor::cat(vec![v0, v], 2)),
@@ -128,7 +126,7 @@ impl Attention {
         let t = k.dims()[2];
         let q = q.reshape([b, kv, group * s, d]);
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt());
-        let scores = scores.reshape([b, kv, group, s, t]) + mask.unsqueeze_dim::<5>(1);
+        let scores = scores.reshape([b, kv, group, s, t]) + pass.mask.clone().unsqueeze_dim::<5>(1);
         let weights = softmax(scores, 4).reshape([b, kv, group * s, t]);
         let out = weights.matmul(v).reshape([b, self.heads, s, d]);
         self.o_proj

@@ -4,9 +4,8 @@ use burn::tensor::Tensor;
 
 use super::attention::Attention;
 use super::config::ModelConfig;
-use super::linear::Mixes;
 use super::mlp::Mlp;
-use super::rope::RopeTables;
+use super::pass::Pass;
 use super::tree::{TensorSupply, children};
 use crate::Result;
 use crate::ops::rms_norm;
@@ -22,6 +21,8 @@ pub struct DecoderLayer {
     pub post_attention_layernorm: Tensor<1>,
     /// Feed-forward block.
     pub mlp: Mlp,
+    /// The norms' epsilon.
+    pub eps: f64,
 }
 
 // The norms first: the order random initialisation draws in (and full training updates in).
@@ -44,6 +45,7 @@ impl DecoderLayer {
             self_attn: Attention::build(supply, &format!("{path}.self_attn"), config)?,
             post_attention_layernorm,
             mlp: Mlp::build(supply, &format!("{path}.mlp"), config)?,
+            eps: config.rms_norm_eps,
         })
     }
 
@@ -53,15 +55,12 @@ impl DecoderLayer {
     pub fn forward(
         &self,
         x: Tensor<3>,
-        rope: &RopeTables,
-        mask: Tensor<4>,
+        pass: &Pass,
         cache: &mut Option<(Tensor<4>, Tensor<4>)>,
-        eps: f64,
-        mixes: &Mixes,
     ) -> Tensor<3> {
-        let normed = rms_norm(x.clone(), self.input_layernorm.clone(), eps);
-        let x = x + self.self_attn.forward(normed, rope, mask, cache, mixes);
-        let normed = rms_norm(x.clone(), self.post_attention_layernorm.clone(), eps);
-        x + self.mlp.forward(normed, mixes)
+        let normed = rms_norm(x.clone(), self.input_layernorm.clone(), self.eps);
+        let x = x + self.self_attn.forward(normed, pass, cache);
+        let normed = rms_norm(x.clone(), self.post_attention_layernorm.clone(), self.eps);
+        x + self.mlp.forward(normed, pass.mixes)
     }
 }

@@ -7,6 +7,7 @@ use super::block::DecoderLayer;
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::linear::{Linear, Mixes};
+use super::pass::Pass;
 use super::rope::rope_tables;
 use super::tree::{TensorSupply, children};
 use super::weight::Weight;
@@ -132,17 +133,13 @@ impl CausalLm {
     ) -> Tensor<3> {
         let seq = tokens.first().map_or(0, Vec::len);
         let mut x = self.model.embed_tokens.rows(tokens, &self.device);
-        let rope = rope_tables(&cache.positions(seq), &self.config, &self.device);
-        let mask = cache.mask(seq, &self.device);
+        let pass = Pass {
+            rope: rope_tables(&cache.positions(seq), &self.config, &self.device),
+            mask: cache.mask(seq, &self.device),
+            mixes,
+        };
         for (layer, layer_cache) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(
-                x,
-                &rope,
-                mask.clone(),
-                layer_cache,
-                self.config.rms_norm_eps,
-                mixes,
-            );
+            x = layer.forward(x, &pass, layer_cache);
         }
         cache.len += seq;
         rms_norm(x, self.model.norm.clone(), self.config.rms_norm_eps)

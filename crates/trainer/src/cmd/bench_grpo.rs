@@ -99,7 +99,7 @@ pub fn grpo_step(
     let t = Instant::now();
     let rollouts = block_on(prepare(&model, samples, &scores, &with_reference))?;
     let reference = t.elapsed().as_secs_f64();
-    let rows: Vec<usize> = (0..rollouts.completions.len()).collect();
+    let rows: Vec<usize> = (0..rollouts.samples.completions.len()).collect();
     let t = Instant::now();
     let mut computed = block_on(loss_and_gradients(
         &model, &adapter, &rollouts, &rows, &step,
@@ -118,7 +118,7 @@ pub fn grpo_step(
     let optimizer_s = t.elapsed().as_secs_f64();
     Ok(Breakdown {
         sequences: rows.len(),
-        tokens: rollouts.tokens(),
+        tokens: rollouts.samples.tokens(),
         rollout: rollout_s,
         reference,
         backward,

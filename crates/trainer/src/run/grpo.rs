@@ -136,9 +136,9 @@ pub fn train(args: RunArgs) -> Result<()> {
         ))?;
         let update_s = update_started.elapsed().as_secs_f64();
         let strict_correct = rollouts.correct.iter().filter(|&&c| c).count();
-        let n = rollouts.completions.len() as f64;
+        let n = rollouts.samples.completions.len() as f64;
         let (reward_mean, reward_std) = rollouts.reward_mean_std();
-        let tokens = rollouts.tokens();
+        let tokens = rollouts.samples.tokens();
         let mean = |f: fn(&tinylora::grpo_step::UpdateStats) -> f64| {
             updates.iter().map(f).sum::<f64>() / updates.len() as f64
         };
@@ -150,8 +150,8 @@ pub fn train(args: RunArgs) -> Result<()> {
             "accuracy": accuracy,
             "zero_std_fraction": rollouts.zero_std_fraction(g.group_size),
             "completion_len_mean": tokens as f64 / n,
-            "completion_len_max": rollouts.completions.iter().map(Vec::len).max().unwrap_or(0),
-            "truncated_fraction": rollouts.stopped.iter().filter(|s| !**s).count() as f64 / n,
+            "completion_len_max": rollouts.samples.completions.iter().map(Vec::len).max().unwrap_or(0),
+            "truncated_fraction": rollouts.samples.stopped.iter().filter(|s| !**s).count() as f64 / n,
             "loss": mean(|u| u.loss),
             "grad_norm": mean(|u| u.grad_norm),
             "clip_fraction": mean(|u| u.clip_fraction),
