@@ -11,14 +11,11 @@
 pub mod adapter;
 pub mod checkpoint;
 pub mod device;
-pub mod full_adamw;
 pub mod generate;
 pub mod grpo;
-pub mod grpo_step;
 pub mod micro_batch;
 pub mod model;
 pub mod numerics;
-pub mod ops;
 pub mod optim;
 #[cfg(feature = "native")]
 pub mod quant;
@@ -28,7 +25,6 @@ pub mod sampling;
 pub mod selfcheck;
 pub mod sft;
 pub mod tokenizer;
-pub mod vgrad;
 
 /// The file formats (checkpoints, config.json, adapter files, GSM8K, atomic writes), from the
 /// burn-free `tinylora-formats` crate.

@@ -4,7 +4,7 @@
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::ops::rms_norm;
+use crate::model::norm::rms_norm;
 use crate::readback::to_vec_f32;
 use crate::{Result, numerics};
 

@@ -3,12 +3,12 @@
 //! gradients for the adapter's `v` only.
 
 use crate::adapter::TinyLora;
+use crate::adapter::gradients::{accumulate, leaves};
 use crate::grpo::{Denominators, LossType, completion_logprobs, reduce};
 use crate::micro_batch::MicroBatch;
 use crate::model::CausalLm;
 use crate::optim::AdamW;
 use crate::readback::to_vec_f32;
-use crate::vgrad::{accumulate, leaves};
 use crate::{Error, Result};
 
 /// The knobs of one supervised update.

@@ -11,7 +11,7 @@ use tinylora::adapter::TinyLora;
 use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::generate::GenerateConfig;
-use tinylora::grpo_step::{GrpoStepConfig, Score, grpo_step};
+use tinylora::grpo::pipeline::{GrpoStepConfig, Score, grpo_step};
 use tinylora::model::{CausalLm, Mixes};
 use tinylora::optim::{AdamW, AdamWConfig};
 use tinylora::readback::{block_on, to_vec_f32};

@@ -9,10 +9,10 @@ use tinylora::adapter::TinyLora;
 use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::generate::GenerateConfig;
-use tinylora::grpo::{Clip, LossType};
-use tinylora::grpo_step::{
+use tinylora::grpo::pipeline::{
     GrpoStepConfig, LocalEngine, RolloutEngine, Rollouts, Score, loss_and_gradients, prepare,
 };
+use tinylora::grpo::{Clip, LossType};
 use tinylora::micro_batch::MicroBatch;
 use tinylora::model::CausalLm;
 use tinylora::numerics::{
@@ -137,7 +137,7 @@ fn gradient_equals_finite_differences() {
     let (model, mut adapter, rollouts) = setup();
     let rows: Vec<usize> = (0..rollouts.samples.prompts.len()).collect();
     // Clip bounds out of reach, so the loss is smooth (the clipped branches are checked
-    // against the formula in `grpo.rs`); the KL term stays on.
+    // against the formula in `grpo/objective.rs`); the KL term stays on.
     let config = GrpoStepConfig {
         clip: Clip {
             low: 0.95,

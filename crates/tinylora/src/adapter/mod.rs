@@ -5,6 +5,7 @@ pub mod basis;
 pub mod basis_file;
 pub mod export;
 pub mod file;
+pub mod gradients;
 pub mod peft;
 pub mod projection;
 pub mod svd;

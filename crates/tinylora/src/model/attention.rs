@@ -10,7 +10,7 @@ use super::pass::Pass;
 use super::rope::apply_rope;
 use super::tree::{TensorSupply, children};
 use crate::Result;
-use crate::ops::rms_norm;
+use crate::model::norm::rms_norm;
 
 /// `self_attn` of one decoder layer.
 #[derive(Debug, Clone)]

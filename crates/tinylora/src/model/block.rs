@@ -8,7 +8,7 @@ use super::mlp::Mlp;
 use super::pass::Pass;
 use super::tree::{TensorSupply, children};
 use crate::Result;
-use crate::ops::rms_norm;
+use crate::model::norm::rms_norm;
 
 /// `model.layers.N`.
 #[derive(Debug, Clone)]

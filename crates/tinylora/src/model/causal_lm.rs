@@ -11,7 +11,7 @@ use super::pass::Pass;
 use super::rope::rope_tables;
 use super::tree::{TensorSupply, children};
 use super::weight::Weight;
-use crate::ops::rms_norm;
+use crate::model::norm::rms_norm;
 use crate::{Error, Result};
 
 /// `model`: embeddings, decoder layers and the final norm.

@@ -11,6 +11,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod load;
 pub mod mlp;
+pub mod norm;
 pub mod pass;
 pub mod rope;
 pub mod tree;

@@ -11,7 +11,7 @@ use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::GenerateConfig;
-use tinylora::grpo_step::{
+use tinylora::grpo::pipeline::{
     GrpoStepConfig, LocalEngine, RolloutEngine, Score, loss_and_gradients, prepare,
 };
 use tinylora::optim::{AdamW, AdamWConfig};

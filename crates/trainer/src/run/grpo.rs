@@ -9,7 +9,9 @@ use anyhow::Result;
 use serde_json::json;
 use tinylora::generate::GenerateConfig;
 use tinylora::grpo::Clip;
-use tinylora::grpo_step::{GrpoStepConfig, LocalEngine, RolloutEngine, Score, prepare, train_on};
+use tinylora::grpo::pipeline::{
+    GrpoStepConfig, LocalEngine, RolloutEngine, Score, prepare, train_on,
+};
 use tinylora::gsm8k::{flexible_reward, strict_reward};
 use tinylora::readback::block_on;
 use tinylora::rng::SplitMix64;
@@ -139,7 +141,7 @@ pub fn train(args: RunArgs) -> Result<()> {
         let n = rollouts.samples.completions.len() as f64;
         let (reward_mean, reward_std) = rollouts.reward_mean_std();
         let tokens = rollouts.samples.tokens();
-        let mean = |f: fn(&tinylora::grpo_step::UpdateStats) -> f64| {
+        let mean = |f: fn(&tinylora::grpo::pipeline::UpdateStats) -> f64| {
             updates.iter().map(f).sum::<f64>() / updates.len() as f64
         };
         let accuracy = strict_correct as f64 / n;

@@ -3,4 +3,5 @@
 
 pub mod bpe;
 pub mod corpus;
+pub mod full_adamw;
 pub mod pretrain;

@@ -8,12 +8,12 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::full_adamw::FullAdamW;
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tinylora::device::{BackendKind, init};
 use tinylora::fsutil::write_atomic;
-use tinylora::full_adamw::FullAdamW;
 use tinylora::grpo::{Denominators, LossType, completion_logprobs, reduce};
 use tinylora::gsm8k::{BadLines, flexible_reward, load_jsonl, prompt};
 use tinylora::model::{CausalLm, Mixes, ModelConfig};

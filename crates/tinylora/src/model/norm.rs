@@ -1,4 +1,4 @@
-//! Tensor operations shared by the model layers.
+//! RMSNorm, the one normalisation of every layer and of the q/k heads of Qwen3.
 
 use burn::tensor::Tensor;
 

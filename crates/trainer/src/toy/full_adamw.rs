@@ -2,12 +2,11 @@
 //! (`trainer pretrain`). Moments live on the inner (non-autodiff) backend; after each step the
 //! weights are fresh leaves that require gradients.
 
-use burn::tensor::{Gradients, Tensor};
-
-use crate::Result;
-use crate::model::CausalLm;
-use crate::model::tree::ParamMut;
-use crate::optim::AdamWConfig;
+use tinylora::Result;
+use tinylora::burn::tensor::{Gradients, Tensor};
+use tinylora::model::CausalLm;
+use tinylora::model::tree::ParamMut;
+use tinylora::optim::AdamWConfig;
 
 /// First and second moments of one weight.
 enum Moments {

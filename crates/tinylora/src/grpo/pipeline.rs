@@ -9,16 +9,17 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use crate::adapter::TinyLora;
-use crate::generate::{GenerateConfig, generate};
-use crate::grpo::{
-    Clip, Denominators, LossType, completion_logprobs, group_advantages, kl_k3, policy_loss, reduce,
+use super::logprobs::completion_logprobs;
+use super::objective::{
+    Clip, Denominators, LossType, group_advantages, kl_k3, policy_loss, reduce,
 };
+use crate::adapter::TinyLora;
+use crate::adapter::gradients::{accumulate, leaves};
+use crate::generate::{GenerateConfig, generate};
 use crate::micro_batch::MicroBatch;
 use crate::model::{CausalLm, Mixes};
 use crate::optim::AdamW;
 use crate::readback::to_vec_f32;
-use crate::vgrad::{accumulate, leaves};
 use crate::{Error, Result};
 
 /// The knobs of a step (defaults: the paper's GSM8K runs, `docs/reference.md` §5.1, except one
