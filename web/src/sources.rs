@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use js_sys::Uint8Array;
-use tinylora::checkpoint::Checkpoint;
+use tinylora::checkpoint::{Checkpoint, files};
 use tinylora::model::ModelConfig;
 use tinylora::tokenizer::{ChatTemplate, Tokenizer};
 use tinylora::weights::BoxedReader;
@@ -119,7 +119,8 @@ pub fn hub_url(base: &str, repo: &str, revision: &str, file: &str) -> String {
 }
 
 /// A model from a Hugging Face-style hub: `gguf` names a GGUF file, otherwise config.json with
-/// model.safetensors or a sharded index. tokenizer.json is optional (a warning when missing).
+/// a sharded index or model.safetensors, looked for in the order of [`files`]. tokenizer.json
+/// is optional (a warning when missing), tokenizer_config.json gives the chat template.
 pub async fn hub(
     base: &str,
     repo: &str,
@@ -130,9 +131,9 @@ pub async fn hub(
         return Err("give a repository, e.g. Qwen/Qwen2.5-0.5B-Instruct".into());
     }
     let url = |file: &str| hub_url(base, repo, revision, file);
-    let tok = fetch_file(&url("tokenizer.json"), "tokenizer.json", true).await?;
+    let tok = fetch_file(&url(files::TOKENIZER), files::TOKENIZER, true).await?;
     let tokenizer = match tok {
-        Some(bytes) => Some(tokenizer(&bytes, &url("tokenizer.json"))?),
+        Some(bytes) => Some(tokenizer(&bytes, &url(files::TOKENIZER))?),
         None => {
             post(&Event::Warning {
                 message: format!(
@@ -147,21 +148,13 @@ pub async fn hub(
         gguf(weights, &url(file))?
     } else {
         let cfg = config(
-            &fetch_required(&url("config.json"), "config.json", true).await?,
-            &url("config.json"),
+            &fetch_required(&url(files::CONFIG), files::CONFIG, true).await?,
+            &url(files::CONFIG),
         )?;
-        match fetch_file(&url("model.safetensors"), "model.safetensors", true).await? {
-            Some(weights) => safetensors(cfg, weights, &url("model.safetensors"))?,
-            None => {
-                let index_url = url("model.safetensors.index.json");
-                let index = fetch_file(&index_url, "model.safetensors.index.json", true)
-                    .await?
-                    .ok_or_else(|| {
-                        format!(
-                            "{repo} has neither model.safetensors nor model.safetensors.index.json at {revision}: \
-                             for a GGUF repository, give the .gguf file name"
-                        )
-                    })?;
+        // The order of `files`: a sharded index first, then the single file.
+        let index_url = url(files::INDEX);
+        match fetch_file(&index_url, files::INDEX, true).await? {
+            Some(index) => {
                 let index = text(&index, &index_url)?;
                 let mut shards = Vec::new();
                 for name in shard_names(&index, Path::new(&index_url)).map_err(|e| e.to_string())? {
@@ -172,11 +165,24 @@ pub async fn hub(
                 }
                 sharded(cfg, &index, &index_url, shards, &url)?
             }
+            None => {
+                let weights = fetch_file(&url(files::SINGLE), files::SINGLE, true)
+                    .await?
+                    .ok_or_else(|| {
+                        format!(
+                            "{repo} has neither {} nor {} at {revision}: for a GGUF \
+                             repository, give the .gguf file name",
+                            files::SINGLE,
+                            files::INDEX
+                        )
+                    })?;
+                safetensors(cfg, weights, &url(files::SINGLE))?
+            }
         }
     };
     let template =
-        match fetch_file(&url("tokenizer_config.json"), "tokenizer_config.json", true).await? {
-            Some(bytes) => tokenizer_config(&bytes, &url("tokenizer_config.json"))?,
+        match fetch_file(&url(files::TOKENIZER_CONFIG), files::TOKENIZER_CONFIG, true).await? {
+            Some(bytes) => tokenizer_config(&bytes, &url(files::TOKENIZER_CONFIG))?,
             None => None,
         };
     Ok(Found::new(
@@ -213,7 +219,7 @@ fn sharded(
 /// model.safetensors (or an index and its shards); tokenizer.json beside either.
 pub async fn local(files: Vec<web_sys::File>) -> Result<Found, String> {
     let find = |pred: &dyn Fn(&str) -> bool| files.iter().find(|f| pred(&f.name()));
-    let tokenizer = match find(&|n| n == "tokenizer.json") {
+    let tokenizer = match find(&|n| n == files::TOKENIZER) {
         Some(f) => Some(tokenizer(&read_file(f).await?, &f.name())?),
         None => None,
     };
@@ -221,14 +227,14 @@ pub async fn local(files: Vec<web_sys::File>) -> Result<Found, String> {
     let checkpoint = if let Some(f) = find(&|n| n.ends_with(".gguf")) {
         gguf(read_file(f).await?, &f.name())?
     } else {
-        let cfg_file = find(&|n| n == "config.json").ok_or_else(|| {
+        let cfg_file = find(&|n| n == files::CONFIG).ok_or_else(|| {
             format!(
                 "pick config.json with the safetensors file(s), or a .gguf file (got: {})",
                 names.join(", ")
             )
         })?;
         let cfg = config(&read_file(cfg_file).await?, &cfg_file.name())?;
-        if let Some(index_file) = find(&|n| n == "model.safetensors.index.json") {
+        if let Some(index_file) = find(&|n| n == files::INDEX) {
             let index = text(&read_file(index_file).await?, &index_file.name())?;
             let mut shards = Vec::new();
             for name in
@@ -256,7 +262,7 @@ pub async fn local(files: Vec<web_sys::File>) -> Result<Found, String> {
                 .into(),
         });
     }
-    let template = match find(&|n| n == "tokenizer_config.json") {
+    let template = match find(&|n| n == files::TOKENIZER_CONFIG) {
         Some(f) => tokenizer_config(&read_file(f).await?, &f.name())?,
         None => None,
     };

@@ -13,6 +13,21 @@ use crate::weights::gguf::{GgufFile, GgufSource};
 use crate::weights::safetensors::{SafetensorsFile, ShardedSafetensors};
 use crate::{Error, Result};
 
+/// The files of a Hugging Face model folder, by name: the one rule by which the trainer (a
+/// folder) and the page (a hub, picked files) find a checkpoint's parts.
+pub mod files {
+    /// The architecture.
+    pub const CONFIG: &str = "config.json";
+    /// The tokenizer.
+    pub const TOKENIZER: &str = "tokenizer.json";
+    /// The chat template (and special tokens).
+    pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+    /// A sharded checkpoint's index: looked for first, its shards come from it.
+    pub const INDEX: &str = "model.safetensors.index.json";
+    /// A single-file checkpoint: looked for when there is no index.
+    pub const SINGLE: &str = "model.safetensors";
+}
+
 /// An opened checkpoint: its config, a reader for its tensors and its chat template.
 pub struct Checkpoint {
     /// The architecture.
@@ -46,17 +61,19 @@ impl Checkpoint {
             reason: reason.to_string(),
         };
         if path.is_dir() {
-            let config = ModelConfig::from_file(&path.join("config.json"))?;
-            let index = path.join("model.safetensors.index.json");
-            let single = path.join("model.safetensors");
+            let config = ModelConfig::from_file(&path.join(files::CONFIG))?;
+            let index = path.join(files::INDEX);
+            let single = path.join(files::SINGLE);
             let source: Box<dyn TensorSource> = if index.is_file() {
                 Box::new(ShardedSafetensors::open(&index)?)
             } else if single.is_file() {
                 Box::new(SafetensorsFile::open(&single)?)
             } else {
-                return Err(bad(
-                    "no model.safetensors or model.safetensors.index.json in this directory",
-                ));
+                return Err(bad(&format!(
+                    "no {} or {} in this directory",
+                    files::SINGLE,
+                    files::INDEX
+                )));
             };
             return Ok(Self {
                 config,
@@ -81,7 +98,7 @@ impl Checkpoint {
                 })
             }
             Some("safetensors") => Ok(Self {
-                config: ModelConfig::from_file(&dir.join("config.json"))?,
+                config: ModelConfig::from_file(&dir.join(files::CONFIG))?,
                 source: Box::new(SafetensorsFile::open(path)?),
                 chat_template: tokenizer_config_template(&dir)?.unwrap_or_default(),
                 dir,
@@ -103,7 +120,7 @@ impl Checkpoint {
 
     /// The `tokenizer.json` next to the checkpoint.
     pub fn tokenizer_path(&self) -> PathBuf {
-        self.dir.join("tokenizer.json")
+        self.dir.join(files::TOKENIZER)
     }
 
     /// Loads the model onto `device`, one tensor at a time.
@@ -119,7 +136,7 @@ impl Checkpoint {
 
 /// The chat template of `dir/tokenizer_config.json`, if the file exists and has one.
 fn tokenizer_config_template(dir: &Path) -> Result<Option<ChatTemplate>> {
-    let path = dir.join("tokenizer_config.json");
+    let path = dir.join(files::TOKENIZER_CONFIG);
     if !path.is_file() {
         return Ok(None);
     }
