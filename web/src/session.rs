@@ -12,7 +12,7 @@ use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::{TinyLora, detach};
 use tinylora::burn::tensor::Device;
 use tinylora::checkpoint::Checkpoint;
-use tinylora::generate::{GenerateConfig, generate_until};
+use tinylora::generate::{GenerateConfig, Throughput, generate_until};
 use tinylora::gsm8k;
 use tinylora::model::{CausalLm, KvCache, Mixes};
 use tinylora::readback::to_vec_f32;
@@ -305,7 +305,9 @@ impl Session {
                 let first = *first.get_or_insert(now);
                 streamed.push(token);
                 let text = tokenizer.decode(&streamed).unwrap_or_default();
-                let tok_s = (streamed.len() - 1) as f64 / ((now - first) / 1000.0).max(1e-9);
+                let (first_s, now_s) = (first / 1000.0, now / 1000.0);
+                let tok_s =
+                    Throughput::measure(0, streamed.len(), first_s, first_s, now_s).decode_tok_s;
                 post(&Event::Token {
                     id,
                     text,
@@ -325,7 +327,13 @@ impl Session {
         let answer = gsm8k::strict_answer(&text);
         let correct = gold.map(|g| gsm8k::strict_reward(&text, &gsm8k::gold_of(g)) == 1.0);
         let first = first.unwrap_or(finished);
-        let decoded = generation.tokens.len().saturating_sub(1) as f64;
+        let throughput = Throughput::measure(
+            ids.len(),
+            generation.tokens.len(),
+            started / 1000.0,
+            first / 1000.0,
+            finished / 1000.0,
+        );
         Ok(Event::Done {
             id,
             prompt,
@@ -335,12 +343,8 @@ impl Session {
             text,
             answer,
             correct,
-            prefill_tok_s: ids.len() as f64 / ((first - started) / 1000.0).max(1e-9),
-            decode_tok_s: if finished > first {
-                decoded / ((finished - first) / 1000.0)
-            } else {
-                0.0
-            },
+            prefill_tok_s: throughput.prefill_tok_s,
+            decode_tok_s: throughput.decode_tok_s,
         })
     }
 }

@@ -31,6 +31,37 @@ pub struct Generation {
     pub stopped: bool,
 }
 
+/// Speeds of one generation from its clock readings (seconds, any origin): the prefill
+/// (`prompt_tokens` up to the first new token) and the decode (each later token).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throughput {
+    /// Prompt tokens per second up to the first new token.
+    pub prefill_tok_s: f64,
+    /// New tokens after the first per second (0 with one token or none).
+    pub decode_tok_s: f64,
+}
+
+impl Throughput {
+    /// From the start, the first new token's time and the end, for `prompt_tokens` prompt
+    /// tokens and `new_tokens` generated.
+    pub fn measure(
+        prompt_tokens: usize,
+        new_tokens: usize,
+        started: f64,
+        first: f64,
+        finished: f64,
+    ) -> Self {
+        let decoded = new_tokens.saturating_sub(1) as f64;
+        Self {
+            prefill_tok_s: prompt_tokens as f64 / (first - started).max(1e-9),
+            decode_tok_s: match finished > first {
+                true => decoded / (finished - first),
+                false => 0.0,
+            },
+        }
+    }
+}
+
 /// Continues every prompt; rows are independent (the same result as one at a time).
 ///
 /// `on_token` is called after each step with the row index and its new token, for streaming.
@@ -124,4 +155,17 @@ pub async fn generate_until(
             .collect();
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throughput_by_hand() {
+        // 100 prompt tokens before the first new token at 0.5 s; 11 new tokens by 2.5 s.
+        let t = Throughput::measure(100, 11, 10.0, 10.5, 12.5);
+        assert_eq!((t.prefill_tok_s, t.decode_tok_s), (200.0, 5.0));
+        assert_eq!(Throughput::measure(4, 1, 0.0, 1.0, 1.0).decode_tok_s, 0.0);
+    }
 }

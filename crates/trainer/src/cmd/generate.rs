@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use tinylora::generate::{GenerateConfig, generate};
+use tinylora::generate::{GenerateConfig, Throughput, generate};
 use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
 
@@ -129,14 +129,16 @@ pub fn run(args: Args) -> Result<()> {
         let prefill = (first - started).as_secs_f64();
         let decoded = generation.tokens.len().saturating_sub(1);
         let decode = (finished - first).as_secs_f64();
+        let speed = Throughput::measure(
+            prompt_len,
+            generation.tokens.len(),
+            0.0,
+            prefill,
+            prefill + decode,
+        );
         eprintln!(
             "\nprefill {prompt_len} tokens in {prefill:.2} s ({:.1} tok/s); decode {decoded} tokens in {decode:.2} s ({:.2} tok/s)",
-            prompt_len as f64 / prefill,
-            if decode > 0.0 {
-                decoded as f64 / decode
-            } else {
-                0.0
-            }
+            speed.prefill_tok_s, speed.decode_tok_s
         );
     }
     if args.json {
