@@ -3,12 +3,11 @@
 //! gradients for the adapter's `v` only.
 
 use crate::adapter::TinyLora;
-use crate::adapter::gradients::{accumulate, leaves};
+use crate::adapter::gradients::summed_gradients;
 use crate::grpo::{Denominators, LossType, completion_logprobs, reduce};
 use crate::micro_batch::MicroBatch;
 use crate::model::CausalLm;
 use crate::optim::AdamW;
-use crate::readback::to_vec_f32;
 use crate::{Error, Result};
 
 /// The knobs of one supervised update.
@@ -43,24 +42,20 @@ pub async fn sft_loss_and_gradients(
     targets: &[Vec<u32>],
     micro_batch: MicroBatch,
 ) -> Result<(f64, Vec<Vec<f32>>)> {
-    let device = model.device.clone();
     let denominators = Denominators::of(targets.iter().map(Vec::len), 0);
-    let (v, mut grads) = leaves(adapter, &device);
-    let mut loss_total = 0.0;
     let longest = prompts
         .iter()
         .zip(targets)
         .map(|(p, t)| p.len() + t.len())
         .max();
     let size = micro_batch.rows(&model.config, longest.unwrap_or(0));
-    for (p, t) in prompts.chunks(size).zip(targets.chunks(size)) {
-        let mixes = adapter.mixes(model, &v)?;
-        let (logp, mask) = completion_logprobs(model, &mixes, p, t, 1.0);
-        let loss = -reduce(logp, mask, LossType::Dapo, &denominators);
-        let gradients = loss.backward();
-        loss_total += f64::from(to_vec_f32(loss).await?[0]);
-        accumulate(&mut grads, &v, &gradients).await?;
-    }
+    let parts = prompts.chunks(size).zip(targets.chunks(size));
+    let (sums, grads) = summed_gradients(model, adapter, parts, |(p, t), mixes| {
+        let (logp, mask) = completion_logprobs(model, mixes, p, t, 1.0);
+        vec![-reduce(logp, mask, LossType::Dapo, &denominators)]
+    })
+    .await?;
+    let loss_total = sums.first().copied().unwrap_or(0.0);
     Ok((loss_total, grads))
 }
 

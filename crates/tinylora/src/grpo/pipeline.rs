@@ -14,7 +14,7 @@ use super::objective::{
     Clip, Denominators, LossType, group_advantages, kl_k3, policy_loss, reduce,
 };
 use crate::adapter::TinyLora;
-use crate::adapter::gradients::{accumulate, leaves};
+use crate::adapter::gradients::summed_gradients;
 use crate::generate::{GenerateConfig, generate};
 use crate::micro_batch::MicroBatch;
 use crate::model::{CausalLm, Mixes};
@@ -335,14 +335,10 @@ pub async fn loss_and_gradients(
         rows.iter().map(|&i| rollouts.samples.completions[i].len()),
         rollouts.samples.max_new_tokens,
     );
-    let (v, mut grads) = leaves(adapter, &device);
-    let (mut loss_total, mut clipped, mut kl_total) = (0.0f64, 0.0f64, 0.0f64);
     let parts = config
         .micro_batch
         .chunks(&model.config, rows, |i| rollouts.samples.length(i));
-    for part in parts {
-        // A fresh graph from the leaves `v` for each micro-batch's backward.
-        let mixes = adapter.mixes(model, &v)?;
+    let loss_of = |part: &[usize], mixes: &Mixes| {
         let (prompts, completions) = rollouts.samples.rows(part);
         let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let batch = part.len();
@@ -360,7 +356,7 @@ pub async fn loss_and_gradients(
         let advantages: Vec<f32> = part.iter().map(|&i| rollouts.advantages[i]).collect();
         let (logp, mask) = completion_logprobs(
             model,
-            &mixes,
+            mixes,
             &prompts,
             &completions,
             rollouts.samples.temperature,
@@ -374,20 +370,22 @@ pub async fn loss_and_gradients(
             config.loss_type,
             &denominators,
         );
-        let mut loss = terms.loss;
-        if let (Some(reference), true) = (&rollouts.ref_logprobs, config.kl_beta > 0.0) {
-            let reference = as_tensor(part.iter().map(|&i| &reference[i]).collect());
-            let kl = kl_k3(logp, reference);
-            let kl_mean = reduce(kl.clone(), mask.clone(), LossType::Dapo, &denominators);
-            kl_total += f64::from(to_vec_f32(kl_mean).await?[0]);
-            let penalty = reduce(kl, mask, config.loss_type, &denominators);
-            loss = loss + penalty.mul_scalar(config.kl_beta);
+        // The loss, the clipped tokens and (with a KL penalty) the mean KL, summed over parts.
+        match (&rollouts.ref_logprobs, config.kl_beta > 0.0) {
+            (Some(reference), true) => {
+                let reference = as_tensor(part.iter().map(|&i| &reference[i]).collect());
+                let kl = kl_k3(logp, reference);
+                let kl_mean = reduce(kl.clone(), mask.clone(), LossType::Dapo, &denominators);
+                let penalty = reduce(kl, mask, config.loss_type, &denominators);
+                let loss = terms.loss + penalty.mul_scalar(config.kl_beta);
+                vec![loss, terms.clipped_tokens, kl_mean]
+            }
+            _ => vec![terms.loss, terms.clipped_tokens],
         }
-        let gradients = loss.backward();
-        loss_total += f64::from(to_vec_f32(loss).await?[0]);
-        clipped += f64::from(to_vec_f32(terms.clipped_tokens).await?[0]);
-        accumulate(&mut grads, &v, &gradients).await?;
-    }
+    };
+    let (sums, grads) = summed_gradients(model, adapter, parts, loss_of).await?;
+    let sum = |i: usize| sums.get(i).copied().unwrap_or(0.0);
+    let (loss_total, clipped, kl_total) = (sum(0), sum(1), sum(2));
     Ok(LossAndGradients {
         loss: loss_total,
         grads,
