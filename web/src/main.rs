@@ -11,9 +11,9 @@ mod protocol;
 #[cfg(target_arch = "wasm32")]
 mod scope;
 #[cfg(target_arch = "wasm32")]
-mod session;
-#[cfg(target_arch = "wasm32")]
 mod sources;
+#[cfg(target_arch = "wasm32")]
+mod state;
 #[cfg(target_arch = "wasm32")]
 mod worker;
 

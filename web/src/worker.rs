@@ -14,12 +14,12 @@ use web_sys::MessageEvent;
 use crate::download::fetch_required;
 use crate::protocol::{Event, Request};
 use crate::scope::{now_ms, post, scope};
-use crate::session::Session;
 use crate::sources;
+use crate::state::WorkerState;
 
 #[derive(Default)]
 struct Worker {
-    session: Cell<Option<Session>>,
+    session: Cell<Option<WorkerState>>,
     busy: Cell<bool>,
     stop: Rc<Cell<bool>>,
 }
@@ -45,7 +45,7 @@ impl Worker {
     async fn handle(&self, request: Request, files: Vec<web_sys::File>) -> Result<Event, String> {
         let mut session = match self.session.take() {
             Some(session) => session,
-            None => Session::new(init_webgpu().await.map_err(|e| {
+            None => WorkerState::new(init_webgpu().await.map_err(|e| {
                 format!("{e}. This page needs WebGPU: use Chrome or Edge 113+, or enable WebGPU in your browser's settings.")
             })?),
         };
@@ -56,7 +56,7 @@ impl Worker {
 }
 
 async fn run(
-    session: &mut Session,
+    session: &mut WorkerState,
     request: Request,
     files: Vec<web_sys::File>,
     stop: Rc<Cell<bool>>,

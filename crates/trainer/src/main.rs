@@ -29,9 +29,9 @@ enum Command {
     /// Supervised targets in the strict format from a model's own answers (`trainer eval`'s).
     Distill(cmd::distill::Args),
     /// Train a TinyLoRA adapter with GRPO on GSM8K (see assets/configs/).
-    Train(run::session::RunArgs),
+    Train(run::training::RunArgs),
     /// Train a TinyLoRA adapter on the reference solutions (supervised baseline).
-    Sft(run::session::RunArgs),
+    Sft(run::training::RunArgs),
     /// Accuracy against the number of trained parameters (GRPO runs over sizes and seeds).
     Sweep(run::sweep::SweepArgs),
     /// Make the toy GSM data, tokenizer and model from scratch (the bundled default).

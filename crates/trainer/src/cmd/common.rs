@@ -46,7 +46,7 @@ pub struct TokenizerArgs {
 }
 
 /// A loaded model and the folder it came from.
-pub struct Loaded {
+pub struct LoadedModel {
     /// The model, on the chosen device.
     pub model: CausalLm,
     /// The mixes of `--adapter` at its `v` ([`Mixes::none`] without one): what every forward
@@ -60,7 +60,7 @@ pub struct Loaded {
 
 impl ModelArgs {
     /// Starts the backend and loads the model.
-    pub fn load(&self) -> Result<Loaded> {
+    pub fn load(&self) -> Result<LoadedModel> {
         if let (WeightFormat::Q8_0, Some(adapter)) = (self.weights, &self.adapter) {
             bail!(
                 "{}: --weights q8 with an adapter: an adapter is bound to its base model's \
@@ -94,7 +94,7 @@ impl ModelArgs {
             adapter.attach(&mut model)?;
             mixes = adapter.current_mixes(&model)?;
         }
-        Ok(Loaded {
+        Ok(LoadedModel {
             model,
             mixes,
             tokenizer_path,
@@ -157,7 +157,7 @@ pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
 
 /// Loads the tokenizer from `explicit` or from beside the model, with the model's chat
 /// template.
-pub fn load_tokenizer(explicit: Option<&PathBuf>, loaded: &Loaded) -> Result<Tokenizer> {
+pub fn load_tokenizer(explicit: Option<&PathBuf>, loaded: &LoadedModel) -> Result<Tokenizer> {
     let path = explicit.unwrap_or(&loaded.tokenizer_path);
     let tokenizer = Tokenizer::from_file(path).with_context(|| {
         if explicit.is_none() {

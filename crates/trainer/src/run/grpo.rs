@@ -19,8 +19,8 @@ use tinylora::sampling::SamplingConfig;
 
 use super::config::{RewardKind, TrainConfig};
 use super::data::step_batch;
-use super::session::{RunArgs, Session, StepReport, plan_steps};
 use super::state::RunKind;
+use super::training::{RunArgs, StepReport, TrainingRun, plan_steps};
 
 /// The step configuration of the core library from `[grpo]` and `[optim]`.
 fn step_config(config: &TrainConfig) -> GrpoStepConfig {
@@ -52,7 +52,7 @@ fn step_seed(seed: u64, step: usize) -> u64 {
 
 /// Runs `trainer train`.
 pub fn train(args: RunArgs) -> Result<()> {
-    let mut session = Session::start(&args, RunKind::Grpo)?;
+    let mut session = TrainingRun::start(&args, RunKind::Grpo)?;
     let config = session.config.clone();
     let g = config.grpo.clone();
     let problems = std::mem::take(&mut session.train_problems);

@@ -9,7 +9,7 @@ pub mod metrics;
 pub mod plot;
 pub mod progress;
 pub mod schedule;
-pub mod session;
 pub mod sft;
 pub mod state;
 pub mod sweep;
+pub mod training;

@@ -9,8 +9,8 @@ use tinylora::sft::{SftUpdateConfig, sft_update};
 use tinylora::tokenizer::Tokenizer;
 
 use super::data::step_batch;
-use super::session::{RunArgs, Session, StepReport, plan_steps};
 use super::state::RunKind;
+use super::training::{RunArgs, StepReport, TrainingRun, plan_steps};
 
 /// The token that ends an assistant turn in the chat template: `<|im_end|>`, else the
 /// config's first eos (not `<|endoftext|>`, which ends documents, not turns).
@@ -22,7 +22,7 @@ fn end_of_turn(tokenizer: &Tokenizer, config_eos: &[u32]) -> Option<u32> {
 
 /// Runs `trainer sft`.
 pub fn sft(args: RunArgs) -> Result<()> {
-    let mut session = Session::start(&args, RunKind::Sft)?;
+    let mut session = TrainingRun::start(&args, RunKind::Sft)?;
     let config = session.config.clone();
     let sft = config.sft.clone();
     let Some(end) = end_of_turn(&session.tokenizer, &session.model.config.eos_token_ids) else {

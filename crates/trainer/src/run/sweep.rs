@@ -13,7 +13,7 @@ use tinylora::model::ModelConfig;
 use super::config::TrainConfig;
 use super::metrics::read_records;
 use super::plot::write_sweep_plot;
-use super::session::RunArgs;
+use super::training::RunArgs;
 
 /// Arguments of `trainer sweep`.
 #[derive(clap::Args)]

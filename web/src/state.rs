@@ -26,7 +26,7 @@ use crate::protocol::Event;
 use crate::scope::{now_ms, post};
 
 /// A loaded model and what goes with it.
-pub struct Loaded {
+pub struct PageModel {
     name: String,
     model: CausalLm,
     tokenizer: Option<Tokenizer>,
@@ -34,9 +34,9 @@ pub struct Loaded {
 }
 
 /// Everything the worker holds between requests.
-pub struct Session {
+pub struct WorkerState {
     device: Device,
-    loaded: Option<Loaded>,
+    loaded: Option<PageModel>,
 }
 
 /// A [`TensorSource`] that reports each tensor it hands out as upload progress.
@@ -94,7 +94,7 @@ fn check_buffer_limit(checkpoint: &Checkpoint, max_buffer: Option<f64>) -> Resul
     }
 }
 
-impl Session {
+impl WorkerState {
     /// A session without a model on `device`.
     pub fn new(device: Device) -> Self {
         Self {
@@ -108,7 +108,7 @@ impl Session {
         &self.device
     }
 
-    fn loaded(&mut self) -> Result<&mut Loaded, String> {
+    fn loaded(&mut self) -> Result<&mut PageModel, String> {
         self.loaded
             .as_mut()
             .ok_or_else(|| "no model is loaded yet".to_string())
@@ -142,7 +142,7 @@ impl Session {
             .map_err(|e| e.to_string())?;
         let parameters = model.parameter_count();
         let has_tokenizer = tokenizer.is_some();
-        self.loaded = Some(Loaded {
+        self.loaded = Some(PageModel {
             name: name.clone(),
             model,
             tokenizer,
@@ -234,7 +234,7 @@ impl Session {
 
     /// The loaded model and the mixes of a forward pass: the adapter at its vectors
     /// (`adapted`), or none (the base model exactly).
-    fn select(&mut self, adapted: bool) -> Result<(&Loaded, Mixes), String> {
+    fn select(&mut self, adapted: bool) -> Result<(&PageModel, Mixes), String> {
         let loaded = self.loaded()?;
         let mixes = match (&loaded.adapter, adapted) {
             (Some(adapter), true) => adapter

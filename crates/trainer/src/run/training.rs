@@ -49,7 +49,7 @@ pub struct RunArgs {
 }
 
 /// A run in progress.
-pub struct Session {
+pub struct TrainingRun {
     /// The resolved configuration.
     pub config: TrainConfig,
     /// Where everything is written.
@@ -82,7 +82,7 @@ pub struct StepReport {
     pub summary: String,
 }
 
-impl Session {
+impl TrainingRun {
     /// Resolves the config (from `--config`, or the resumed checkpoint's), loads the data,
     /// model and tokenizer, and creates or restores the adapter and optimizer. Nothing is
     /// written before the data has loaded.
@@ -291,7 +291,7 @@ impl Session {
         anyhow::anyhow!("step {}: {error}; stopped, {kept}", step + 1)
     }
 
-    /// Runs steps `start_step..total` of `steps_per_epoch` each: `step_fn(session, step, lr)`
+    /// Runs steps `start_step..total` of `steps_per_epoch` each: `step_fn(run, step, lr)`
     /// does the work of one step. Then evaluates, checkpoints, writes the adapter and plots.
     pub fn drive(
         mut self,
