@@ -72,6 +72,8 @@ impl Default for GrpoStepConfig {
 /// Completions sampled for a batch of prompts: row `i` continues prompt `i / group_size`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Samples {
+    /// Completions per prompt.
+    pub group_size: usize,
     /// The prompt of each row (each prompt repeated `group_size` times).
     pub prompts: Vec<Vec<u32>>,
     /// The sampled completion of each row.
@@ -87,6 +89,18 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// Each row scored once by `score(prompt_index, completion)`; the first error stops it.
+    pub fn score<E>(
+        &self,
+        mut score: impl FnMut(usize, &[u32]) -> std::result::Result<Score, E>,
+    ) -> std::result::Result<Vec<Score>, E> {
+        self.completions
+            .iter()
+            .enumerate()
+            .map(|(i, completion)| score(i / self.group_size, completion))
+            .collect()
+    }
+
     /// The prompts and completions of `rows`.
     pub fn rows(&self, rows: &[usize]) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
         rows.iter()
@@ -131,9 +145,10 @@ impl RolloutEngine for LocalEngine<'_> {
         group_size: usize,
         generation: &GenerateConfig,
     ) -> Result<Samples> {
+        let group_size = group_size.max(1);
         let expanded: Vec<Vec<u32>> = prompts
             .iter()
-            .flat_map(|p| std::iter::repeat_n(p.clone(), group_size.max(1)))
+            .flat_map(|p| std::iter::repeat_n(p.clone(), group_size))
             .collect();
         let generations =
             generate(self.model, &self.mixes, &expanded, generation, |_, _| {}).await?;
@@ -142,6 +157,7 @@ impl RolloutEngine for LocalEngine<'_> {
             _ => 1.0,
         };
         let mut out = Samples {
+            group_size,
             prompts: expanded,
             completions: Vec::with_capacity(generations.len()),
             logprobs: Vec::with_capacity(generations.len()),
@@ -473,13 +489,7 @@ pub async fn grpo_step(
     let samples = engine
         .sample(prompts, config.group_size, generation)
         .await?;
-    let group = config.group_size.max(1);
-    let scores: Vec<Score> = samples
-        .completions
-        .iter()
-        .enumerate()
-        .map(|(i, c)| score(i / group, c))
-        .collect();
+    let scores = samples.score(|i, c| Ok::<_, Error>(score(i, c)))?;
     let rollouts = prepare(model, samples, &scores, config).await?;
     let updates = train_on(model, adapter, optimizer, &rollouts, config).await?;
     let n = rollouts.samples.completions.len().max(1) as f64;

@@ -74,8 +74,7 @@ impl Linear {
     /// - output: `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>, mixes: &Mixes) -> Tensor<D> {
         let base = self.weight.project(x.clone(), self.bias.clone());
-        let adapter = self.adapter.as_ref().filter(|ad| ad.merged.is_none());
-        match adapter.and_then(|ad| Some((ad, mixes.0.get(ad.module)?))) {
+        match self.active(mixes) {
             Some((ad, mix)) => {
                 let h = linear(x, ad.a_t.clone(), None);
                 let h = linear(h, mix.clone(), None);
@@ -85,11 +84,16 @@ impl Linear {
         }
     }
 
+    /// The unmerged adapter and its mix in `mixes`: what adds to this layer's output.
+    fn active<'a>(&'a self, mixes: &'a Mixes) -> Option<(&'a LinearAdapter, &'a Tensor<2>)> {
+        let ad = self.adapter.as_ref().filter(|ad| ad.merged.is_none())?;
+        Some((ad, mixes.0.get(ad.module)?))
+    }
+
     /// The dense weight with the adapter's `ΔW` at `mixes` added, `[out, in]` (for export).
     pub fn merged_weight(&self, mixes: &Mixes, device: &burn::tensor::Device) -> Tensor<2> {
         let w = self.weight.to_dense(device);
-        let adapter = self.adapter.as_ref().filter(|ad| ad.merged.is_none());
-        match adapter.and_then(|ad| Some((ad, mixes.0.get(ad.module)?))) {
+        match self.active(mixes) {
             Some((ad, mix)) => w + ad.delta_t(mix).transpose(),
             None => w,
         }
@@ -98,12 +102,18 @@ impl Linear {
     /// Adds the adapter's `ΔW` at `mixes` into a dense weight (fast inference). No-op without
     /// adapter and for a quantised weight, whose adapter stays a separate low-rank path.
     pub fn merge_adapter(&mut self, mixes: &Mixes) {
-        let adapter = self.adapter.as_mut().filter(|ad| ad.merged.is_none());
-        if let (Some(ad), Some(w)) = (adapter, self.weight.dense_mut())
-            && let Some(mix) = mixes.0.get(ad.module)
-        {
-            *w = w.clone() + ad.delta_t(mix).transpose();
-            ad.merged = Some(mix.clone());
+        if self.weight.dense_mut().is_none() {
+            return;
+        }
+        let Some((delta, mix)) = self
+            .active(mixes)
+            .map(|(ad, mix)| (ad.delta_t(mix).transpose(), mix.clone()))
+        else {
+            return;
+        };
+        if let (Some(ad), Some(w)) = (self.adapter.as_mut(), self.weight.dense_mut()) {
+            *w = w.clone() + delta;
+            ad.merged = Some(mix);
         }
     }
 

@@ -82,15 +82,12 @@ pub fn grpo_step(
     };
     let samples = block_on(engine.sample(&prompt_ids, group, &generation))?;
     let rollout_s = t.elapsed().as_secs_f64();
-    let scores: Vec<Score> = samples
-        .completions
-        .iter()
-        .enumerate()
-        .map(|(i, tokens)| Score {
-            reward: reward(i / group, tokens),
+    let scores = samples.score(|i, tokens| {
+        anyhow::Ok(Score {
+            reward: reward(i, tokens),
             correct: false,
         })
-        .collect();
+    })?;
     // The reference forward, timed on its own: `prepare` makes it when a KL penalty is on.
     let with_reference = GrpoStepConfig {
         kl_beta: 1e-3,

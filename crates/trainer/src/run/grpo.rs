@@ -112,20 +112,14 @@ pub fn train(args: RunArgs) -> Result<()> {
         let samples = block_on(engine.sample(&prompts, g.group_size, &generation))?;
         let rollout_s = rollout_started.elapsed().as_secs_f64();
         // Each completion decoded once, for its reward and its strict correctness.
-        let group = g.group_size.max(1);
-        let scores = samples
-            .completions
-            .iter()
-            .enumerate()
-            .map(|(i, tokens)| {
-                let text = s.tokenizer.decode(tokens)?;
-                let gold = &usable[batch[i / group]].1;
-                Ok(Score {
-                    reward: reward_fn(&text, gold),
-                    correct: strict_reward(&text, gold) == 1.0,
-                })
+        let scores = samples.score(|i, tokens| {
+            let text = s.tokenizer.decode(tokens)?;
+            let gold = &usable[batch[i]].1;
+            anyhow::Ok(Score {
+                reward: reward_fn(&text, gold),
+                correct: strict_reward(&text, gold) == 1.0,
             })
-            .collect::<Result<Vec<_>>>()?;
+        })?;
         let update_started = Instant::now();
         step_config.lr = lr;
         let rollouts = block_on(prepare(&s.model, samples, &scores, &step_config))?;
