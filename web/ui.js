@@ -3,7 +3,6 @@
 // `window.tinylora.call(request)` is the same channel, for the end-to-end tests.
 
 const $ = (id) => document.getElementById(id);
-const CACHE_NAME = 'tinylora-models-v1';
 
 function show(id, text, state) {
   const el = $(id);
@@ -24,7 +23,7 @@ function notice(text) {
 
 // ---- the worker channel: one request at a time, replies in order -----------------------------
 
-const INTERIM = new Set(['started', 'progress', 'warning', 'token']);
+const INTERIM = new Set(['started', 'progress', 'warning', 'token', 'evaluating']);
 let worker;
 let started;
 let pending = null;
@@ -42,6 +41,7 @@ function startWorker() {
       case 'progress': showProgress(event); break;
       case 'warning': notice(event.message); break;
       case 'token': tokenListeners.get(event.id)?.(event); break;
+      case 'evaluating': showEvaluation({ ...event, adapted: evaluationAdapted }); break;
       case 'device_lost': deviceLost(event); break;
       default: {
         const waiter = pending;
@@ -162,9 +162,9 @@ let modelIsToy = false;
 let lastModel = null;
 let lastAdapter = null;
 
+/** Has the worker read the problems at `url` (it evaluates on them); shows the first. */
 async function loadProblems(url) {
-  const text = await (await fetch(url)).text();
-  problems = text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+  ({ problems } = await call({ cmd: 'problems', url: new URL(url, location.href).href }));
   $('problem-index').max = problems.length - 1;
   $('problem-count').textContent = `of ${problems.length} (${url})`;
   pickProblem(0);
@@ -291,10 +291,12 @@ function pickProblem(index) {
   const i = Math.max(0, Math.min(problems.length - 1, index));
   $('problem-index').value = i;
   $('question').value = problems[i].question;
-  $('gold').value = problems[i].answer.split('####').pop().trim();
+  $('gold').value = problems[i].gold;
 }
 
 let busy = false;
+/** Whether the evaluation in flight uses the adapter. */
+let evaluationAdapted = false;
 let nextId = 1;
 
 function setBusy(value) {
@@ -350,26 +352,33 @@ async function compare() {
   } finally { setBusy(false); }
 }
 
-let evaluating = false;
+/** Shows an evaluation's counts so far and its newest answer in the answer pane. */
+function showEvaluation({ start, total, n, correct, flexible_correct: flexible, truncated, answers, adapted }) {
+  const pane = adapted ? 'adapted' : 'base';
+  const last = answers?.at(-1);
+  if (last) {
+    pickProblem(start + last.index);
+    show(`text-${pane}`, last.response);
+    show(`verdict-${pane}`, last.correct ? 'right' : `wrong (gold ${last.gold})`, last.correct ? 'right' : 'wrong');
+  }
+  const share = (k) => `${(100 * k / Math.max(n, 1)).toFixed(1)} %`;
+  show('eval-result', `${pane}: ${correct}/${n} right (${share(correct)}; flexible ${share(flexible)}, ${truncated} cut at the token limit) on problems ${start}–${start + n - 1}, ${n} of ${total} done`);
+}
+
 async function evaluate() {
   setBusy(true);
-  evaluating = true;
-  const n = Number($('eval-n').value) || 1;
-  const start = Number($('problem-index').value);
   const adapted = $('use-adapter').checked && adapterV !== null;
-  let right = 0;
-  let seen = 0;
+  evaluationAdapted = adapted;
   try {
-    for (let i = start; i < Math.min(problems.length, start + n) && evaluating; i += 1) {
-      pickProblem(i);
-      const done = await answer(adapted);
-      if (!done || done.cancelled) break;
-      seen += 1;
-      right += done.correct ? 1 : 0;
-      show('eval-result', `${adapted ? 'adapted' : 'base'}: ${right}/${seen} right (${(100 * right / seen).toFixed(1)} %) on problems ${start}–${i}`);
-    }
+    const done = await call({
+      cmd: 'evaluate', start: Number($('problem-index').value), n: Number($('eval-n').value) || 1,
+      adapted, max_new_tokens: Number($('max-tokens').value) || 256,
+    });
+    showEvaluation({ ...done, adapted });
+    if (done.cancelled) notice('The evaluation was stopped; the problem in flight is not counted.');
+  } catch (error) {
+    show('eval-result', error.message, 'error');
   } finally {
-    evaluating = false;
     setBusy(false);
   }
 }
@@ -409,7 +418,7 @@ function wire() {
   $('solve').onclick = solve;
   $('compare').onclick = compare;
   $('evaluate').onclick = evaluate;
-  $('stop').onclick = () => { evaluating = false; stopGeneration(); };
+  $('stop').onclick = stopGeneration;
   $('load-bundled').onclick = () => loadModel({ cmd: 'load_bundled' });
   $('load-hub').onclick = () => loadModel({
     cmd: 'load_hub', base: $('hub-base').value.trim(), repo: $('hub-repo').value.trim(),
@@ -425,7 +434,7 @@ function wire() {
     loadModel({ cmd: 'load_files' }, [...e.dataTransfer.files]);
   };
   $('clear-cache').onclick = async () => {
-    const removed = await caches.delete(CACHE_NAME).catch(() => false);
+    const { removed } = await call({ cmd: 'clear_cache' }).catch(() => ({ removed: false }));
     notice(removed ? 'Downloaded models were removed from the browser cache.' : 'Nothing was cached.');
   };
   $('apply-adapter').onclick = () => applyAdapter($('adapter-text').value, 'pasted text');

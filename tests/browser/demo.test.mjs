@@ -1,7 +1,8 @@
 // The demo page end to end in headless Chromium (WebGPU on SwiftShader): the bundled model with
 // the example adapter from a URL fragment answers exactly like `trainer generate`; a model
-// loaded through the hub's URL layout gives the native logits; downloads are cached; bad
-// downloads, mismatched adapters and adapters beyond the limits get messages and the page
+// loaded through the hub's URL layout or from picked files gives the native logits; the page's
+// evaluation gives `trainer eval`'s answers; downloads are cached until the cache is cleared;
+// bad downloads, mismatched adapters and adapters beyond the limits get messages and the page
 // stays usable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -92,6 +93,24 @@ test('bundled model + example adapter from the URL fragment answers like trainer
       assert.equal(await page.locator(`#stats-${pane}`).getAttribute('data-state'), 'done');
       assert.ok((await page.locator(`#text-${pane}`).textContent()).length > 0, `${pane} pane is empty`);
     }
+    // The page's evaluation is the library's, as in `trainer eval`: the same answers.
+    const out = join(mkdtempSync(join(tmpdir(), 'eval-')), 'eval.jsonl');
+    const nativeEval = JSON.parse(trainer(
+      'eval', '--model', 'assets/toy', '--adapter', 'assets/toy/example-adapter.json',
+      '--data', 'assets/toy/test.jsonl', '--limit', '2', '--batch-size', '2',
+      '--max-new-tokens', '24', '--out', out, '--json',
+    ));
+    const records = readFileSync(out, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const evaluated = await page.evaluate(() => window.tinylora.call({
+      cmd: 'evaluate', start: 0, n: 2, adapted: true, max_new_tokens: 24, batch_size: 2,
+    }));
+    assert.deepEqual(evaluated.answers.map((a) => a.response), records.map((r) => r.response));
+    assert.equal(evaluated.correct, nativeEval.correct);
+    assert.equal(evaluated.n, 2);
+    // The Evaluate button streams the counts into the page.
+    await page.fill('#eval-n', '1');
+    await page.click('#evaluate');
+    await page.waitForFunction(() => /1 of 1 done/.test(document.querySelector('#eval-result').textContent), null, { timeout: 120_000 });
   });
 });
 
@@ -121,6 +140,10 @@ test('a model from the hub URL layout (sharded f16) gives the native logits, and
     assert.equal(before, 2);
     await load();
     assert.equal(shardRequests(), before, 'the second load must come from the browser cache');
+    await page.click('#clear-cache');
+    await page.waitForFunction(() => /removed from the browser cache/.test(document.querySelector('#notice').textContent), null, { timeout: 30_000 });
+    await load();
+    assert.equal(shardRequests(), 2 * before, 'after clearing the cache the shards are downloaded again');
     // The example adapter belongs to the toy model: a clear refusal, the model stays loaded.
     const compact = readFileSync(join(ROOT, 'assets/toy/example-adapter.tl1'), 'utf8').trim();
     await page.fill('#adapter-text', compact);
@@ -150,6 +173,27 @@ test('cut, altered and missing downloads are reported and the page stays usable'
     assert.match(await waitState(page, '#model-info', 'error'), /missing|404/);
     await page.click('#load-bundled');
     await waitState(page, '#model-info', 'ready');
+    // Picked files follow the trainer's folder rule: the one .safetensors beside config.json.
+    const dir = mkdtempSync(join(tmpdir(), 'picked-'));
+    const fixture = 'tests/fixtures/qwen2/tied_f32_hub';
+    copyFileSync(join(ROOT, fixture, 'config.json'), join(dir, 'config.json'));
+    copyFileSync(join(ROOT, fixture, 'model.safetensors'), join(dir, 'weights.safetensors'));
+    copyFileSync(join(ROOT, fixture, 'model.safetensors'), join(dir, 'other.safetensors'));
+    const pick = async (names, want) => {
+      await page.evaluate(() => { document.querySelector('#model-info').dataset.state = ''; });
+      await page.setInputFiles('#model-files', names.map((n) => join(dir, n)));
+      return waitState(page, '#model-info', want);
+    };
+    assert.match(
+      await pick(['config.json', 'weights.safetensors', 'other.safetensors'], 'error'),
+      /several \.safetensors files \(other\.safetensors, weights\.safetensors\)/,
+    );
+    console.log(await pick(['config.json', 'weights.safetensors'], 'ready'));
+    const ids = [3, 17, 42];
+    const native = JSON.parse(trainer('logits', '--model', fixture, '--ids', ids.join(','), '--json')).last_logits;
+    const web = (await page.evaluate((ids) => window.tinylora.call({ cmd: 'logits', ids, adapted: false }), ids)).values;
+    const diff = Math.max(...web.map((v, i) => Math.abs(v - native[i])));
+    assert.ok(diff <= 1e-3, `picked files: wasm logits differ from native by ${diff}`);
   });
 });
 

@@ -10,8 +10,8 @@ use web_sys::{Cache, ReadableStream, ReadableStreamDefaultReader, Response};
 use crate::protocol::Event;
 use crate::scope::{now_ms, post, scope};
 
-/// The Cache API bucket holding downloaded model files ("clear cache" on the page deletes it).
-pub const CACHE_NAME: &str = "tinylora-models-v1";
+/// The Cache API bucket holding downloaded model files ([`clear_cache`] deletes it).
+const CACHE_NAME: &str = "tinylora-models-v1";
 
 /// A JavaScript exception as text.
 pub fn js_error(value: JsValue) -> String {
@@ -23,6 +23,15 @@ pub fn js_error(value: JsValue) -> String {
                 .and_then(|m| m.as_string())
         })
         .unwrap_or_else(|| format!("{value:?}"))
+}
+
+/// Deletes the bucket of downloaded models; `true` when there was one.
+pub async fn clear_cache() -> Result<bool, String> {
+    let caches = scope().caches().map_err(js_error)?;
+    let removed = JsFuture::from(caches.delete(CACHE_NAME))
+        .await
+        .map_err(js_error)?;
+    Ok(removed.as_bool().unwrap_or(false))
 }
 
 async fn open_cache() -> Option<Cache> {

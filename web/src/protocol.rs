@@ -3,6 +3,7 @@
 //! message's `files` array.
 
 use serde::{Deserialize, Serialize};
+use tinylora::evaluate::Answer;
 
 /// What the page asks the worker to do.
 #[derive(Debug, Deserialize)]
@@ -74,8 +75,53 @@ pub enum Request {
         /// Use the adapter.
         adapted: bool,
     },
-    /// End the running generation after its current token.
+    /// Read GSM8K-style JSONL problems (`question`, `answer` with `#### N`) to show and to
+    /// evaluate on.
+    Problems {
+        /// Where the JSONL file is.
+        url: String,
+    },
+    /// Greedy accuracy on problems `start..start + n` of the last problem list, as
+    /// `trainer eval` computes it; an `evaluating` event after each batch.
+    Evaluate {
+        /// First problem.
+        start: usize,
+        /// How many problems (fewer when the list ends first).
+        n: usize,
+        /// Use the adapter (`false`: the base model).
+        adapted: bool,
+        /// Most new tokens per answer.
+        max_new_tokens: usize,
+        /// Problems decoded together (1 when absent).
+        #[serde(default)]
+        batch_size: Option<usize>,
+    },
+    /// Delete the downloaded models from the browser's cache.
+    ClearCache,
+    /// End the running generation or evaluation after its current token.
     Stop,
+}
+
+/// A problem as the page shows it.
+#[derive(Debug, Serialize)]
+pub struct ProblemText {
+    /// The question.
+    pub question: String,
+    /// The gold answer (the number after `####`, without commas).
+    pub gold: String,
+}
+
+/// Counts of an evaluation so far.
+#[derive(Debug, Serialize)]
+pub struct Tally {
+    /// Problems answered.
+    pub n: usize,
+    /// Right by the strict rule (`#### N`).
+    pub correct: usize,
+    /// Right by the flexible rule (the last number).
+    pub flexible_correct: usize,
+    /// Answers that hit the token limit.
+    pub truncated: usize,
 }
 
 /// What the worker tells the page. One more event comes from `web/worker.js` itself, which
@@ -180,6 +226,44 @@ pub enum Event {
         prefill_tok_s: f64,
         /// Decode tokens per second.
         decode_tok_s: f64,
+    },
+    /// The problems of a `problems` request.
+    Problems {
+        /// Where they came from.
+        url: String,
+        /// In file order.
+        problems: Vec<ProblemText>,
+    },
+    /// An evaluation's progress, after each batch.
+    Evaluating {
+        /// The first problem's index in the list.
+        start: usize,
+        /// Problems to evaluate.
+        total: usize,
+        /// Counts so far.
+        #[serde(flatten)]
+        tally: Tally,
+        /// This batch's answers (`index` counts from `start`).
+        answers: Vec<Answer>,
+    },
+    /// An evaluation ended.
+    Evaluated {
+        /// The first problem's index in the list.
+        start: usize,
+        /// Problems asked for.
+        total: usize,
+        /// Counts.
+        #[serde(flatten)]
+        tally: Tally,
+        /// Whether a stop request ended it early.
+        cancelled: bool,
+        /// Every answer (`index` counts from `start`).
+        answers: Vec<Answer>,
+    },
+    /// The downloaded models' cache was deleted.
+    CacheCleared {
+        /// Whether there was one.
+        removed: bool,
     },
     /// Last-position logits.
     Logits {

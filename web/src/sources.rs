@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use js_sys::Uint8Array;
-use tinylora::checkpoint::{Checkpoint, files};
+use tinylora::checkpoint::Checkpoint;
+use tinylora::checkpoint::files::{self, Weights};
 use tinylora::model::ModelConfig;
 use tinylora::tokenizer::{ChatTemplate, Tokenizer};
 use tinylora::weights::BoxedReader;
@@ -215,45 +216,43 @@ fn sharded(
     Ok(Checkpoint::new(config, Box::new(source)))
 }
 
-/// A model from files the visitor picked or dropped: a .gguf, or config.json with
-/// model.safetensors (or an index and its shards); tokenizer.json beside either.
-pub async fn local(files: Vec<web_sys::File>) -> Result<Found, String> {
-    let find = |pred: &dyn Fn(&str) -> bool| files.iter().find(|f| pred(&f.name()));
-    let tokenizer = match find(&|n| n == files::TOKENIZER) {
-        Some(f) => Some(tokenizer(&read_file(f).await?, &f.name())?),
-        None => None,
-    };
-    let names: Vec<String> = files.iter().map(|f| f.name()).collect();
-    let checkpoint = if let Some(f) = find(&|n| n.ends_with(".gguf")) {
-        gguf(read_file(f).await?, &f.name())?
-    } else {
-        let cfg_file = find(&|n| n == files::CONFIG).ok_or_else(|| {
+/// A model from files the visitor picked or dropped, its weights found by
+/// [`files::weights_among`] (as in a folder given to the trainer); tokenizer.json and
+/// tokenizer_config.json beside them.
+pub async fn local(picked: Vec<web_sys::File>) -> Result<Found, String> {
+    let names: Vec<String> = picked.iter().map(|f| f.name()).collect();
+    let find = |name: &str| {
+        picked.iter().find(|f| f.name() == name).ok_or_else(|| {
             format!(
-                "pick config.json with the safetensors file(s), or a .gguf file (got: {})",
+                "{name} is not among the picked files ({})",
                 names.join(", ")
             )
-        })?;
-        let cfg = config(&read_file(cfg_file).await?, &cfg_file.name())?;
-        if let Some(index_file) = find(&|n| n == files::INDEX) {
-            let index = text(&read_file(index_file).await?, &index_file.name())?;
+        })
+    };
+    let present = |name: &str| names.iter().any(|n| n == name);
+    let tokenizer = if present(files::TOKENIZER) {
+        let bytes = read_file(find(files::TOKENIZER)?).await?;
+        Some(tokenizer(&bytes, files::TOKENIZER)?)
+    } else {
+        None
+    };
+    let listed: Vec<&str> = names.iter().map(String::as_str).collect();
+    let weights = files::weights_among(&listed)
+        .map_err(|reason| format!("the picked files ({}): {reason}", names.join(", ")))?;
+    let checkpoint = match weights {
+        Weights::Gguf(name) => gguf(read_file(find(&name)?).await?, &name)?,
+        Weights::Sharded => {
+            let cfg = config(&read_file(find(files::CONFIG)?).await?, files::CONFIG)?;
+            let index = text(&read_file(find(files::INDEX)?).await?, files::INDEX)?;
             let mut shards = Vec::new();
-            for name in
-                shard_names(&index, Path::new(&index_file.name())).map_err(|e| e.to_string())?
-            {
-                let f = find(&|n| n == name).ok_or_else(|| {
-                    format!("the index lists {name}, which was not among the picked files")
-                })?;
-                shards.push((name.clone(), read_file(f).await?));
+            for name in shard_names(&index, Path::new(files::INDEX)).map_err(|e| e.to_string())? {
+                shards.push((name.clone(), read_file(find(&name)?).await?));
             }
-            sharded(cfg, &index, &index_file.name(), shards, &|n| n.to_string())?
-        } else {
-            let f = find(&|n| n.ends_with(".safetensors")).ok_or_else(|| {
-                format!(
-                    "no .safetensors or .gguf file among the picked files ({})",
-                    names.join(", ")
-                )
-            })?;
-            safetensors(cfg, read_file(f).await?, &f.name())?
+            sharded(cfg, &index, files::INDEX, shards, &|n| n.to_string())?
+        }
+        Weights::Single(name) => {
+            let cfg = config(&read_file(find(files::CONFIG)?).await?, files::CONFIG)?;
+            safetensors(cfg, read_file(find(&name)?).await?, &name)?
         }
     };
     if tokenizer.is_none() {
@@ -262,9 +261,11 @@ pub async fn local(files: Vec<web_sys::File>) -> Result<Found, String> {
                 .into(),
         });
     }
-    let template = match find(&|n| n == files::TOKENIZER_CONFIG) {
-        Some(f) => tokenizer_config(&read_file(f).await?, &f.name())?,
-        None => None,
+    let template = if present(files::TOKENIZER_CONFIG) {
+        let bytes = read_file(find(files::TOKENIZER_CONFIG)?).await?;
+        tokenizer_config(&bytes, files::TOKENIZER_CONFIG)?
+    } else {
+        None
     };
     Ok(Found::new(
         checkpoint,

@@ -12,8 +12,9 @@ use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::{TinyLora, detach};
 use tinylora::burn::tensor::Device;
 use tinylora::checkpoint::Checkpoint;
+use tinylora::evaluate::{EvalConfig, evaluate};
 use tinylora::generate::{GenerateConfig, Throughput, generate_until};
-use tinylora::gsm8k;
+use tinylora::gsm8k::{self, BadLines, Problem};
 use tinylora::model::{CausalLm, KvCache, Mixes};
 use tinylora::readback::to_vec_f32;
 use tinylora::sampling::SamplingConfig;
@@ -22,7 +23,7 @@ use tinylora::weights::safetensors::SafetensorsFile;
 use tinylora::weights::{HostTensor, TensorSource};
 
 use crate::js_bytes::JsBytes;
-use crate::protocol::Event;
+use crate::protocol::{Event, ProblemText, Tally};
 use crate::scope::{now_ms, post};
 
 /// A loaded model and what goes with it.
@@ -33,10 +34,23 @@ pub struct PageModel {
     adapter: Option<TinyLora>,
 }
 
+impl PageModel {
+    /// The tokenizer, which generation needs.
+    fn tokenizer(&self) -> Result<&Tokenizer, String> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            format!(
+                "{} came without tokenizer.json: load one with the model files",
+                self.name
+            )
+        })
+    }
+}
+
 /// Everything the worker holds between requests.
 pub struct WorkerState {
     device: Device,
     loaded: Option<PageModel>,
+    problems: Vec<Problem>,
 }
 
 /// A [`TensorSource`] that reports each tensor it hands out as upload progress.
@@ -100,6 +114,7 @@ impl WorkerState {
         Self {
             device,
             loaded: None,
+            problems: Vec::new(),
         }
     }
 
@@ -277,12 +292,7 @@ impl WorkerState {
         stop: Rc<Cell<bool>>,
     ) -> Result<Event, String> {
         let (loaded, mixes) = self.select(adapted)?;
-        let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| {
-            format!(
-                "{} came without tokenizer.json: load one with the model files",
-                loaded.name
-            )
-        })?;
+        let tokenizer = loaded.tokenizer()?;
         let prompt =
             gsm8k::prompt(tokenizer.chat_template(), question).map_err(|e| e.to_string())?;
         let ids = tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
@@ -345,6 +355,82 @@ impl WorkerState {
             correct,
             prefill_tok_s: throughput.prefill_tok_s,
             decode_tok_s: throughput.decode_tok_s,
+        })
+    }
+
+    /// Reads GSM8K JSONL `text` from `url`: the problems of later `evaluate` requests.
+    pub fn set_problems(&mut self, text: &str, url: &str) -> Result<Event, String> {
+        let (problems, _) =
+            gsm8k::parse_jsonl(text, Path::new(url), BadLines::Fatal).map_err(|e| e.to_string())?;
+        let shown = problems
+            .iter()
+            .map(|p| ProblemText {
+                question: p.question.clone(),
+                gold: p.gold.clone(),
+            })
+            .collect();
+        self.problems = problems;
+        Ok(Event::Problems {
+            url: url.to_string(),
+            problems: shown,
+        })
+    }
+
+    /// Greedy accuracy on problems `start..start + n` (the library's evaluation, as `trainer
+    /// eval`), posting an `Evaluating` event after each batch; `stop` ends it, and the batch in
+    /// flight is not counted.
+    pub async fn evaluate(
+        &mut self,
+        start: usize,
+        n: usize,
+        adapted: bool,
+        config: EvalConfig,
+        stop: Rc<Cell<bool>>,
+    ) -> Result<Event, String> {
+        let end = start.saturating_add(n).min(self.problems.len());
+        if start >= end {
+            return Err(format!(
+                "no problems from #{start}: the list has {}",
+                self.problems.len()
+            ));
+        }
+        let problems = self.problems[start..end].to_vec();
+        let (loaded, mixes) = self.select(adapted)?;
+        let tokenizer = loaded.tokenizer()?;
+        let tally = |e: &tinylora::evaluate::Evaluation| Tally {
+            n: e.n,
+            correct: e.correct,
+            flexible_correct: e.flexible_correct,
+            truncated: e.truncated,
+        };
+        let total = problems.len();
+        let mut posted = 0;
+        let evaluation = evaluate(
+            &loaded.model,
+            &mixes,
+            tokenizer,
+            &problems,
+            config,
+            |so_far| {
+                post(&Event::Evaluating {
+                    start,
+                    total,
+                    tally: tally(so_far),
+                    answers: so_far.answers[posted..].to_vec(),
+                });
+                posted = so_far.n;
+                Ok(())
+            },
+            || stop.get(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(Event::Evaluated {
+            start,
+            total,
+            tally: tally(&evaluation),
+            cancelled: stop.get(),
+            answers: evaluation.answers,
         })
     }
 }

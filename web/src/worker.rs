@@ -6,12 +6,13 @@ use std::rc::Rc;
 
 use js_sys::{Array, Reflect};
 use tinylora::device::init_webgpu;
+use tinylora::evaluate::EvalConfig;
 use tinylora::sampling::SamplingConfig;
 use tinylora::selfcheck;
 use wasm_bindgen::prelude::*;
 use web_sys::MessageEvent;
 
-use crate::download::fetch_required;
+use crate::download::{clear_cache, fetch_required};
 use crate::protocol::{Event, Request};
 use crate::scope::{now_ms, post, scope};
 use crate::sources;
@@ -35,6 +36,9 @@ fn cmd_name(request: &Request) -> &'static str {
         Request::SetV { .. } => "set_v",
         Request::Generate { .. } => "generate",
         Request::Logits { .. } => "logits",
+        Request::Problems { .. } => "problems",
+        Request::Evaluate { .. } => "evaluate",
+        Request::ClearCache => "clear_cache",
         Request::Stop => "stop",
     }
 }
@@ -131,6 +135,31 @@ async fn run(
         Request::Logits { ids, adapted } => {
             let values = session.logits(&ids, adapted).await?;
             return Ok(Event::Logits { values });
+        }
+        Request::Problems { url } => {
+            let bytes = fetch_required(&url, &url, false).await?;
+            let text =
+                String::from_utf8(bytes.to_vec()).map_err(|_| format!("{url}: not UTF-8 text"))?;
+            return session.set_problems(&text, &url);
+        }
+        Request::Evaluate {
+            start,
+            n,
+            adapted,
+            max_new_tokens,
+            batch_size,
+        } => {
+            stop.set(false);
+            let config = EvalConfig {
+                batch_size: batch_size.unwrap_or(1),
+                max_new_tokens,
+            };
+            return session.evaluate(start, n, adapted, config, stop).await;
+        }
+        Request::ClearCache => {
+            return Ok(Event::CacheCleared {
+                removed: clear_cache().await?,
+            });
         }
         Request::Stop => return Err("stop is handled when it arrives".into()),
     };

@@ -26,6 +26,60 @@ pub mod files {
     pub const INDEX: &str = "model.safetensors.index.json";
     /// A single-file checkpoint: looked for when there is no index.
     pub const SINGLE: &str = "model.safetensors";
+
+    /// Which file of a checkpoint holds its weights.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Weights {
+        /// A GGUF file (config and tokenizer metadata inside).
+        Gguf(String),
+        /// [`INDEX`], naming its shards.
+        Sharded,
+        /// One safetensors file beside [`CONFIG`].
+        Single(String),
+    }
+
+    /// The weights among the file `names` of a folder or of files a visitor picked: with
+    /// [`CONFIG`], the sharded [`INDEX`], else [`SINGLE`], else the only `.safetensors` file;
+    /// without it, the only `.gguf` file. The error says what is missing or ambiguous.
+    pub fn weights_among(names: &[&str]) -> Result<Weights, String> {
+        let ending = |suffix: &str| -> Vec<&str> {
+            let mut found: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| n.ends_with(suffix))
+                .collect();
+            found.sort_unstable();
+            found
+        };
+        if names.contains(&CONFIG) {
+            if names.contains(&INDEX) {
+                return Ok(Weights::Sharded);
+            }
+            if names.contains(&SINGLE) {
+                return Ok(Weights::Single(SINGLE.into()));
+            }
+            return match ending(".safetensors")[..] {
+                [one] => Ok(Weights::Single(one.into())),
+                [] => Err(format!(
+                    "{CONFIG} but no {SINGLE}, {INDEX} or other .safetensors file"
+                )),
+                ref many => Err(format!(
+                    "several .safetensors files ({}) and no {INDEX}: give the one to load",
+                    many.join(", ")
+                )),
+            };
+        }
+        match ending(".gguf")[..] {
+            [one] => Ok(Weights::Gguf(one.into())),
+            [] => Err(format!(
+                "neither {CONFIG} (with safetensors weights) nor a .gguf file"
+            )),
+            ref many => Err(format!(
+                "several .gguf files ({}): give the one to load",
+                many.join(", ")
+            )),
+        }
+    }
 }
 
 /// An opened checkpoint: its config, a reader for its tensors and its chat template.
@@ -53,27 +107,31 @@ impl Checkpoint {
         }
     }
 
-    /// Opens `path`: a model directory, a `.safetensors` file beside its `config.json`, or a
-    /// `.gguf` file.
+    /// Opens `path`: a model directory (its weights found by [`files::weights_among`]), a
+    /// `.safetensors` file beside its `config.json`, or a `.gguf` file.
     pub fn open(path: &Path) -> Result<Self> {
         let bad = |reason: &str| Error::BadFile {
             path: path.to_path_buf(),
             reason: reason.to_string(),
         };
         if path.is_dir() {
+            let listing = std::fs::read_dir(path).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let names: Vec<String> = listing
+                .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                .collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let weights = files::weights_among(&names).map_err(|reason| bad(&reason))?;
+            if let files::Weights::Gguf(name) = weights {
+                return Self::open(&path.join(name));
+            }
+            // The config first: its errors are the likelier ones.
             let config = ModelConfig::from_file(&path.join(files::CONFIG))?;
-            let index = path.join(files::INDEX);
-            let single = path.join(files::SINGLE);
-            let source: Box<dyn TensorSource> = if index.is_file() {
-                Box::new(ShardedSafetensors::open(&index)?)
-            } else if single.is_file() {
-                Box::new(SafetensorsFile::open(&single)?)
-            } else {
-                return Err(bad(&format!(
-                    "no {} or {} in this directory",
-                    files::SINGLE,
-                    files::INDEX
-                )));
+            let source: Box<dyn TensorSource> = match weights {
+                files::Weights::Single(name) => Box::new(SafetensorsFile::open(&path.join(name))?),
+                _ => Box::new(ShardedSafetensors::open(&path.join(files::INDEX))?),
             };
             return Ok(Self {
                 config,
@@ -142,4 +200,63 @@ fn tokenizer_config_template(dir: &Path) -> Result<Option<ChatTemplate>> {
     }
     let text = crate::fsutil::read_text(&path)?;
     ChatTemplate::from_tokenizer_config(&text, &path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::files::{Weights, weights_among};
+
+    #[test]
+    fn the_weights_among_file_names() {
+        let single = |n: &str| Ok(Weights::Single(n.into()));
+        let cases: [(&[&str], Result<Weights, String>); 6] = [
+            (
+                &[
+                    "config.json",
+                    "model.safetensors.index.json",
+                    "model.safetensors",
+                ],
+                Ok(Weights::Sharded),
+            ),
+            (
+                &["config.json", "x.safetensors", "model.safetensors"],
+                single("model.safetensors"),
+            ),
+            (
+                &["tokenizer.json", "config.json", "adapted.safetensors"],
+                single("adapted.safetensors"),
+            ),
+            (
+                &["config.json", "m.gguf", "model.safetensors"],
+                single("model.safetensors"),
+            ),
+            (
+                &["tokenizer.json", "q4.gguf"],
+                Ok(Weights::Gguf("q4.gguf".into())),
+            ),
+            (&["a.safetensors"], Err(String::new())),
+        ];
+        for (names, want) in cases {
+            match (weights_among(names), want) {
+                (Err(_), Err(_)) => {}
+                (got, want) => assert_eq!(got, want, "{names:?}"),
+            }
+        }
+        let ambiguous = weights_among(&["config.json", "b.safetensors", "a.safetensors"]);
+        assert!(
+            ambiguous
+                .unwrap_err()
+                .contains("a.safetensors, b.safetensors")
+        );
+        assert!(
+            weights_among(&["a.gguf", "b.gguf"])
+                .unwrap_err()
+                .contains("several .gguf")
+        );
+        assert!(
+            weights_among(&["config.json"])
+                .unwrap_err()
+                .contains("no model.safetensors")
+        );
+    }
 }

@@ -11,6 +11,7 @@
 pub mod adapter;
 pub mod checkpoint;
 pub mod device;
+pub mod evaluate;
 pub mod generate;
 pub mod grpo;
 pub mod micro_batch;

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, ensure};
+use tinylora::evaluate::{EvalConfig, evaluate};
 use tinylora::gsm8k::BadLines;
+use tinylora::readback::block_on;
 
 use super::common::{ModelArgs, TokenizerArgs, load_tokenizer};
 use crate::run::data::load_problems;
-use crate::run::evaluate::evaluate;
 
 /// Arguments of `trainer eval`.
 #[derive(clap::Args)]
@@ -66,13 +67,16 @@ pub fn run(args: Args) -> Result<()> {
     let tokenizer = load_tokenizer(args.tokenizer.tokenizer.as_ref(), &loaded)?;
     let started = std::time::Instant::now();
     let total = problems.len();
-    let evaluation = evaluate(
+    let config = EvalConfig {
+        batch_size: args.batch_size,
+        max_new_tokens: args.max_new_tokens,
+    };
+    let evaluation = block_on(evaluate(
         model,
         &loaded.mixes,
         &tokenizer,
         &problems,
-        args.batch_size,
-        args.max_new_tokens,
+        config,
         |so_far| {
             eprint!(
                 "\r{}/{total} problems, accuracy {:.1}% (flexible {}, {} truncated), {:.0} s",
@@ -85,7 +89,8 @@ pub fn run(args: Args) -> Result<()> {
             // After every batch, so that an interrupted evaluation keeps what it answered.
             so_far.write_records(&args.out)
         },
-    )?;
+        || false,
+    ))?;
     eprintln!();
     let (n, correct, accuracy) = (evaluation.n, evaluation.correct, evaluation.accuracy());
     let (flexible, truncated) = (evaluation.flexible_correct, evaluation.truncated);

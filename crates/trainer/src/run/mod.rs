@@ -2,7 +2,6 @@
 
 pub mod config;
 pub mod data;
-pub mod evaluate;
 pub mod grpo;
 pub mod interrupt;
 pub mod metrics;

@@ -12,6 +12,7 @@ use tinylora::adapter::basis::{Basis, fingerprint};
 use tinylora::adapter::file::AdapterFile;
 use tinylora::checkpoint::Checkpoint as ModelCheckpoint;
 use tinylora::device::{BackendKind, init};
+use tinylora::evaluate::{EvalConfig, evaluate};
 use tinylora::fsutil::write_atomic;
 use tinylora::gsm8k::{BadLines, Problem};
 use tinylora::model::CausalLm;
@@ -22,7 +23,6 @@ use tinylora::weights::safetensors::SafetensorsFile;
 
 use super::config::TrainConfig;
 use super::data::load_problems;
-use super::evaluate::evaluate;
 use super::interrupt::{Interrupt, Interrupted};
 use super::metrics::MetricsLog;
 use super::plot::write_plots;
@@ -251,15 +251,19 @@ impl TrainingRun {
             return Ok(None);
         }
         let started = Instant::now();
-        let evaluation = evaluate(
+        let config = EvalConfig {
+            batch_size: self.config.run.eval_batch_size,
+            max_new_tokens: self.config.run.eval_max_new_tokens,
+        };
+        let evaluation = block_on(evaluate(
             &self.model,
             &self.adapter.current_mixes(&self.model)?,
             &self.tokenizer,
             &self.eval_problems,
-            self.config.run.eval_batch_size,
-            self.config.run.eval_max_new_tokens,
+            config,
             |_| Ok(()),
-        )?;
+            || false,
+        ))?;
         evaluation.write_records(&self.run_dir.join(format!("eval/step-{step:06}.jsonl")))?;
         let accuracy = evaluation.accuracy();
         self.metrics.write(&json!({

@@ -13,9 +13,10 @@ use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tinylora::device::{BackendKind, init};
+use tinylora::evaluate::{EvalConfig, evaluate};
 use tinylora::fsutil::write_atomic;
 use tinylora::grpo::{Denominators, LossType, completion_logprobs, reduce};
-use tinylora::gsm8k::{BadLines, flexible_reward, load_jsonl, prompt};
+use tinylora::gsm8k::{BadLines, load_jsonl, prompt};
 use tinylora::model::{CausalLm, Mixes, ModelConfig};
 use tinylora::optim::AdamWConfig;
 use tinylora::readback::{block_on, to_vec_f32};
@@ -27,7 +28,6 @@ use tinylora::weights::safetensors;
 use super::bpe::train_tokenizer;
 use super::corpus::{ToyProblem, draw_style, jsonl};
 use crate::run::config::Schedule;
-use crate::run::evaluate::evaluate;
 use crate::run::progress::Progress;
 use crate::run::schedule::learning_rate;
 
@@ -101,17 +101,20 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn report(model: &CausalLm, tokenizer: &Tokenizer, data: &Path, n: usize) -> Result<(f64, f64)> {
     let (mut problems, _) = load_jsonl(data, BadLines::Fatal)?;
     problems.truncate(n);
-    let evaluation = evaluate(model, &Mixes::none(), tokenizer, &problems, 32, 96, |_| {
-        Ok(())
-    })?;
-    let flexible = evaluation
-        .records
-        .iter()
-        .zip(&problems)
-        .filter(|(r, p)| flexible_reward(r["response"].as_str().unwrap_or(""), &p.gold) == 1.0)
-        .count();
-    let n = problems.len().max(1) as f64;
-    Ok((evaluation.accuracy(), flexible as f64 / n))
+    let config = EvalConfig {
+        batch_size: 32,
+        max_new_tokens: 96,
+    };
+    let evaluation = block_on(evaluate(
+        model,
+        &Mixes::none(),
+        tokenizer,
+        &problems,
+        config,
+        |_| Ok(()),
+        || false,
+    ))?;
+    Ok((evaluation.accuracy(), evaluation.flexible_accuracy()))
 }
 
 /// Runs `trainer pretrain`.
