@@ -149,10 +149,10 @@ impl WorkerState {
             done: 0,
             total,
         };
-        let mut model =
+        let model =
             CausalLm::load(&config, &mut source, &self.device).map_err(|e| e.to_string())?;
         let targets: Vec<String> = ALL_TARGETS.iter().map(|t| t.to_string()).collect();
-        let fingerprint = fingerprint(&mut model, &targets)
+        let fingerprint = fingerprint(&model, &targets)
             .await
             .map_err(|e| e.to_string())?;
         let parameters = model.parameter_count();

@@ -4,6 +4,10 @@
 //! tested on their own: checkpoint tensors (safetensors, GGUF), `config.json`, adapter files (JSON
 //! and the compact `tl1.` link form), GSM8K problems and answers, and atomic file writes. The
 //! `tinylora` crate re-exports every module under the same path.
+//!
+//! The GSM8K rewards and prompt ([`gsm8k`]) are text rules rather than a file format; they
+//! live here for the same reason: the reward tables and the fuzzers run without burn, and the
+//! trainer, the worker and the page reach the one definition as `tinylora::gsm8k`.
 
 pub mod adapter;
 pub mod chat;

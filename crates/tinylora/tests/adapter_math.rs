@@ -171,7 +171,7 @@ fn a_shared_link_rebuilds_the_same_adapter() {
     let mut adapter = block_on(TinyLora::init(&mut m, TinyLoraConfig::default())).unwrap();
     assert_eq!(adapter.trainable_count(), 13);
     random_v(&mut adapter, 5, 1.0);
-    let print = block_on(fingerprint(&mut m, &adapter.config.targets)).unwrap();
+    let print = block_on(fingerprint(&m, &adapter.config.targets)).unwrap();
     let link = adapter.to_file(print).to_compact();
     assert!(link.len() < 200, "{link}");
     // A fresh load of the same base model recomputes the same basis from the link.

@@ -34,7 +34,7 @@ fn adapter_link_and_basis() -> (TinyLora, AdapterFile, Vec<u8>) {
     for (i, x) in adapter.v[0].iter_mut().enumerate() {
         *x = 0.1 * i as f32 - 0.6;
     }
-    let print = block_on(fingerprint(&mut m, &adapter.config.targets)).unwrap();
+    let print = block_on(fingerprint(&m, &adapter.config.targets)).unwrap();
     let bytes = adapter
         .basis
         .to_file_bytes(&adapter.config, &print)

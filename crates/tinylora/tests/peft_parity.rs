@@ -10,7 +10,7 @@ use tinylora::adapter::basis::fingerprint;
 use tinylora::adapter::export::{export_merged, export_peft_lora};
 use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::peft::load_peft_tinylora;
-use tinylora::adapter::targets::{linear_mut, target_modules};
+use tinylora::adapter::targets::targets_mut;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::model::{CausalLm, Mixes};
 use tinylora::numerics::logits_tolerance;
@@ -113,9 +113,8 @@ fn lora_export_keeps_the_logits() {
         assert_eq!(config["lora_alpha"], config["r"]);
         // Apply W += lora_B · lora_A as PEFT would, then compare with PEFT's TinyLoRA logits.
         let mut lora = SafetensorsFile::open(&dir.join("adapter_model.safetensors")).unwrap();
-        for (path, kind, layer) in
-            target_modules(model.config.num_hidden_layers, &adapter.config.targets)
-        {
+        for target in targets_mut(&mut model, &adapter.config.targets) {
+            let path = &target.path;
             let a = lora
                 .read(&format!("base_model.model.{path}.lora_A.weight"))
                 .unwrap();
@@ -125,8 +124,8 @@ fn lora_export_keeps_the_logits() {
             let (r, d_in, d_out) = (a.shape[0], a.shape[1], b.shape[0]);
             let a = Tensor::<2>::from_data(TensorData::new(a.values, [r, d_in]), &device);
             let b = Tensor::<2>::from_data(TensorData::new(b.values, [d_out, r]), &device);
-            let linear = linear_mut(&mut model, layer, kind);
-            let w = linear
+            let w = target
+                .linear
                 .weight
                 .dense_mut()
                 .expect("safetensors weights are f32");
@@ -165,7 +164,7 @@ fn adapter_files_refuse_another_base_model() {
     let device = Device::flex();
     let mut model = base(&device);
     let adapter = load_peft_tinylora(&fixtures().join("peft/full_tie_u13"), &mut model).unwrap();
-    let print = block_on(fingerprint(&mut model, &adapter.config.targets)).unwrap();
+    let print = block_on(fingerprint(&model, &adapter.config.targets)).unwrap();
     let file = adapter.to_file(print);
     let compact = AdapterFile::from_compact(&file.to_compact(), Path::new("#adapter")).unwrap();
     // The PEFT basis was saved, not recomputed: its hash matches the imported one only.

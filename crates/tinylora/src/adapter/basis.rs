@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::config::{Convention, TinyLoraConfig};
 use super::projection::projection;
 use super::svd::top_svd;
-use super::targets::{check_limits, linear_mut, target_modules};
+use super::targets::{check_limits, targets};
 use crate::model::CausalLm;
 use crate::model::linear::Linear;
 use crate::readback::to_vec_f32;
@@ -98,12 +98,12 @@ impl Basis {
     /// Computes the basis of `model` for `config`: SVD factors per the convention, projections
     /// from the config's seed, groups from its tying. Refuses a config beyond [`super::limits`]
     /// before any work.
-    pub async fn compute(model: &mut CausalLm, config: &TinyLoraConfig) -> Result<Self> {
+    pub async fn compute(model: &CausalLm, config: &TinyLoraConfig) -> Result<Self> {
         config.validate()?;
         check_limits(model, config)
             .map_err(|e| Error::InvalidInput(format!("adapter config: {e}")))?;
-        let modules = target_modules(model.config.num_hidden_layers, &config.targets);
-        let kinds: Vec<&str> = modules.iter().map(|m| m.1).collect();
+        let modules = targets(model, &config.targets);
+        let kinds: Vec<&str> = modules.iter().map(|m| m.kind).collect();
         let groups_of = config
             .tying
             .groups(&kinds)
@@ -113,20 +113,19 @@ impl Basis {
         let mut modules = modules.into_iter().zip(groups_of).enumerate().peekable();
         // One layer's weights at a time on the host; their SVDs in parallel where threads exist
         // (each is deterministic on its own, so the bits do not depend on the thread count).
-        while let Some(&(_, ((_, _, layer), _))) = modules.peek() {
+        while let Some(layer) = modules.peek().map(|(_, (t, _))| t.layer) {
             let mut work = Vec::new();
-            while let Some((index, ((path, kind, _), group))) =
-                modules.next_if(|(_, ((_, _, l), _))| *l == layer)
+            while let Some((index, (target, group))) =
+                modules.next_if(|(_, (t, _))| t.layer == layer)
             {
-                let linear = linear_mut(model, layer, kind);
-                let (d_in, d_out) = linear.dims();
+                let (d_in, d_out) = target.linear.dims();
                 work.push((
                     index,
-                    path,
+                    target.path,
                     group,
                     d_in,
                     d_out,
-                    host_weight(linear, &device).await?,
+                    host_weight(target.linear, &device).await?,
                 ));
             }
             let factored = map_maybe_parallel(work, |(index, path, group, d_in, d_out, w)| {
@@ -185,11 +184,11 @@ impl Basis {
 /// SHA-256 (hex) identifying the base model's adapted weights: each target's path, shape and
 /// up to 4096 evenly strided values of its weight (row-major `[out, in]`). Only those values
 /// leave the device (a gather), so this is cheap for a large model on a GPU.
-pub async fn fingerprint(model: &mut CausalLm, targets: &[String]) -> Result<String> {
+pub async fn fingerprint(model: &CausalLm, names: &[String]) -> Result<String> {
     let mut h = Sha256::new();
     let device = model.device.clone();
-    for (path, kind, layer) in target_modules(model.config.num_hidden_layers, targets) {
-        let linear = linear_mut(model, layer, kind);
+    for target in targets(model, names) {
+        let (path, linear) = (target.path, target.linear);
         let (d_in, d_out) = linear.dims();
         let len = d_in * d_out;
         let stride = (len / 4096).max(1);

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use super::basis::{Basis, ModuleBasis};
 use super::config::TinyLoraConfig;
-use super::targets::{linear_mut, target_modules};
+use super::targets::targets;
 use crate::Result;
 use crate::model::CausalLm;
 use crate::weights::TensorSource;
@@ -144,11 +144,11 @@ impl Basis {
 pub fn read_factors<R: Read + Seek>(
     file: &mut SafetensorsFile<R>,
     origin: &Path,
-    model: &mut CausalLm,
+    model: &CausalLm,
     config: &TinyLoraConfig,
 ) -> Result<Basis> {
-    let modules = target_modules(model.config.num_hidden_layers, &config.targets);
-    let kinds: Vec<&str> = modules.iter().map(|m| m.1).collect();
+    let modules = targets(model, &config.targets);
+    let kinds: Vec<&str> = modules.iter().map(|m| m.kind).collect();
     let groups_of = config.tying.groups(&kinds).map_err(|e| bad(origin, e))?;
     let (r, u) = (config.r, config.u);
     let mut read = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
@@ -172,8 +172,8 @@ pub fn read_factors<R: Read + Seek>(
         }
     };
     let mut out = Vec::with_capacity(modules.len());
-    for ((path, kind, layer), group) in modules.into_iter().zip(groups_of) {
-        let (d_in, d_out) = linear_mut(model, layer, kind).dims();
+    for (target, group) in modules.into_iter().zip(groups_of) {
+        let ((d_in, d_out), path) = (target.linear.dims(), target.path);
         let a = read(factor_name(&path, "A"), &[r, d_in])?;
         let b = read(factor_name(&path, "B"), &[d_out, r])?;
         let p = read(factor_name(&path, "P"), &[u, r, r])?;

@@ -18,7 +18,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use self::basis::Basis;
 use self::config::{Convention, TinyLoraConfig};
-use self::targets::{linear_mut, target_modules};
+use self::targets::targets_mut;
 use crate::model::CausalLm;
 use crate::model::linear::{Linear, LinearAdapter, Mixes};
 use crate::model::tree::{Node, NodeMut};
@@ -82,7 +82,7 @@ impl TinyLora {
     /// forward pass is given its mixes ([`mixes`](Self::mixes)).
     pub fn attach(&self, model: &mut CausalLm) -> Result<()> {
         let device = model.device.clone();
-        let modules = target_modules(model.config.num_hidden_layers, &self.config.targets);
+        let modules = targets_mut(model, &self.config.targets);
         if modules.len() != self.basis.modules.len() {
             return Err(Error::InvalidInput(format!(
                 "the adapter has {} modules, the model has {} matching targets",
@@ -90,10 +90,8 @@ impl TinyLora {
                 modules.len()
             )));
         }
-        for (module, ((path, kind, layer), m)) in
-            modules.into_iter().zip(&self.basis.modules).enumerate()
-        {
-            let linear = linear_mut(model, layer, kind);
+        for (module, (target, m)) in modules.into_iter().zip(&self.basis.modules).enumerate() {
+            let (path, linear) = (target.path, target.linear);
             let (d_in, d_out) = linear.dims();
             if path != m.path || (d_in, d_out) != (m.d_in, m.d_out) {
                 return Err(Error::InvalidInput(format!(

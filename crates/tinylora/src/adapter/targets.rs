@@ -1,10 +1,12 @@
 //! The adapted linear layers of a model, in checkpoint order (layer-major; q, k, v, o, gate,
-//! up, down within a layer), with their Hugging Face module paths.
+//! up, down within a layer), with their Hugging Face module paths: found in one walk of the
+//! model's tree.
 
-use super::config::TinyLoraConfig;
+use super::config::{ALL_TARGETS, TinyLoraConfig};
 use super::limits::{self, ModuleShape};
 use crate::model::CausalLm;
 use crate::model::linear::Linear;
+use crate::model::tree::{Node, NodeMut};
 
 /// The module path of projection `kind` in layer `layer`, e.g. `model.layers.0.self_attn.q_proj`.
 pub fn module_path(layer: usize, kind: &str) -> String {
@@ -16,36 +18,108 @@ pub fn module_path(layer: usize, kind: &str) -> String {
     format!("model.layers.{layer}.{block}.{kind}")
 }
 
-/// `(path, kind, layer)` of every target present in the model, in checkpoint order.
-pub fn target_modules(layers: usize, targets: &[String]) -> Vec<(String, &'static str, usize)> {
-    let mut out = Vec::new();
-    for layer in 0..layers {
-        for kind in super::config::ALL_TARGETS {
-            if targets.iter().any(|t| t == kind) {
-                out.push((module_path(layer, kind), kind, layer));
-            }
-        }
-    }
-    out
+/// A target layer: where it is, and the layer (`&Linear` or `&mut Linear`).
+pub struct Target<L> {
+    /// Module path, e.g. `model.layers.0.self_attn.q_proj`.
+    pub path: String,
+    /// Projection kind, one of [`ALL_TARGETS`].
+    pub kind: &'static str,
+    /// Decoder layer.
+    pub layer: usize,
+    /// The layer itself.
+    pub linear: L,
 }
 
-/// The linear layer of projection `kind` in layer `layer` (every architecture has the seven).
-pub fn linear_mut<'a>(model: &'a mut CausalLm, layer: usize, kind: &str) -> &'a mut Linear {
-    let path = module_path(layer, kind);
-    model
-        .linear_mut(&path)
-        .unwrap_or_else(|| panic!("every decoder layer has {path}"))
+/// The layer and kind of the module at `path` when it is a projection named in `targets`.
+fn as_target(path: &str, targets: &[String]) -> Option<(usize, &'static str)> {
+    let (layer, _) = path.strip_prefix("model.layers.")?.split_once('.')?;
+    let layer = layer.parse().ok()?;
+    let kind = ALL_TARGETS
+        .into_iter()
+        .find(|kind| targets.iter().any(|t| t == kind) && module_path(layer, kind) == path)?;
+    Some((layer, kind))
+}
+
+/// The `linears` (path, layer) that `targets` names, in checkpoint order.
+fn select<L>(linears: impl Iterator<Item = (String, L)>, targets: &[String]) -> Vec<Target<L>> {
+    let mut found: Vec<Target<L>> = linears
+        .filter_map(|(path, linear)| {
+            let (layer, kind) = as_target(&path, targets)?;
+            Some(Target {
+                path,
+                kind,
+                layer,
+                linear,
+            })
+        })
+        .collect();
+    found.sort_by_key(|t| (t.layer, ALL_TARGETS.iter().position(|k| *k == t.kind)));
+    found
+}
+
+/// `model`'s layers that `targets` names, in checkpoint order.
+pub fn targets<'a>(model: &'a CausalLm, targets: &[String]) -> Vec<Target<&'a Linear>> {
+    let linears = model
+        .nodes()
+        .into_iter()
+        .filter_map(|(path, node)| match node {
+            Node::Linear(linear) => Some((path, linear)),
+            _ => None,
+        });
+    select(linears, targets)
+}
+
+/// [`targets`], mutably (to attach an adapter).
+pub fn targets_mut<'a>(model: &'a mut CausalLm, targets: &[String]) -> Vec<Target<&'a mut Linear>> {
+    let linears = model
+        .nodes_mut()
+        .into_iter()
+        .filter_map(|(path, node)| match node {
+            NodeMut::Linear(linear) => Some((path, linear)),
+            _ => None,
+        });
+    select(linears, targets)
 }
 
 /// Checks `config` against [`limits`] on `model`'s target shapes, before any basis work: the
 /// error says which limit an adapter exceeds.
-pub fn check_limits(model: &mut CausalLm, config: &TinyLoraConfig) -> Result<(), String> {
-    let shapes: Vec<ModuleShape> = target_modules(model.config.num_hidden_layers, &config.targets)
+pub fn check_limits(model: &CausalLm, config: &TinyLoraConfig) -> Result<(), String> {
+    let shapes: Vec<ModuleShape> = targets(model, &config.targets)
         .into_iter()
-        .map(|(path, kind, layer)| {
-            let (d_in, d_out) = linear_mut(model, layer, kind).dims();
-            ModuleShape { path, d_in, d_out }
+        .map(|t| {
+            let (d_in, d_out) = t.linear.dims();
+            ModuleShape {
+                path: t.path,
+                d_in,
+                d_out,
+            }
         })
         .collect();
     limits::check(config, &shapes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_target;
+
+    #[test]
+    fn paths_of_targets() {
+        let targets = ["q_proj".to_string(), "down_proj".to_string()];
+        assert_eq!(
+            as_target("model.layers.12.self_attn.q_proj", &targets),
+            Some((12, "q_proj"))
+        );
+        assert_eq!(
+            as_target("model.layers.0.mlp.down_proj", &targets),
+            Some((0, "down_proj"))
+        );
+        for other in [
+            "model.layers.0.mlp.up_proj",         // not a target
+            "model.layers.0.self_attn.down_proj", // wrong block
+            "model.layers.x.self_attn.q_proj",
+            "lm_head",
+        ] {
+            assert_eq!(as_target(other, &targets), None, "{other}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! [`children!`], and the field names are the Hugging Face path components
 //! (`model.layers.3.self_attn.q_proj`), so one walk serves every consumer: export
 //! ([`CausalLm::named_tensors`]), parameter counts, bytes per token, full-parameter training
-//! ([`CausalLm::params_mut`]) and the adapter's target layers ([`CausalLm::linear_mut`]).
+//! ([`CausalLm::params_mut`]) and the adapter's target layers ([`crate::adapter::targets`]).
 //! Building the tree — from a checkpoint or from random numbers — goes through one
 //! [`TensorSupply`], asked for each tensor by path and shape in the modules' `build` functions.
 
@@ -196,16 +196,6 @@ impl CausalLm {
         let mut out = Vec::new();
         Child::nodes_mut(self, String::new(), &mut out);
         out
-    }
-
-    /// The linear layer at module path `path` (`model.layers.0.mlp.up_proj`), if there is one.
-    pub fn linear_mut(&mut self, path: &str) -> Option<&mut Linear> {
-        self.nodes_mut()
-            .into_iter()
-            .find_map(|(p, node)| match node {
-                NodeMut::Linear(l) if p == path => Some(l),
-                _ => None,
-            })
     }
 
     /// Every weight under its Hugging Face name with its checkpoint shape (`[out, in]` for

@@ -41,7 +41,7 @@ pub fn run(mut args: Args) -> Result<()> {
     let mut model = args.model.load()?.model;
     let adapter = load_adapter(&path, None, &mut model)?;
     // Before any merge: merging and unmerging need not give back the same bits.
-    let print = block_on(fingerprint(&mut model, &adapter.config.targets))?;
+    let print = block_on(fingerprint(&model, &adapter.config.targets))?;
     if let Some(file) = &basis_out {
         write_atomic(file, &adapter.basis.to_file_bytes(&adapter.config, &print)?)?;
         eprintln!(
@@ -52,7 +52,7 @@ pub fn run(mut args: Args) -> Result<()> {
         );
     }
     if args.compact && basis_out.is_none() && is_peft_dir(&path) {
-        let ours = block_on(Basis::compute(&mut model, &adapter.config))?;
+        let ours = block_on(Basis::compute(&model, &adapter.config))?;
         if ours.hash() != adapter.basis.hash() {
             bail!(
                 "{}: this PEFT adapter's frozen factors come from torch's RNG and SVD and cannot be \

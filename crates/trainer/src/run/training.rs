@@ -129,7 +129,7 @@ impl TrainingRun {
             .load(&device)
             .with_context(|| format!("loading {}", config.model.path.display()))?;
         let adapter_config = config.adapter.clone();
-        let base_fingerprint = block_on(fingerprint(&mut model, &adapter_config.targets))?;
+        let base_fingerprint = block_on(fingerprint(&model, &adapter_config.targets))?;
         let basis = Some(config.init.basis.as_path()).filter(|p| !p.as_os_str().is_empty());
         let (adapter, optimizer, start_step) = match &resumed {
             Some(c) => {
