@@ -42,42 +42,34 @@ pub mod files {
     /// [`CONFIG`], the sharded [`INDEX`], else [`SINGLE`], else the only `.safetensors` file;
     /// without it, the only `.gguf` file. The error says what is missing or ambiguous.
     pub fn weights_among(names: &[&str]) -> Result<Weights, String> {
-        let ending = |suffix: &str| -> Vec<&str> {
+        // The one name ending in `suffix`; else the error says there is none or several.
+        let only = |suffix: &str, none: String| -> Result<String, String> {
             let mut found: Vec<&str> = names
                 .iter()
                 .copied()
                 .filter(|n| n.ends_with(suffix))
                 .collect();
             found.sort_unstable();
-            found
-        };
-        if names.contains(&CONFIG) {
-            if names.contains(&INDEX) {
-                return Ok(Weights::Sharded);
-            }
-            if names.contains(&SINGLE) {
-                return Ok(Weights::Single(SINGLE.into()));
-            }
-            return match ending(".safetensors")[..] {
-                [one] => Ok(Weights::Single(one.into())),
-                [] => Err(format!(
-                    "{CONFIG} but no {SINGLE}, {INDEX} or other .safetensors file"
-                )),
+            match found[..] {
+                [one] => Ok(one.to_string()),
+                [] => Err(none),
                 ref many => Err(format!(
-                    "several .safetensors files ({}) and no {INDEX}: give the one to load",
+                    "several {suffix} files ({}): give the one to load",
                     many.join(", ")
                 )),
-            };
+            }
+        };
+        if !names.contains(&CONFIG) {
+            let none = format!("neither {CONFIG} (with safetensors weights) nor a .gguf file");
+            return only(".gguf", none).map(Weights::Gguf);
         }
-        match ending(".gguf")[..] {
-            [one] => Ok(Weights::Gguf(one.into())),
-            [] => Err(format!(
-                "neither {CONFIG} (with safetensors weights) nor a .gguf file"
-            )),
-            ref many => Err(format!(
-                "several .gguf files ({}): give the one to load",
-                many.join(", ")
-            )),
+        if names.contains(&INDEX) {
+            Ok(Weights::Sharded)
+        } else if names.contains(&SINGLE) {
+            Ok(Weights::Single(SINGLE.into()))
+        } else {
+            let none = format!("{CONFIG} but no {SINGLE}, {INDEX} or other .safetensors file");
+            only(".safetensors", none).map(Weights::Single)
         }
     }
 }

@@ -21,7 +21,6 @@ use self::config::{Convention, TinyLoraConfig};
 use self::targets::targets_mut;
 use crate::model::CausalLm;
 use crate::model::linear::{Linear, LinearAdapter, Mixes};
-use crate::model::tree::{Node, NodeMut};
 use crate::{Error, Result};
 
 /// An adapter: its config, its frozen basis and its trainable vectors.
@@ -122,10 +121,7 @@ impl TinyLora {
         let mut attached: Vec<&LinearAdapter> = model
             .nodes()
             .into_iter()
-            .filter_map(|(_, node)| match node {
-                Node::Linear(l) => l.adapter.as_ref(),
-                _ => None,
-            })
+            .filter_map(|(_, node)| node.linear()?.adapter.as_ref())
             .collect();
         attached.sort_by_key(|ad| ad.module);
         let fits = attached.len() == self.basis.modules.len()
@@ -181,8 +177,5 @@ fn linears_mut(model: &mut CausalLm) -> impl Iterator<Item = &mut Linear> {
     model
         .nodes_mut()
         .into_iter()
-        .filter_map(|(_, node)| match node {
-            NodeMut::Linear(l) => Some(l),
-            _ => None,
-        })
+        .filter_map(|(_, node)| node.linear())
 }

@@ -6,7 +6,6 @@ use super::config::{ALL_TARGETS, TinyLoraConfig};
 use super::limits::{self, ModuleShape};
 use crate::model::CausalLm;
 use crate::model::linear::Linear;
-use crate::model::tree::{Node, NodeMut};
 
 /// The module path of projection `kind` in layer `layer`, e.g. `model.layers.0.self_attn.q_proj`.
 pub fn module_path(layer: usize, kind: &str) -> String {
@@ -59,26 +58,20 @@ fn select<L>(linears: impl Iterator<Item = (String, L)>, targets: &[String]) -> 
 
 /// `model`'s layers that `targets` names, in checkpoint order.
 pub fn targets<'a>(model: &'a CausalLm, targets: &[String]) -> Vec<Target<&'a Linear>> {
-    let linears = model
-        .nodes()
-        .into_iter()
-        .filter_map(|(path, node)| match node {
-            Node::Linear(linear) => Some((path, linear)),
-            _ => None,
-        });
-    select(linears, targets)
+    let nodes = model.nodes().into_iter();
+    select(
+        nodes.filter_map(|(path, n)| Some((path, n.linear()?))),
+        targets,
+    )
 }
 
 /// [`targets`], mutably (to attach an adapter).
 pub fn targets_mut<'a>(model: &'a mut CausalLm, targets: &[String]) -> Vec<Target<&'a mut Linear>> {
-    let linears = model
-        .nodes_mut()
-        .into_iter()
-        .filter_map(|(path, node)| match node {
-            NodeMut::Linear(linear) => Some((path, linear)),
-            _ => None,
-        });
-    select(linears, targets)
+    let nodes = model.nodes_mut().into_iter();
+    select(
+        nodes.filter_map(|(path, n)| Some((path, n.linear()?))),
+        targets,
+    )
 }
 
 /// Checks `config` against [`limits`] on `model`'s target shapes, before any basis work: the

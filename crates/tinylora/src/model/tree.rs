@@ -33,6 +33,28 @@ pub enum NodeMut<'a> {
     Norm(&'a mut Tensor<1>),
 }
 
+impl<'a> Node<'a> {
+    /// The linear layer, if this node is one.
+    pub fn linear(self) -> Option<&'a Linear> {
+        if let Node::Linear(linear) = self {
+            Some(linear)
+        } else {
+            None
+        }
+    }
+}
+
+impl<'a> NodeMut<'a> {
+    /// The linear layer, if this node is one.
+    pub fn linear(self) -> Option<&'a mut Linear> {
+        if let NodeMut::Linear(linear) = self {
+            Some(linear)
+        } else {
+            None
+        }
+    }
+}
+
 /// What a vector of the tree holds, for suppliers that make values up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VectorRole {
