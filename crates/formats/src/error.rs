@@ -22,6 +22,10 @@ pub enum Error {
     /// An argument or input that cannot be used (empty prompt, token outside the vocabulary...).
     #[error("{0}")]
     InvalidInput(String),
+    /// A rollout engine (a server sampling completions) failed, or answered something the
+    /// trainer cannot trust.
+    #[error("rollout engine: {0}")]
+    Engine(String),
     /// Training produced a non-finite loss or gradient; nothing was updated.
     #[error("training diverged: {0}")]
     Diverged(String),

@@ -1,6 +1,6 @@
-//! The GRPO update on a tiny model: micro-batches add up to the mini-batch, and the gradient of
+//! The GRPO update on a tiny model: micro-batches add up to the mini-batch, the gradient of
 //! the full loss (policy term + β·k3 KL) with respect to `v` equals central finite
-//! differences of the loss.
+//! differences of the loss, and another engine's samples are weighted by their log-prob gap.
 
 use std::path::Path;
 
@@ -9,6 +9,7 @@ use tinylora::adapter::TinyLora;
 use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::generate::GenerateConfig;
+use tinylora::grpo::importance::IsCorrection;
 use tinylora::grpo::pipeline::{
     GrpoStepConfig, LocalEngine, RolloutEngine, Rollouts, Score, loss_and_gradients, prepare,
 };
@@ -62,7 +63,7 @@ fn setup() -> (CausalLm, TinyLora, Rollouts) {
             correct: false,
         })
         .collect();
-    let rollouts = block_on(prepare(&model, samples, &scores, &config)).unwrap();
+    let rollouts = block_on(prepare(&model, &engine.mixes, samples, &scores, &config)).unwrap();
     assert!(
         rollouts.advantages.iter().any(|&a| a != 0.0),
         "no signal in {:?}",
@@ -174,4 +175,85 @@ fn gradient_equals_finite_differences() {
         checked += 1;
     }
     assert_eq!(checked, 4);
+}
+
+/// Samples from another engine whose log-probs are the trainer's minus δ on every token get
+/// the importance weight e^δ on every token (below the cap): the policy loss and its gradient
+/// are e^δ times those of the same samples taken as the trainer's own.
+#[test]
+fn another_engines_samples_are_weighted_by_their_gap() {
+    let (model, adapter, rollouts) = setup();
+    let mixes = adapter.current_mixes(&model).unwrap();
+    let plain = GrpoStepConfig {
+        kl_beta: 0.0,
+        ..config(LossType::Dapo, usize::MAX)
+    };
+    let corrected = GrpoStepConfig {
+        importance: Some(IsCorrection::default()),
+        ..plain.clone()
+    };
+    let scores: Vec<Score> = rollouts
+        .rewards
+        .iter()
+        .map(|&reward| Score {
+            reward,
+            correct: false,
+        })
+        .collect();
+    // The trainer's own log-probs at the current v: π_old of `prepare` with a correction.
+    let own = block_on(prepare(
+        &model,
+        &mixes,
+        rollouts.samples.clone(),
+        &scores,
+        &corrected,
+    ))
+    .unwrap();
+    let delta = 0.3f32;
+    let mut from_engine = own.samples.clone();
+    for row in &mut from_engine.logprobs {
+        row.iter_mut().for_each(|x| *x -= delta);
+    }
+    let weighted = block_on(prepare(&model, &mixes, from_engine, &scores, &corrected)).unwrap();
+    let gap = weighted.gap.unwrap();
+    println!("{gap:?}");
+    assert!((gap.gap_mean - f64::from(delta)).abs() < 1e-4 && gap.clipped_fraction == 0.0);
+    let unweighted = Rollouts {
+        is_weights: None,
+        gap: None,
+        ..own
+    };
+    let rows: Vec<usize> = (0..unweighted.samples.prompts.len()).collect();
+    let a = block_on(loss_and_gradients(
+        &model, &adapter, &weighted, &rows, &plain,
+    ))
+    .unwrap();
+    let b = block_on(loss_and_gradients(
+        &model,
+        &adapter,
+        &unweighted,
+        &rows,
+        &plain,
+    ))
+    .unwrap();
+    let scale = f64::from(delta).exp();
+    // Each weight is e^δ up to the rounding of the shifted f32 log-probs (|logp| ≤ 2 ln vocab).
+    let logprob_scale = 2.0 * (model.config.vocab_size as f64).ln();
+    let weight_err = 4.0 * tinylora::numerics::F32_UNIT_ROUNDOFF * logprob_scale;
+    let positions = 3 + 5;
+    let tol = logprob_tolerance(&model.config, positions, logprob_scale) + weight_err;
+    assert!(
+        (a.loss - scale * b.loss).abs() <= tol * (1.0 + a.loss.abs()),
+        "{} vs e^δ·{}",
+        a.loss,
+        b.loss
+    );
+    let norm = global_norm(&a.grads[0]);
+    let grad_tol = gradient_tolerance(&model.config, positions, norm) + weight_err * norm;
+    for (x, y) in a.grads[0].iter().zip(&b.grads[0]) {
+        assert!(
+            (f64::from(*x) - scale * f64::from(*y)).abs() <= grad_tol,
+            "{x} vs e^δ·{y} (tolerance {grad_tol:e})"
+        );
+    }
 }

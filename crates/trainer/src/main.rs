@@ -1,6 +1,7 @@
 //! `trainer`: the native command-line front end of tinylora.
 
 mod cmd;
+mod rollout;
 mod run;
 mod toy;
 

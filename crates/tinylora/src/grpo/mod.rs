@@ -1,6 +1,7 @@
 //! GRPO on a TinyLoRA adapter: the objective ([`objective`]), the log-probabilities it is made
 //! of ([`logprobs`]) and the step as one-way phases ([`pipeline`]).
 
+pub mod importance;
 pub mod logprobs;
 pub mod objective;
 pub mod pipeline;

@@ -134,17 +134,20 @@ pub struct PolicyLoss {
 /// The clipped policy-gradient loss.
 ///
 /// `ρ = exp(clamp(logπ − logπ_old, −20, 20))`, per token `L = max(−Aρ, −A·clip(ρ, 1−low, 1+high))`,
-/// and for `A < 0` with dual clip `L = min(L, −A·c)`; then reduced by [`reduce`] over the
-/// response tokens (`mask = 1`).
+/// and for `A < 0` with dual clip `L = min(L, −A·c)`; times the importance weight of rollouts
+/// from another engine (`is_weights`, [`super::importance`]; constants); then reduced by
+/// [`reduce`] over the response tokens (`mask = 1`).
 ///
 /// # Shapes
-/// - `logp`, `old_logp`, `mask`: `[batch, len]`
+/// - `logp`, `old_logp`, `mask`, `is_weights`: `[batch, len]`
 /// - `advantages`: `[batch]`
+#[allow(clippy::too_many_arguments)]
 pub fn policy_loss(
     logp: Tensor<2>,
     old_logp: Tensor<2>,
     advantages: &[f32],
     mask: Tensor<2>,
+    is_weights: Option<Tensor<2>>,
     clip: &Clip,
     loss_type: LossType,
     denominators: &Denominators,
@@ -160,6 +163,9 @@ pub fn policy_loss(
     if let Some(c) = clip.dual {
         let capped = per_token.clone().min_pair(-adv.clone() * c);
         per_token = per_token.mask_where(adv.lower_elem(0.0).expand([batch, len]), capped);
+    }
+    if let Some(weights) = is_weights {
+        per_token = per_token * weights;
     }
     PolicyLoss {
         loss: reduce(per_token, mask, loss_type, denominators),
@@ -202,10 +208,10 @@ mod tests {
     }
 
     /// How far these six-token losses may be from the exact value in f32, in any summation
-    /// order: two reductions over at most 6 terms of size at most |A|·e^1.5 < 6, plus 4 ULP of
-    /// each term's `exp`.
+    /// order: two reductions over at most 6 terms of size at most |A|·e^1.5·w < 12 (importance
+    /// weights w ≤ 2), plus 4 ULP of each term's `exp` and its weighting.
     fn loss_tolerance() -> f64 {
-        let terms = 6.0 * 6.0;
+        let terms = 6.0 * 12.0;
         crate::numerics::reorder_tolerance(2, 6, terms)
             + 8.0 * crate::numerics::F32_UNIT_ROUNDOFF * terms
     }
@@ -216,6 +222,7 @@ mod tests {
         old: &[[f64; 3]; 2],
         adv: [f64; 2],
         mask: &[[f64; 3]; 2],
+        weights: &[[f64; 3]; 2],
         clip: &Clip,
         kind: LossType,
     ) -> f64 {
@@ -230,6 +237,7 @@ mod tests {
                 if let (Some(c), true) = (clip.dual, adv[b] < 0.0) {
                     l = l.min(-adv[b] * c);
                 }
+                l *= weights[b][t];
                 per_seq[b] += l * mask[b][t];
                 total += l * mask[b][t];
                 tokens += mask[b][t];
@@ -256,13 +264,20 @@ mod tests {
             let flat: Vec<f32> = v.iter().flatten().map(|&x| x as f32).collect();
             Tensor::<2>::from_data(TensorData::new(flat, [2, 3]), &device)
         };
-        for clip in [
-            Clip::default(),
-            Clip {
-                dual: None,
-                ..Clip::default()
-            },
-        ] {
+        let ones = [[1.0; 3]; 2];
+        let weights = [[0.5, 2.0, 1.0], [1.0, 0.0, 1.7]];
+        let cases = [
+            (Clip::default(), None),
+            (Clip::default(), Some(weights)),
+            (
+                Clip {
+                    dual: None,
+                    ..Clip::default()
+                },
+                None,
+            ),
+        ];
+        for (clip, is_weights) in cases {
             for kind in [LossType::Grpo, LossType::Dapo, LossType::DrGrpo] {
                 let denominators = Denominators::of([2, 3], 4);
                 let ours = policy_loss(
@@ -270,6 +285,7 @@ mod tests {
                     t(&old),
                     &[1.3, -0.8],
                     t(&mask),
+                    is_weights.as_ref().map(t),
                     &clip,
                     kind,
                     &denominators,
@@ -278,7 +294,8 @@ mod tests {
                 .into_data()
                 .try_to_vec::<f32>()
                 .unwrap()[0];
-                let want = reference(&logp, &old, adv, &mask, &clip, kind);
+                let w = is_weights.as_ref().unwrap_or(&ones);
+                let want = reference(&logp, &old, adv, &mask, w, &clip, kind);
                 assert!(
                     (f64::from(ours) - want).abs() <= loss_tolerance(),
                     "{kind:?} {clip:?}: {ours} vs {want}"
@@ -311,6 +328,7 @@ mod tests {
                 tensor(&old, &device),
                 &adv,
                 tensor(&mask, &device),
+                None,
                 &clip,
                 kind,
                 &d,
@@ -323,6 +341,7 @@ mod tests {
                             tensor(&old[i..=i], &device),
                             &adv[i..=i],
                             tensor(&mask[i..=i], &device),
+                            None,
                             &clip,
                             kind,
                             &d,

@@ -9,6 +9,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
+use super::importance::{GapStats, IsCorrection, importance_weights};
 use super::logprobs::completion_logprobs;
 use super::objective::{
     Clip, Denominators, LossType, group_advantages, kl_k3, policy_loss, reduce,
@@ -49,6 +50,9 @@ pub struct GrpoStepConfig {
     pub epochs: usize,
     /// Sequences in one forward/backward; gradients of micro-batches are summed.
     pub micro_batch: MicroBatch,
+    /// The correction of samples from another engine (`None`: the samples' log-probs are the
+    /// trained model's own, as with the [`LocalEngine`]).
+    pub importance: Option<IsCorrection>,
 }
 
 impl Default for GrpoStepConfig {
@@ -65,6 +69,7 @@ impl Default for GrpoStepConfig {
             mini_batches: 1,
             epochs: 1,
             micro_batch: MicroBatch::Auto,
+            importance: None,
         }
     }
 }
@@ -78,7 +83,8 @@ pub struct Samples {
     pub prompts: Vec<Vec<u32>>,
     /// The sampled completion of each row.
     pub completions: Vec<Vec<u32>>,
-    /// Log-probabilities of the sampled tokens under the sampling policy (π_old).
+    /// Log-probabilities of the sampled tokens under the sampling policy as the sampler
+    /// computed them; in [`Rollouts`], π_old as the trainer computes it.
     pub logprobs: Vec<Vec<f32>>,
     /// Whether each row ended with a stop token.
     pub stopped: Vec<bool>,
@@ -197,13 +203,22 @@ pub struct Rollouts {
     pub advantages: Vec<f32>,
     /// Log-probabilities of the sampled tokens under the base model (with a KL penalty only).
     pub ref_logprobs: Option<Vec<Vec<f32>>>,
+    /// Per-token importance weights of samples from another engine (with
+    /// [`GrpoStepConfig::importance`] only).
+    pub is_weights: Option<Vec<Vec<f32>>>,
+    /// The gap between the engine's log-probs and the trainer's (with importance weights).
+    pub gap: Option<GapStats>,
 }
 
-/// Scored samples as [`Rollouts`]: group advantages of the rewards, and the reference
-/// log-probs under the base `model` when `config.kl_beta > 0` (the only place they are made).
+/// Scored samples as [`Rollouts`]: group advantages of the rewards, the reference log-probs
+/// under the base `model` when `config.kl_beta > 0`, and — for samples from another engine
+/// (`config.importance`) — π_old recomputed by `model` at `mixes` (the adapter's `v` the
+/// engine was asked to sample with) and the importance weights of the gap. The only place
+/// either is made.
 pub async fn prepare(
     model: &CausalLm,
-    samples: Samples,
+    mixes: &Mixes,
+    mut samples: Samples,
     scores: &[Score],
     config: &GrpoStepConfig,
 ) -> Result<Rollouts> {
@@ -213,6 +228,13 @@ pub async fn prepare(
             scores.len(),
             samples.completions.len()
         )));
+    }
+    let (mut is_weights, mut gap) = (None, None);
+    if let Some(correction) = &config.importance {
+        let trainer = sample_logprobs(model, mixes, &samples, config.micro_batch).await?;
+        let (weights, stats) = importance_weights(&trainer, &samples.logprobs, correction)?;
+        samples.logprobs = trainer;
+        (is_weights, gap) = (Some(weights), Some(stats));
     }
     let rewards: Vec<f32> = scores.iter().map(|s| s.reward).collect();
     let advantages = group_advantages(
@@ -227,10 +249,13 @@ pub async fn prepare(
         correct: scores.iter().map(|s| s.correct).collect(),
         advantages,
         ref_logprobs: None,
+        is_weights,
+        gap,
     };
     if config.kl_beta > 0.0 {
+        let base = Mixes::none();
         rollouts.ref_logprobs =
-            Some(reference_logprobs(model, &rollouts, config.micro_batch).await?);
+            Some(sample_logprobs(model, &base, &rollouts.samples, config.micro_batch).await?);
     }
     Ok(rollouts)
 }
@@ -295,26 +320,22 @@ fn padded(rows: &[&Vec<f32>], width: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Scores the rollouts under the base model (no adapter) for the KL penalty, micro-batch by
-/// micro-batch.
-async fn reference_logprobs(
+/// The log-probs of the sampled tokens under `model` at `mixes` (the base model for the KL
+/// penalty; the adapter's sampling `v` for π_old of another engine's samples), micro-batch by
+/// micro-batch, without gradients.
+async fn sample_logprobs(
     model: &CausalLm,
-    rollouts: &Rollouts,
+    mixes: &Mixes,
+    samples: &Samples,
     micro_batch: MicroBatch,
 ) -> Result<Vec<Vec<f32>>> {
-    let rows: Vec<usize> = (0..rollouts.samples.prompts.len()).collect();
+    let rows: Vec<usize> = (0..samples.prompts.len()).collect();
     let mut out = Vec::with_capacity(rows.len());
-    for part in micro_batch.chunks(&model.config, &rows, |i| rollouts.samples.length(i)) {
-        let (prompts, completions) = rollouts.samples.rows(part);
+    for part in micro_batch.chunks(&model.config, &rows, |i| samples.length(i)) {
+        let (prompts, completions) = samples.rows(part);
         let width = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let base = Mixes::none();
-        let (logp, _) = completion_logprobs(
-            model,
-            &base,
-            &prompts,
-            &completions,
-            rollouts.samples.temperature,
-        );
+        let (logp, _) =
+            completion_logprobs(model, mixes, &prompts, &completions, samples.temperature);
         let flat = to_vec_f32(logp).await?;
         for (k, c) in completions.iter().enumerate() {
             out.push(flat[k * width..k * width + c.len()].to_vec());
@@ -370,6 +391,10 @@ pub async fn loss_and_gradients(
                 .collect(),
         );
         let advantages: Vec<f32> = part.iter().map(|&i| rollouts.advantages[i]).collect();
+        let is_weights = rollouts
+            .is_weights
+            .as_ref()
+            .map(|w| as_tensor(part.iter().map(|&i| &w[i]).collect()));
         let (logp, mask) = completion_logprobs(
             model,
             mixes,
@@ -382,6 +407,7 @@ pub async fn loss_and_gradients(
             old,
             &advantages,
             mask.clone(),
+            is_weights,
             &config.clip,
             config.loss_type,
             &denominators,
@@ -490,7 +516,7 @@ pub async fn grpo_step(
         .sample(prompts, config.group_size, generation)
         .await?;
     let scores = samples.score(|i, c| Ok::<_, Error>(score(i, c)))?;
-    let rollouts = prepare(model, samples, &scores, config).await?;
+    let rollouts = prepare(model, &engine.mixes, samples, &scores, config).await?;
     let updates = train_on(model, adapter, optimizer, &rollouts, config).await?;
     let n = rollouts.samples.completions.len().max(1) as f64;
     Ok(GrpoStepStats {

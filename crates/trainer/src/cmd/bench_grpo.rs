@@ -94,7 +94,13 @@ pub fn grpo_step(
         ..step.clone()
     };
     let t = Instant::now();
-    let rollouts = block_on(prepare(&model, samples, &scores, &with_reference))?;
+    let rollouts = block_on(prepare(
+        &model,
+        &engine.mixes,
+        samples,
+        &scores,
+        &with_reference,
+    ))?;
     let reference = t.elapsed().as_secs_f64();
     let rows: Vec<usize> = (0..rollouts.samples.completions.len()).collect();
     let t = Instant::now();

@@ -1,5 +1,5 @@
 //! The training configuration: one TOML file with sections `[model]`, `[data]`, `[adapter]`,
-//! `[init]`, `[grpo]`, `[sft]`, `[optim]`, `[run]`, every key optional with the default below, plus
+//! `[init]`, `[grpo]`, `[rollout]`, `[sft]`, `[optim]`, `[run]`, every key optional with the default below, plus
 //! `--set section.key=value` overrides. Every knob, its default and its source are listed in
 //! `assets/configs/README.md` (a test keeps that table and these defaults in step).
 
@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tinylora::adapter::config::{ALL_TARGETS, TinyLoraConfig};
 use tinylora::grpo::LossType;
+use tinylora::grpo::importance::IsMode;
 use tinylora::micro_batch::MicroBatch;
 
 /// Everything a `trainer train` or `trainer sft` run needs.
@@ -25,6 +26,8 @@ pub struct TrainConfig {
     pub init: InitSection,
     /// GRPO (`trainer train`).
     pub grpo: GrpoSection,
+    /// Which engine samples GRPO's completions.
+    pub rollout: RolloutSection,
     /// The supervised baseline (`trainer sft`).
     pub sft: SftSection,
     /// AdamW and the learning-rate schedule.
@@ -173,6 +176,50 @@ impl Default for GrpoSection {
             std_floor: 0.0,
             kl_beta: 0.0,
             reward: RewardKind::Strict,
+        }
+    }
+}
+
+/// The engine that samples GRPO's completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// The trained model itself, on the trainer's device.
+    #[default]
+    Local,
+    /// vLLM servers (OpenAI-compatible API with runtime LoRA loading).
+    Vllm,
+}
+
+/// `[rollout]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutSection {
+    /// `local` or `vllm`.
+    pub engine: EngineKind,
+    /// The servers' base URLs (`http://host:port`); each step's prompts are shared among them.
+    pub servers: Vec<String>,
+    /// Where each step's adapter is written for the servers to read, at the same path on
+    /// every machine (a shared folder); empty: `adapters/` in the run folder.
+    pub adapter_dir: PathBuf,
+    /// `token_truncate` (verl's TIS) or `sequence_mask` (TRL's).
+    pub is_mode: IsMode,
+    /// Cap of the importance ratio.
+    pub is_cap: f64,
+    /// Fail a step whose per-token log-prob gap (nats) exceeds this (`0` in the file: no limit).
+    #[serde(with = "zero_is_off")]
+    pub max_logprob_gap: Option<f64>,
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        Self {
+            engine: EngineKind::Local,
+            servers: Vec::new(),
+            adapter_dir: PathBuf::new(),
+            is_mode: IsMode::TokenTruncate,
+            is_cap: 2.0,
+            max_logprob_gap: None,
         }
     }
 }
@@ -351,8 +398,9 @@ fn unknown_key_error(key: &str, origin: &str) -> anyhow::Error {
 }
 
 /// The keys that hold paths.
-const PATH_KEYS: [(&str, &str); 6] = [
+const PATH_KEYS: [(&str, &str); 7] = [
     ("model", "path"),
+    ("rollout", "adapter_dir"),
     ("model", "tokenizer"),
     ("init", "adapter"),
     ("init", "basis"),
@@ -448,7 +496,7 @@ impl TrainConfig {
     fn validate(&self, origin: &Path) -> Result<()> {
         let o = origin.display();
         let g = &self.grpo;
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 12] = [
             (
                 self.model.path.as_os_str().is_empty(),
                 "model.path is required",
@@ -485,6 +533,14 @@ impl TrainConfig {
             (
                 self.sft.batch_size == 0,
                 "sft.batch_size must be at least 1",
+            ),
+            (
+                self.rollout.engine == EngineKind::Vllm && self.rollout.servers.is_empty(),
+                "rollout.servers must list at least one server for engine = \"vllm\"",
+            ),
+            (
+                !(self.rollout.is_cap.is_finite() && self.rollout.is_cap >= 1.0),
+                "rollout.is_cap must be a number ≥ 1",
             ),
         ];
         if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {

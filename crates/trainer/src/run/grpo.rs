@@ -1,7 +1,8 @@
 //! `trainer train`: GRPO on GSM8K with a TinyLoRA adapter (`docs/reference.md` §5.1): per step,
 //! `prompts_per_step` problems × `group_size` sampled completions from the adapted model,
 //! strict (or flexible) reward, group-normalised advantages, `mini_batches × ppo_epochs`
-//! clipped-ratio AdamW updates of `v`.
+//! clipped-ratio AdamW updates of `v`. The completions come from the adapted model itself or
+//! from vLLM servers (`[rollout]`), whose log-prob gap is measured and corrected.
 
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use anyhow::Result;
 use serde_json::json;
 use tinylora::generate::GenerateConfig;
 use tinylora::grpo::Clip;
+use tinylora::grpo::importance::IsCorrection;
 use tinylora::grpo::pipeline::{
     GrpoStepConfig, LocalEngine, RolloutEngine, Score, prepare, train_on,
 };
@@ -17,10 +19,11 @@ use tinylora::readback::block_on;
 use tinylora::rng::SplitMix64;
 use tinylora::sampling::SamplingConfig;
 
-use super::config::{RewardKind, TrainConfig};
+use super::config::{EngineKind, RewardKind, TrainConfig};
 use super::data::step_batch;
 use super::state::RunKind;
 use super::training::{RunArgs, StepReport, TrainingRun, plan_steps};
+use crate::rollout::vllm::VllmEngine;
 
 /// The step configuration of the core library from `[grpo]` and `[optim]`.
 fn step_config(config: &TrainConfig) -> GrpoStepConfig {
@@ -41,6 +44,15 @@ fn step_config(config: &TrainConfig) -> GrpoStepConfig {
         mini_batches: g.mini_batches,
         epochs: g.ppo_epochs,
         micro_batch: g.micro_batch,
+        // The local engine samples with the trained model itself: nothing to correct.
+        importance: match config.rollout.engine {
+            EngineKind::Local => None,
+            EngineKind::Vllm => Some(IsCorrection {
+                mode: config.rollout.is_mode,
+                cap: config.rollout.is_cap,
+                max_gap: config.rollout.max_logprob_gap,
+            }),
+        },
     }
 }
 
@@ -81,6 +93,21 @@ pub fn train(args: RunArgs) -> Result<()> {
         .tokenizer
         .stop_tokens(&session.model.config.eos_token_ids);
     let mut step_config = step_config(&config);
+    let vllm = match config.rollout.engine {
+        EngineKind::Local => None,
+        EngineKind::Vllm => {
+            let dir = if config.rollout.adapter_dir.as_os_str().is_empty() {
+                session.run_dir.join("adapters")
+            } else {
+                config.rollout.adapter_dir.clone()
+            };
+            Some(VllmEngine::new(
+                &config.rollout.servers,
+                &dir,
+                stop_tokens.clone(),
+            )?)
+        }
+    };
     let reward_fn = match g.reward {
         RewardKind::Strict => strict_reward,
         RewardKind::Flexible => flexible_reward,
@@ -105,11 +132,19 @@ pub fn train(args: RunArgs) -> Result<()> {
             stop_tokens: stop_tokens.clone(),
         };
         let rollout_started = Instant::now();
-        let engine = LocalEngine {
+        // The adapter at this step's v: the local engine samples with it, another engine is
+        // given it, and `prepare` recomputes π_old with it.
+        let local = LocalEngine {
             model: &s.model,
             mixes: s.adapter.current_mixes(&s.model)?,
         };
-        let samples = block_on(engine.sample(&prompts, g.group_size, &generation))?;
+        let samples = match &vllm {
+            None => block_on(local.sample(&prompts, g.group_size, &generation))?,
+            Some(engine) => {
+                let engine = engine.load_adapter(&s.adapter, step)?;
+                block_on(engine.sample(&prompts, g.group_size, &generation))?
+            }
+        };
         let rollout_s = rollout_started.elapsed().as_secs_f64();
         // Each completion decoded once, for its reward and its strict correctness.
         let scores = samples.score(|i, tokens| {
@@ -122,7 +157,7 @@ pub fn train(args: RunArgs) -> Result<()> {
         })?;
         let update_started = Instant::now();
         step_config.lr = lr;
-        let rollouts = block_on(prepare(&s.model, samples, &scores, &step_config))?;
+        let rollouts = block_on(prepare(&s.model, &local.mixes, samples, &scores, &step_config))?;
         let updates = block_on(train_on(
             &s.model,
             &mut s.adapter,
@@ -139,7 +174,7 @@ pub fn train(args: RunArgs) -> Result<()> {
             updates.iter().map(f).sum::<f64>() / updates.len() as f64
         };
         let accuracy = strict_correct as f64 / n;
-        let record = json!({
+        let mut record = json!({
             "epoch": step / per_epoch,
             "reward_mean": reward_mean,
             "reward_std": reward_std,
@@ -158,6 +193,18 @@ pub fn train(args: RunArgs) -> Result<()> {
             "rollout_tokens_per_s": tokens as f64 / rollout_s.max(1e-9),
             "update_time_s": update_s,
         });
+        if let (Some(gap), Some(fields)) = (rollouts.gap, record.as_object_mut()) {
+            for (key, value) in [
+                ("engine_logprob_gap_mean", gap.gap_mean),
+                ("engine_logprob_gap_max", gap.gap_max),
+                ("is_ratio_min", gap.ratio_min),
+                ("is_ratio_mean", gap.ratio_mean),
+                ("is_ratio_max", gap.ratio_max),
+                ("is_clipped_fraction", gap.clipped_fraction),
+            ] {
+                fields.insert(key.into(), json!(value));
+            }
+        }
         Ok(StepReport {
             record,
             summary: format!(
