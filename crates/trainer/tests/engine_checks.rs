@@ -1,9 +1,10 @@
 //! A test of the trainer's checks on a rollout engine: a fake vLLM server in this process (an
 //! HTTP server on 127.0.0.1 that loads each step's PEFT LoRA into the bundled toy model and
 //! samples with the project's own CPU code) serves `trainer train` with `[rollout] engine =
-//! "vllm"`. Served honestly, the run trains and logs a log-prob gap near zero; with an injected
-//! fault — the adapter ignored, the wrong temperature, an off-by-one token, a stale adapter
-//! version — the step fails with an error that says what is wrong.
+//! "vllm"`. Served honestly, the run trains and logs a log-prob gap near zero and a canary the
+//! engine follows; with an injected fault — the adapter ignored (caught by the canary), the
+//! wrong temperature, an off-by-one token, a stale adapter version — the step fails with an
+//! error that says what is wrong.
 
 mod common;
 
@@ -207,8 +208,9 @@ fn serve(fault: Fault) -> String {
 }
 
 /// `trainer train` on the toy recipe, two small steps from the example adapter, sampled by
-/// the engine at `url`; returns whether it succeeded, its stderr and its metrics.
-fn train(url: &str, name: &str) -> (bool, String, Vec<Value>) {
+/// the engine at `url` with a gap limit of 0.5 nats and a canary every `canary_every` steps;
+/// returns whether it succeeded, its stderr and its metrics.
+fn train(url: &str, name: &str, canary_every: usize) -> (bool, String, Vec<Value>) {
     let out_dir =
         std::env::temp_dir().join(format!("tinylora-engine-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out_dir);
@@ -225,7 +227,8 @@ fn train(url: &str, name: &str) -> (bool, String, Vec<Value>) {
         format!("init.adapter={}", s(&adapter)),
         "rollout.engine=\"vllm\"".into(),
         format!("rollout.servers=[\"{url}\"]"),
-        "rollout.max_logprob_gap=0.01".into(),
+        "rollout.max_logprob_gap=0.5".into(),
+        format!("rollout.canary_every={canary_every}"),
     ];
     let mut args = vec!["train", "--config", s(&config), "--out", s(&out_dir)];
     for set in &sets {
@@ -250,7 +253,7 @@ fn train(url: &str, name: &str) -> (bool, String, Vec<Value>) {
 
 #[test]
 fn an_honest_engine_trains_with_a_log_prob_gap_near_zero() {
-    let (ok, stderr, records) = train(&serve(Fault::None), "honest");
+    let (ok, stderr, records) = train(&serve(Fault::None), "honest", 1);
     assert!(ok, "{stderr}");
     assert_eq!(records.len(), 2, "{stderr}");
     for r in &records {
@@ -266,13 +269,24 @@ fn an_honest_engine_trains_with_a_log_prob_gap_near_zero() {
         // log-probs up to f32 rounding of logits of size ≲ 30 (toy model) — 1e-3 is ~3000 ULP.
         assert!(r["engine_logprob_gap_max"].as_f64().unwrap() < 1e-3, "{r}");
         assert_eq!(r["is_clipped_fraction"], 0.0);
+        // The canary moves the distribution enough to judge, and the engine follows it.
+        let (shift, gap) = (
+            r["canary_shift"].as_f64().unwrap(),
+            r["canary_gap"].as_f64().unwrap(),
+        );
+        println!("canary: shift {shift}, gap {gap}");
+        assert!(shift > 0.05 && gap < 1e-3, "{r}");
     }
 }
 
 #[test]
 fn each_injected_fault_is_caught() {
+    // Ignoring the adapter moves the log-probs by less than the 0.5-nat limit here (the
+    // example adapter's v is small): without a canary the run goes on; the canary stops it.
+    let (ok, stderr, _) = train(&serve(Fault::IgnoresAdapter), "no-canary", 0);
+    assert!(ok, "{stderr}");
     let cases = [
-        (Fault::IgnoresAdapter, "max_logprob_gap"),
+        (Fault::IgnoresAdapter, "ignored adapter canary-"),
         (Fault::DoublesTemperature, "max_logprob_gap"),
         (Fault::DropsFirstToken, "log-probs for"),
         (Fault::AnswersWithOlderAdapter, "stale or unloaded adapter"),
@@ -280,7 +294,7 @@ fn each_injected_fault_is_caught() {
     let mut caught: HashMap<String, String> = HashMap::new();
     for (fault, want) in cases {
         let name = format!("{fault:?}");
-        let (ok, stderr, _) = train(&serve(fault), &name);
+        let (ok, stderr, _) = train(&serve(fault), &name, 1);
         assert!(
             !ok && stderr.contains(want),
             "{fault:?}: expected `{want}` in:\n{stderr}"

@@ -323,7 +323,7 @@ fn padded(rows: &[&Vec<f32>], width: usize) -> Vec<f32> {
 /// The log-probs of the sampled tokens under `model` at `mixes` (the base model for the KL
 /// penalty; the adapter's sampling `v` for π_old of another engine's samples), micro-batch by
 /// micro-batch, without gradients.
-async fn sample_logprobs(
+pub async fn sample_logprobs(
     model: &CausalLm,
     mixes: &Mixes,
     samples: &Samples,

@@ -11,7 +11,10 @@ use serde_json::{Value, json};
 use tinylora::adapter::TinyLora;
 use tinylora::adapter::export::export_peft_lora;
 use tinylora::generate::GenerateConfig;
-use tinylora::grpo::pipeline::{RolloutEngine, Samples};
+use tinylora::grpo::pipeline::{RolloutEngine, Samples, sample_logprobs};
+use tinylora::micro_batch::MicroBatch;
+use tinylora::model::CausalLm;
+use tinylora::readback::block_on;
 
 use super::completions::{Completion, Sampling, parse, request};
 
@@ -93,7 +96,15 @@ impl VllmEngine {
     /// Exports `adapter` (at its current `v`) as step `step`'s LoRA and loads it on every
     /// server; unloads step `step − 2`'s (a failure there only leaves memory in use).
     pub fn load_adapter(&self, adapter: &TinyLora, step: usize) -> Result<StepEngine<'_>> {
-        let name = adapter_name(step);
+        let loaded = self.load(adapter, adapter_name(step))?;
+        if let Some(old) = step.checked_sub(2) {
+            self.unload(&adapter_name(old));
+        }
+        Ok(loaded)
+    }
+
+    /// Exports `adapter` as the LoRA `name` and loads it on every server.
+    fn load(&self, adapter: &TinyLora, name: String) -> Result<StepEngine<'_>> {
         let dir = self.adapter_dir.join(&name);
         export_peft_lora(adapter, &dir)?;
         let path = dir.to_string_lossy();
@@ -106,13 +117,101 @@ impl VllmEngine {
                 .with_context(|| {
                     format!("loading adapter {name} from {path} (is it readable by the server?)")
                 })?;
-            if let Some(old) = step.checked_sub(2) {
-                let old = json!({"lora_name": adapter_name(old)});
-                let _ = server.post("/v1/unload_lora_adapter", &old);
-            }
         }
         Ok(StepEngine { engine: self, name })
     }
+
+    /// Unloads the LoRA `name` from every server; a failure only leaves memory in use.
+    fn unload(&self, name: &str) {
+        for server in &self.servers {
+            let _ = server.post("/v1/unload_lora_adapter", &json!({"lora_name": name}));
+        }
+    }
+
+    /// The canary of step `step`: `adapter` with an exaggerated `v` ([`canary_v`]), loaded as
+    /// `canary-K`, samples a group for `prompt` on the first server. The engine's log-probs
+    /// must follow the canary (the trainer's own log-probs of the same tokens at the canary's
+    /// `v`) rather than the step's adapter: an engine that ignores adapters fails here even
+    /// when `v` is too small for the per-step gap to show it.
+    pub fn canary(
+        &self,
+        model: &CausalLm,
+        adapter: &TinyLora,
+        step: usize,
+        prompt: &[u32],
+        group_size: usize,
+        generation: &GenerateConfig,
+    ) -> Result<Canary> {
+        let mut canary = adapter.clone();
+        canary.v = canary_v(&adapter.v);
+        let name = format!("canary-{step}");
+        let engine = self.load(&canary, name.clone())?;
+        let samples = engine.sample_blocking(&[prompt.to_vec()], group_size, generation);
+        self.unload(&name);
+        let samples = samples?;
+        let logprobs = |adapter: &TinyLora| -> Result<Vec<Vec<f32>>> {
+            let mixes = adapter.current_mixes(model)?;
+            Ok(block_on(sample_logprobs(
+                model,
+                &mixes,
+                &samples,
+                MicroBatch::Auto,
+            ))?)
+        };
+        let (at_canary, at_step) = (logprobs(&canary)?, logprobs(adapter)?);
+        let found = Canary {
+            shift: mean_abs_difference(&at_canary, &at_step),
+            gap: mean_abs_difference(&samples.logprobs, &at_canary),
+        };
+        ensure!(
+            found.shift < CANARY_MIN_SHIFT || found.gap <= found.shift / 4.0,
+            "the engine ignored adapter {name}: its log-probs of the canary's samples are {:.4} \
+             nats per token from the trainer's at the canary's v, which moves them {:.4} from \
+             the step's adapter (is LoRA enabled, and is --max-lora-rank at least the adapter's \
+             r?)",
+            found.gap,
+            found.shift
+        );
+        Ok(found)
+    }
+}
+
+/// Below this mean shift per token (nats) a canary cannot tell adapters apart: it is reported,
+/// not judged.
+pub const CANARY_MIN_SHIFT: f64 = 0.05;
+
+/// The canary's `v`: four times `v` plus ±0.25 alternating, so that it differs from `v` even
+/// at `v = 0`.
+pub fn canary_v(v: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    v.iter()
+        .map(|group| {
+            let sign = |i: usize| if i.is_multiple_of(2) { 0.25 } else { -0.25 };
+            group
+                .iter()
+                .enumerate()
+                .map(|(i, x)| 4.0 * x + sign(i))
+                .collect()
+        })
+        .collect()
+}
+
+/// Mean |a − b| over the tokens of rows of equal lengths.
+fn mean_abs_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let pairs = a.iter().flatten().zip(b.iter().flatten());
+    let (sum, n) = pairs.fold((0.0, 0usize), |(s, n), (x, y)| {
+        (s + f64::from(x - y).abs(), n + 1)
+    });
+    sum / n.max(1) as f64
+}
+
+/// What a canary found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Canary {
+    /// Mean |logπ(canary v) − logπ(step v)| per token of the canary's samples, by the trainer:
+    /// how far the canary moves the distribution.
+    pub shift: f64,
+    /// Mean |logπ_engine − logπ(canary v)| per token: near 0 when the engine used the canary.
+    pub gap: f64,
 }
 
 /// The engine with one step's adapter loaded: samples under it.

@@ -209,6 +209,9 @@ pub struct RolloutSection {
     /// Fail a step whose per-token log-prob gap (nats) exceeds this (`0` in the file: no limit).
     #[serde(with = "zero_is_off")]
     pub max_logprob_gap: Option<f64>,
+    /// A canary (an exaggerated `v` under its own adapter name, which must move the engine's
+    /// log-probs) every N steps, from the first; 0: none.
+    pub canary_every: usize,
 }
 
 impl Default for RolloutSection {
@@ -220,6 +223,7 @@ impl Default for RolloutSection {
             is_mode: IsMode::TokenTruncate,
             is_cap: 2.0,
             max_logprob_gap: None,
+            canary_every: 10,
         }
     }
 }

@@ -23,7 +23,7 @@ use super::config::{EngineKind, RewardKind, TrainConfig};
 use super::data::step_batch;
 use super::state::RunKind;
 use super::training::{RunArgs, StepReport, TrainingRun, plan_steps};
-use crate::rollout::vllm::VllmEngine;
+use crate::rollout::vllm::{CANARY_MIN_SHIFT, VllmEngine};
 
 /// The step configuration of the core library from `[grpo]` and `[optim]`.
 fn step_config(config: &TrainConfig) -> GrpoStepConfig {
@@ -132,6 +132,7 @@ pub fn train(args: RunArgs) -> Result<()> {
             stop_tokens: stop_tokens.clone(),
         };
         let rollout_started = Instant::now();
+        let mut canary = None;
         // The adapter at this step's v: the local engine samples with it, another engine is
         // given it, and `prepare` recomputes π_old with it.
         let local = LocalEngine {
@@ -141,8 +142,8 @@ pub fn train(args: RunArgs) -> Result<()> {
         let samples = match &vllm {
             None => block_on(local.sample(&prompts, g.group_size, &generation))?,
             Some(engine) => {
-                let engine = engine.load_adapter(&s.adapter, step)?;
-                block_on(engine.sample(&prompts, g.group_size, &generation))?
+                let loaded = engine.load_adapter(&s.adapter, step)?;
+                block_on(loaded.sample(&prompts, g.group_size, &generation))?
             }
         };
         let rollout_s = rollout_started.elapsed().as_secs_f64();
@@ -158,6 +159,19 @@ pub fn train(args: RunArgs) -> Result<()> {
         let update_started = Instant::now();
         step_config.lr = lr;
         let rollouts = block_on(prepare(&s.model, &local.mixes, samples, &scores, &step_config))?;
+        // After the step's own checks (in `prepare`), which name a gap more precisely.
+        let every = config.rollout.canary_every;
+        if let Some(engine) = vllm.as_ref().filter(|_| every > 0 && step.is_multiple_of(every)) {
+            let found = engine.canary(
+                &s.model,
+                &s.adapter,
+                step,
+                &prompts[0],
+                g.group_size,
+                &generation,
+            )?;
+            canary = Some(found);
+        }
         let updates = block_on(train_on(
             &s.model,
             &mut s.adapter,
@@ -205,15 +219,20 @@ pub fn train(args: RunArgs) -> Result<()> {
                 fields.insert(key.into(), json!(value));
             }
         }
-        Ok(StepReport {
-            record,
-            summary: format!(
-                "reward {reward_mean:.3} acc {:.1}% len {:.0} {:.0} tok/s",
-                100.0 * accuracy,
-                tokens as f64 / n,
-                tokens as f64 / rollout_s.max(1e-9)
-            ),
-        })
+        let mut summary = format!(
+            "reward {reward_mean:.3} acc {:.1}% len {:.0} {:.0} tok/s",
+            100.0 * accuracy,
+            tokens as f64 / n,
+            tokens as f64 / rollout_s.max(1e-9)
+        );
+        if let (Some(found), Some(fields)) = (canary, record.as_object_mut()) {
+            fields.insert("canary_shift".into(), json!(found.shift));
+            fields.insert("canary_gap".into(), json!(found.gap));
+            if found.shift < CANARY_MIN_SHIFT {
+                summary.push_str(" (canary too weak to judge the engine)");
+            }
+        }
+        Ok(StepReport { record, summary })
     })
 }
 
