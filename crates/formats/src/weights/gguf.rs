@@ -398,37 +398,64 @@ impl GgufFile {
 /// llama.cpp's tensor of per-frequency RoPE divisors (Llama 3.1+ GGUF files).
 pub const ROPE_DIVISORS: &str = "rope_freqs.weight";
 
+/// Whole-model tensors: GGUF name, Hugging Face name.
+const FIXED_NAMES: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// Per-layer modules: GGUF name (after `blk.N.`), Hugging Face name (after `model.layers.N.`).
+const LAYER_MODULES: [(&str, &str); 11] = [
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+    ("attn_q_norm", "self_attn.q_norm"),
+    ("attn_k_norm", "self_attn.k_norm"),
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+];
+
+/// Maps `name` from one naming scheme to the other: whole-model names by `fixed`, layer
+/// tensors `{from_prefix}N.{module}.{param}` by `modules`; pairs are (from, to).
+fn rename(
+    name: &str,
+    fixed: &[(&str, &str)],
+    modules: &[(&str, &str)],
+    (from_prefix, to_prefix): (&str, &str),
+) -> Option<String> {
+    if let Some((_, to)) = fixed.iter().find(|(from, _)| *from == name) {
+        return Some(to.to_string());
+    }
+    let (layer, rest) = name.strip_prefix(from_prefix)?.split_once('.')?;
+    layer.parse::<usize>().ok()?;
+    let (module, param) = rest.rsplit_once('.')?;
+    let (_, to) = modules.iter().find(|(from, _)| *from == module)?;
+    Some(format!("{to_prefix}{layer}.{to}.{param}"))
+}
+
 /// Maps a GGUF tensor name to its Hugging Face name (llama.cpp's naming, the same for Qwen2,
 /// Qwen3 and Llama).
 pub fn hf_name(gguf: &str) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
+    rename(
+        gguf,
+        &FIXED_NAMES,
+        &LAYER_MODULES,
+        ("blk.", "model.layers."),
+    )
+}
+
+/// Maps a Hugging Face tensor name to its GGUF name ([`hf_name`] the other way).
+pub fn gguf_name(hf: &str) -> Option<String> {
+    let swap = |pairs: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static str)> {
+        pairs.iter().map(|&(a, b)| (b, a)).collect()
     };
-    if let Some(name) = fixed {
-        return Some(name.to_string());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    layer.parse::<usize>().ok()?;
-    let (module, param) = rest.rsplit_once('.')?;
-    let hf = match module {
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        "attn_q_norm" => "self_attn.q_norm",
-        "attn_k_norm" => "self_attn.k_norm",
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}.{param}"))
+    let (fixed, modules) = (swap(&FIXED_NAMES), swap(&LAYER_MODULES));
+    rename(hf, &fixed, &modules, ("model.layers.", "blk."))
 }
 
 /// A GGUF file seen as a [`TensorSource`] with Hugging Face names and Hugging Face row order.
@@ -566,6 +593,14 @@ mod tests {
             "model.layers.0.mlp.down_proj.weight"
         );
         assert_eq!(hf_name("output.weight").unwrap(), "lm_head.weight");
+        for gguf in [
+            "blk.3.attn_q.bias",
+            "blk.12.ffn_norm.weight",
+            "token_embd.weight",
+        ] {
+            assert_eq!(gguf_name(&hf_name(gguf).unwrap()).as_deref(), Some(gguf));
+        }
+        assert_eq!(gguf_name("model.layers.0.mlp.nope.weight"), None);
         assert_eq!(hf_name("blk.x.attn_q.weight"), None);
         assert_eq!(hf_name("rope_freqs.weight"), None);
         assert_eq!(

@@ -3,6 +3,7 @@
 
 pub mod dequant;
 pub mod gguf;
+pub mod gguf_write;
 pub mod safetensors;
 
 use std::io::{Read, Seek};

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::TinyLora;
+use super::basis::ModuleBasis;
 use super::config::Convention;
 use crate::model::CausalLm;
 use crate::model::linear::Mixes;
@@ -33,6 +34,18 @@ pub fn mix_transposed(adapter: &TinyLora, p: &[f32], v: &[f32], r: usize) -> Vec
     }
 }
 
+/// `B·mixᵀ` of module `m`, row-major `[out, r]`: the `lora_B` whose product with `A` is the
+/// module's `ΔW`.
+pub fn lora_b(m: &ModuleBasis, mix_t: &[f32], r: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m.d_out * r];
+    for o in 0..m.d_out {
+        for k in 0..r {
+            out[o * r + k] = (0..r).map(|j| m.b[o * r + j] * mix_t[j * r + k]).sum();
+        }
+    }
+    out
+}
+
 /// Writes `dir/adapter_config.json` and `dir/adapter_model.safetensors` as a PEFT LoRA.
 pub fn export_peft_lora(adapter: &TinyLora, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -45,15 +58,13 @@ pub fn export_peft_lora(adapter: &TinyLora, dir: &Path) -> Result<()> {
         let r = m.a.len() / m.d_in;
         rank = rank.max(r);
         let mix_t = mix_transposed(adapter, &m.p, &adapter.v[m.group], r);
-        let mut lora_b = vec![0f32; m.d_out * r];
-        for o in 0..m.d_out {
-            for k in 0..r {
-                lora_b[o * r + k] = (0..r).map(|j| m.b[o * r + j] * mix_t[j * r + k]).sum();
-            }
-        }
         let key = format!("base_model.model.{}", m.path);
         tensors.push((format!("{key}.lora_A.weight"), vec![r, m.d_in], m.a.clone()));
-        tensors.push((format!("{key}.lora_B.weight"), vec![m.d_out, r], lora_b));
+        tensors.push((
+            format!("{key}.lora_B.weight"),
+            vec![m.d_out, r],
+            lora_b(m, &mix_t, r),
+        ));
     }
     let config = serde_json::json!({
         "peft_type": "LORA",

@@ -6,6 +6,7 @@ pub mod basis_file;
 pub mod export;
 pub mod file;
 pub mod gradients;
+pub mod llama_server;
 pub mod peft;
 pub mod projection;
 pub mod svd;

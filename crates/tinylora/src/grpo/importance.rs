@@ -60,8 +60,10 @@ pub struct GapStats {
 }
 
 /// The importance weight of every response token (rows as in `trainer`) and the gap's
-/// statistics. An error names the first row whose lengths differ, a log-probability that is
-/// not finite, or a gap beyond `correction.max_gap`.
+/// statistics. A NaN engine log-prob is a token the engine did not score: its weight is 1 (no
+/// correction) and it is left out of the statistics, as TRL does. An error names the first
+/// row whose lengths differ, any other log-probability that is not finite, or a gap beyond
+/// `correction.max_gap`.
 pub fn importance_weights(
     trainer: &[Vec<f32>],
     engine: &[Vec<f32>],
@@ -87,6 +89,10 @@ pub fn importance_weights(
         }
         let mut diffs = Vec::with_capacity(ours.len());
         for (t, (&a, &b)) in ours.iter().zip(theirs).enumerate() {
+            if a.is_finite() && b.is_nan() {
+                diffs.push(None);
+                continue;
+            }
             if !a.is_finite() || !b.is_finite() {
                 return Err(Error::Engine(format!(
                     "completion {row}, token {t}: log-probs {a} (trainer) and {b} (engine) must be finite"
@@ -96,19 +102,22 @@ pub fn importance_weights(
             gap_sum += d.abs();
             gap_max = gap_max.max(d.abs());
             tokens += 1;
-            diffs.push(d);
+            diffs.push(Some(d));
         }
         weights.push(match correction.mode {
             IsMode::TokenTruncate => diffs
                 .iter()
-                .map(|&d| {
-                    let r = d.clamp(-20.0, 20.0).exp();
-                    ratios.push(r);
-                    r.min(correction.cap) as f32
+                .map(|d| match d {
+                    Some(d) => {
+                        let r = d.clamp(-20.0, 20.0).exp();
+                        ratios.push(r);
+                        r.min(correction.cap) as f32
+                    }
+                    None => 1.0,
                 })
                 .collect(),
             IsMode::SequenceMask => {
-                let r = diffs.iter().sum::<f64>().clamp(-20.0, 20.0).exp();
+                let r = diffs.iter().flatten().sum::<f64>().clamp(-20.0, 20.0).exp();
                 ratios.push(r);
                 let w = if r > correction.cap { 0.0 } else { r as f32 };
                 vec![w; diffs.len()]
@@ -176,6 +185,18 @@ mod tests {
     }
 
     #[test]
+    fn unscored_tokens_weigh_one_and_are_not_counted() {
+        let (w, s) = importance_weights(
+            &[vec![-1.0, -2.0]],
+            &[vec![f32::NAN, -2.5]],
+            &IsCorrection::default(),
+        )
+        .unwrap();
+        assert!(w[0][0] == 1.0 && close(f64::from(w[0][1]), 0.5f64.exp()));
+        assert!(close(s.gap_mean, 0.5) && close(s.ratio_min, 0.5f64.exp()));
+    }
+
+    #[test]
     fn equal_logprobs_weigh_one() {
         let rows = vec![vec![-0.3, -4.0, -0.01]];
         let (w, s) = importance_weights(&rows, &rows, &IsCorrection::default()).unwrap();
@@ -194,7 +215,8 @@ mod tests {
         };
         assert!(err(vec![vec![-1.0]], vec![]).contains("1 completions"));
         assert!(err(vec![vec![-1.0, -1.0]], vec![vec![-1.0]]).contains("1 log-probs for 2 tokens"));
-        assert!(err(vec![vec![-1.0]], vec![vec![f32::NAN]]).contains("finite"));
+        assert!(err(vec![vec![f32::NAN]], vec![vec![-1.0]]).contains("finite"));
+        assert!(err(vec![vec![-1.0]], vec![vec![f32::INFINITY]]).contains("finite"));
         assert!(err(vec![vec![-1.0]], vec![vec![-1.5]]).contains("max_logprob_gap"));
     }
 }

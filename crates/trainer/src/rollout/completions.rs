@@ -6,6 +6,8 @@ use anyhow::{Result, bail, ensure};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub use super::Completion;
+
 /// The sampling of one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampling {
@@ -57,17 +59,6 @@ struct Choice {
 #[derive(Deserialize)]
 struct Logprobs {
     token_logprobs: Vec<Option<f32>>,
-}
-
-/// One sampled completion, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completion {
-    /// The new token ids.
-    pub tokens: Vec<u32>,
-    /// The engine's log-probability of each.
-    pub logprobs: Vec<f32>,
-    /// Whether a stop token ended it (`finish_reason` "stop"); else the token limit did.
-    pub stopped: bool,
 }
 
 /// The completions of a response to [`request`], in `index` order, after checking that it is

@@ -1,5 +1,125 @@
-//! Rollout engines besides the trained model itself: vLLM servers ([`vllm`]) and the
-//! OpenAI-compatible completions API they speak ([`completions`]).
+//! Rollout engines besides the trained model itself — vLLM servers ([`vllm`], speaking the
+//! OpenAI-compatible [`completions`] API) and llama.cpp's server ([`llama_server`]) — and
+//! what they share: sampling settings, prompts spread over servers, the [`canary`].
 
+pub mod canary;
 pub mod completions;
+pub mod http;
+pub mod llama_server;
 pub mod vllm;
+
+use anyhow::{Result, anyhow, bail, ensure};
+use tinylora::adapter::TinyLora;
+use tinylora::generate::GenerateConfig;
+use tinylora::grpo::pipeline::Samples;
+
+use self::http::Server;
+
+/// One sampled completion as an engine returned it, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The new token ids.
+    pub tokens: Vec<u32>,
+    /// The engine's log-probability of each (at the sampling temperature).
+    pub logprobs: Vec<f32>,
+    /// Whether a stop token ended it; else the token limit did.
+    pub stopped: bool,
+}
+
+/// An engine on other machines that samples with the adapter it is given.
+pub trait RemoteEngine {
+    /// `group_size` completions of each of `prompts` with `adapter` at its `v`, as adapter
+    /// version `name` (names a step or a canary).
+    fn sample(
+        &self,
+        adapter: &TinyLora,
+        name: &str,
+        prompts: &[Vec<u32>],
+        group_size: usize,
+        generation: &GenerateConfig,
+    ) -> Result<Samples>;
+
+    /// Forgets adapter version `name` (nothing to do where versions cost nothing).
+    fn release(&self, _name: &str) {}
+}
+
+/// The sampling temperature of `generation`, which a remote engine must be able to reproduce:
+/// above 0, the full distribution (no top-k or top-p).
+pub fn remote_temperature(generation: &GenerateConfig) -> Result<f32> {
+    let temperature = match generation.sampling.temperature {
+        Some(t) if t > 0.0 => t,
+        _ => bail!("a rollout engine samples at a temperature above 0"),
+    };
+    ensure!(
+        generation.sampling.top_k.is_none() && generation.sampling.top_p.is_none(),
+        "a rollout engine samples the full distribution: set top_k = 0 and top_p = 1"
+    );
+    Ok(temperature)
+}
+
+/// What one server answered: (prompt index, its completions) for each of its prompts.
+type Answered = Vec<(usize, Vec<Completion>)>;
+
+/// Samples from `completions(server, prompt index)` for every prompt, prompt `i` on server
+/// `i mod servers` (one thread per server), assembled in prompt order.
+pub fn spread(
+    servers: &[Server],
+    prompts: &[Vec<u32>],
+    group_size: usize,
+    generation: &GenerateConfig,
+    completions: impl Fn(&Server, usize) -> Result<Vec<Completion>> + Sync,
+) -> Result<Samples> {
+    let temperature = remote_temperature(generation)?;
+    ensure!(!servers.is_empty(), "no servers to sample on");
+    let answers: Vec<Result<Answered>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = servers
+            .iter()
+            .enumerate()
+            .map(|(s, server)| {
+                let completions = &completions;
+                scope.spawn(move || {
+                    (s..prompts.len())
+                        .step_by(servers.len())
+                        .map(|i| Ok((i, completions(server, i)?)))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a request thread panicked")))
+            })
+            .collect()
+    });
+    let mut by_prompt: Vec<Vec<Completion>> = vec![Vec::new(); prompts.len()];
+    for answer in answers {
+        for (i, completions) in answer? {
+            ensure!(
+                completions.len() == group_size,
+                "{} completions for prompt {i}, expected {group_size}",
+                completions.len()
+            );
+            by_prompt[i] = completions;
+        }
+    }
+    let mut samples = Samples {
+        group_size,
+        prompts: Vec::new(),
+        completions: Vec::new(),
+        logprobs: Vec::new(),
+        stopped: Vec::new(),
+        temperature,
+        max_new_tokens: generation.max_new_tokens,
+    };
+    for (prompt, completions) in prompts.iter().zip(by_prompt) {
+        for c in completions {
+            samples.prompts.push(prompt.clone());
+            samples.completions.push(c.tokens);
+            samples.logprobs.push(c.logprobs);
+            samples.stopped.push(c.stopped);
+        }
+    }
+    Ok(samples)
+}

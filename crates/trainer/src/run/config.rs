@@ -189,13 +189,16 @@ pub enum EngineKind {
     Local,
     /// vLLM servers (OpenAI-compatible API with runtime LoRA loading).
     Vllm,
+    /// llama.cpp's `llama-server`s holding the LoRAs of `trainer export --llama-server`.
+    #[serde(rename = "llama-server")]
+    LlamaServer,
 }
 
 /// `[rollout]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RolloutSection {
-    /// `local` or `vllm`.
+    /// `local`, `vllm` or `llama-server`.
     pub engine: EngineKind,
     /// The servers' base URLs (`http://host:port`); each step's prompts are shared among them.
     pub servers: Vec<String>,
@@ -539,8 +542,8 @@ impl TrainConfig {
                 "sft.batch_size must be at least 1",
             ),
             (
-                self.rollout.engine == EngineKind::Vllm && self.rollout.servers.is_empty(),
-                "rollout.servers must list at least one server for engine = \"vllm\"",
+                self.rollout.engine != EngineKind::Local && self.rollout.servers.is_empty(),
+                "rollout.servers must list at least one server for engine = \"vllm\" or \"llama-server\"",
             ),
             (
                 !(self.rollout.is_cap.is_finite() && self.rollout.is_cap >= 1.0),

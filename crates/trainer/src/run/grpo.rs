@@ -23,7 +23,10 @@ use super::config::{EngineKind, RewardKind, TrainConfig};
 use super::data::step_batch;
 use super::state::RunKind;
 use super::training::{RunArgs, StepReport, TrainingRun, plan_steps};
-use crate::rollout::vllm::{CANARY_MIN_SHIFT, VllmEngine};
+use crate::rollout::RemoteEngine;
+use crate::rollout::canary::{CANARY_MIN_SHIFT, canary};
+use crate::rollout::llama_server::LlamaServerEngine;
+use crate::rollout::vllm::VllmEngine;
 
 /// The step configuration of the core library from `[grpo]` and `[optim]`.
 fn step_config(config: &TrainConfig) -> GrpoStepConfig {
@@ -47,7 +50,7 @@ fn step_config(config: &TrainConfig) -> GrpoStepConfig {
         // The local engine samples with the trained model itself: nothing to correct.
         importance: match config.rollout.engine {
             EngineKind::Local => None,
-            EngineKind::Vllm => Some(IsCorrection {
+            EngineKind::Vllm | EngineKind::LlamaServer => Some(IsCorrection {
                 mode: config.rollout.is_mode,
                 cap: config.rollout.is_cap,
                 max_gap: config.rollout.max_logprob_gap,
@@ -93,7 +96,8 @@ pub fn train(args: RunArgs) -> Result<()> {
         .tokenizer
         .stop_tokens(&session.model.config.eos_token_ids);
     let mut step_config = step_config(&config);
-    let vllm = match config.rollout.engine {
+    let servers = &config.rollout.servers;
+    let remote: Option<Box<dyn RemoteEngine>> = match config.rollout.engine {
         EngineKind::Local => None,
         EngineKind::Vllm => {
             let dir = if config.rollout.adapter_dir.as_os_str().is_empty() {
@@ -101,11 +105,19 @@ pub fn train(args: RunArgs) -> Result<()> {
             } else {
                 config.rollout.adapter_dir.clone()
             };
-            Some(VllmEngine::new(
-                &config.rollout.servers,
+            Some(Box::new(VllmEngine::new(
+                servers,
                 &dir,
                 stop_tokens.clone(),
-            )?)
+            )?))
+        }
+        EngineKind::LlamaServer => {
+            let floats = session.adapter.v.iter().map(Vec::len).sum();
+            Some(Box::new(LlamaServerEngine::new(
+                servers,
+                stop_tokens.clone(),
+                floats,
+            )?))
         }
     };
     let reward_fn = match g.reward {
@@ -132,18 +144,23 @@ pub fn train(args: RunArgs) -> Result<()> {
             stop_tokens: stop_tokens.clone(),
         };
         let rollout_started = Instant::now();
-        let mut canary = None;
+        let mut canary_found = None;
         // The adapter at this step's v: the local engine samples with it, another engine is
         // given it, and `prepare` recomputes π_old with it.
         let local = LocalEngine {
             model: &s.model,
             mixes: s.adapter.current_mixes(&s.model)?,
         };
-        let samples = match &vllm {
+        let samples = match &remote {
             None => block_on(local.sample(&prompts, g.group_size, &generation))?,
             Some(engine) => {
-                let loaded = engine.load_adapter(&s.adapter, step)?;
-                block_on(loaded.sample(&prompts, g.group_size, &generation))?
+                let name = format!("step-{step}");
+                let samples =
+                    engine.sample(&s.adapter, &name, &prompts, g.group_size, &generation);
+                if let Some(old) = step.checked_sub(2) {
+                    engine.release(&format!("step-{old}"));
+                }
+                samples?
             }
         };
         let rollout_s = rollout_started.elapsed().as_secs_f64();
@@ -161,8 +178,10 @@ pub fn train(args: RunArgs) -> Result<()> {
         let rollouts = block_on(prepare(&s.model, &local.mixes, samples, &scores, &step_config))?;
         // After the step's own checks (in `prepare`), which name a gap more precisely.
         let every = config.rollout.canary_every;
-        if let Some(engine) = vllm.as_ref().filter(|_| every > 0 && step.is_multiple_of(every)) {
-            let found = engine.canary(
+        let due = every > 0 && step.is_multiple_of(every);
+        if let Some(engine) = remote.as_deref().filter(|_| due) {
+            let found = canary(
+                engine,
                 &s.model,
                 &s.adapter,
                 step,
@@ -170,7 +189,7 @@ pub fn train(args: RunArgs) -> Result<()> {
                 g.group_size,
                 &generation,
             )?;
-            canary = Some(found);
+            canary_found = Some(found);
         }
         let updates = block_on(train_on(
             &s.model,
@@ -225,7 +244,7 @@ pub fn train(args: RunArgs) -> Result<()> {
             tokens as f64 / n,
             tokens as f64 / rollout_s.max(1e-9)
         );
-        if let (Some(found), Some(fields)) = (canary, record.as_object_mut()) {
+        if let (Some(found), Some(fields)) = (canary_found, record.as_object_mut()) {
             fields.insert("canary_shift".into(), json!(found.shift));
             fields.insert("canary_gap".into(), json!(found.gap));
             if found.shift < CANARY_MIN_SHIFT {
