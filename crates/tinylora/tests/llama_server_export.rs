@@ -1,5 +1,6 @@
 //! The llama-server export: the base model written as GGUF reads back into the same model
-//! (same logits, bit for bit), and the LoRA files, one per trainable float, add up to the
+//! (same logits: bit for bit for Qwen2, within the bound for Llama 3 with its permuted q/k rows
+//! and RoPE divisors), and the LoRA files, one per trainable float, add up to the
 //! adapter's ΔW: `Σᵢ vᵢ·lora_bᵢ·lora_a` equals the merged weight minus the base weight, for
 //! both conventions and several tie groups.
 
@@ -12,7 +13,7 @@ use tinylora::adapter::llama_server::{MODEL_FILE, base_gguf, float_lora, lora_fi
 use tinylora::adapter::tying::Tying;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::model::{CausalLm, Mixes};
-use tinylora::numerics::{F32_UNIT_ROUNDOFF, reorder_tolerance};
+use tinylora::numerics::{F32_UNIT_ROUNDOFF, logits_tolerance, reorder_tolerance};
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::rng::SplitMix64;
 use tinylora::weights::TensorSource;
@@ -54,6 +55,41 @@ fn the_base_model_reads_back_from_its_gguf() {
     assert_eq!(again.config.eos_token_ids, model.config.eos_token_ids);
     let again = again.load(&device).unwrap();
     assert_eq!(last_logits(&again), last_logits(&model));
+}
+
+/// A Llama 3 model (attention biases, `llama3` RoPE scaling) written as GGUF — q/k rows
+/// interleaved, scaling as `rope_freqs.weight` — reads back to the same logits within the
+/// summation-order bound (the divisors round the frequencies once more in f32).
+#[test]
+fn a_llama_model_reads_back_from_its_gguf() {
+    let device = Device::flex();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/llama3/untied_f32_hub_biases");
+    let model = Checkpoint::open(&fixture).unwrap().load(&device).unwrap();
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..model.config.vocab_size)
+        .map(|i| (format!("t{i}"), serde_json::json!(i)))
+        .collect();
+    let json = serde_json::json!({"model": {"type": "BPE", "vocab": vocab, "merges": []}});
+    let dir = temp("llama-llama3");
+    let path = dir.join(MODEL_FILE);
+    block_on(base_gguf(
+        &model,
+        &json.to_string(),
+        &dir.join("tokenizer.json"),
+    ))
+    .unwrap()
+    .write(&path)
+    .unwrap();
+    let again = Checkpoint::open(&path).unwrap().load(&device).unwrap();
+    let (a, b) = (last_logits(&again), last_logits(&model));
+    let largest = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let tol = logits_tolerance(&model.config, 6, f64::from(largest));
+    let err = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    println!("Llama 3 through GGUF: max |Δlogit| {err:e}, bound {tol:e}");
+    assert!(f64::from(err) <= tol);
 }
 
 #[test]

@@ -518,21 +518,38 @@ impl GgufSource {
 
 /// Undoes llama.cpp's interleaving of each head's rows (`convert_hf_to_gguf.py` permutes the
 /// Llama q/k projections so that its RoPE rotates neighbouring pairs): GGUF row `2i + j` of a
-/// head is Hugging Face row `j·d/2 + i`. Rows are whole byte runs, so quantised blocks move
-/// as they are. `None` when `rows` does not split into `heads` heads of even width.
-fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Option<Vec<u8>> {
-    let head = rows / heads;
+/// head is Hugging Face row `j·d/2 + i`. Rows are whole runs of `data` (bytes: quantised
+/// blocks move as they are). `None` when `rows` does not split into `heads` heads of even
+/// width.
+fn unpermute_rows<T: Copy>(data: &[T], rows: usize, heads: usize) -> Option<Vec<T>> {
+    move_rows(data, rows, heads, false)
+}
+
+/// llama.cpp's interleaving of each head's rows of a Llama q/k projection (weight or bias,
+/// `data` row-major with `rows` rows): [`unpermute_rows`] the other way, for writing GGUF.
+pub fn permute_rows<T: Copy>(data: &[T], rows: usize, heads: usize) -> Option<Vec<T>> {
+    move_rows(data, rows, heads, true)
+}
+
+/// Rows of each head between Hugging Face order (`j·d/2 + i`) and GGUF order (`2i + j`):
+/// `to_gguf` picks which way.
+fn move_rows<T: Copy>(data: &[T], rows: usize, heads: usize, to_gguf: bool) -> Option<Vec<T>> {
+    let head = rows.checked_div(heads)?;
     if rows == 0 || !rows.is_multiple_of(heads) || !head.is_multiple_of(2) {
         return None;
     }
-    let row = bytes.len() / rows;
-    let mut out = Vec::with_capacity(bytes.len());
+    let row = data.len() / rows;
+    let mut out = Vec::with_capacity(data.len());
     for h in 0..heads {
-        for j in 0..2 {
-            for i in 0..head / 2 {
-                let from = (h * head + 2 * i + j) * row;
-                out.extend_from_slice(&bytes[from..from + row]);
-            }
+        for k in 0..head {
+            // Output row k of the head comes from `from` in the input's order.
+            let from = if to_gguf {
+                (k % 2) * head / 2 + k / 2
+            } else {
+                (k % (head / 2)) * 2 + k / (head / 2)
+            };
+            let at = (h * head + from) * row;
+            out.extend_from_slice(&data[at..at + row]);
         }
     }
     Some(out)
@@ -618,5 +635,11 @@ mod tests {
             [0, 1, 2, 3, 4, 5, 6, 7]
         );
         assert_eq!(unpermute_rows(&gguf, 8, 3), None);
+        let hf: Vec<u32> = (0..24).collect();
+        assert_eq!(
+            unpermute_rows(&permute_rows(&hf, 12, 3).unwrap(), 12, 3).unwrap(),
+            hf
+        );
+        assert_ne!(permute_rows(&hf, 12, 3).unwrap(), hf);
     }
 }

@@ -10,9 +10,10 @@ use serde_json::Value;
 
 use super::TinyLora;
 use super::export::{lora_b, mix_transposed};
-use crate::model::{Architecture, CausalLm, Mixes};
+use crate::model::rope::inverse_frequencies;
+use crate::model::{Architecture, CausalLm, Mixes, ModelConfig};
 use crate::readback::to_vec_f32;
-use crate::weights::gguf::gguf_name;
+use crate::weights::gguf::{ROPE_DIVISORS, gguf_name, permute_rows};
 use crate::weights::gguf_write::{GgufWriter, Meta};
 use crate::{Error, Result};
 
@@ -57,13 +58,15 @@ pub fn float_lora(adapter: &TinyLora, group: usize, k: usize, arch: &str) -> Res
 
 /// The tokenizer's metadata from `tokenizer.json` text (`origin` names it in errors): a GPT-2
 /// style BPE vocabulary of `vocab_size` entries (ids the tokenizer lacks are `[PAD{i}]`,
-/// unused), its merges, special tokens as control tokens, and `eos`.
+/// unused), its merges, special tokens as control tokens, `eos`, and llama.cpp's name `pre`
+/// of its pre-tokenizer.
 fn tokenizer_meta(
     file: &mut GgufWriter,
     json: &str,
     origin: &Path,
     vocab_size: usize,
     eos: u32,
+    pre: &str,
 ) -> Result<()> {
     let bad = |reason: &str| Error::BadFile {
         path: origin.to_path_buf(),
@@ -120,7 +123,7 @@ fn tokenizer_meta(
         .map(|(i, t)| t.unwrap_or_else(|| (format!("[PAD{i}]"), 5)))
         .unzip();
     file.meta("tokenizer.ggml.model", Meta::Str("gpt2".into()));
-    file.meta("tokenizer.ggml.pre", Meta::Str("qwen2".into()));
+    file.meta("tokenizer.ggml.pre", Meta::Str(pre.into()));
     file.meta("tokenizer.ggml.tokens", Meta::Strs(texts));
     file.meta("tokenizer.ggml.token_type", Meta::I32s(kinds));
     file.meta("tokenizer.ggml.merges", Meta::Strs(merges));
@@ -129,20 +132,32 @@ fn tokenizer_meta(
     Ok(())
 }
 
+/// llama.cpp's per-frequency RoPE divisors of `config`'s scaling (`rope_freqs.weight`), if it
+/// has one: the unscaled frequencies over the scaled ones.
+fn rope_divisors(config: &ModelConfig) -> Option<Vec<f32>> {
+    config.rope_scaling.as_ref()?;
+    let unscaled = ModelConfig {
+        rope_scaling: None,
+        ..config.clone()
+    };
+    let (base, scaled) = (inverse_frequencies(&unscaled), inverse_frequencies(config));
+    Some(
+        base.iter()
+            .zip(scaled)
+            .map(|(b, s)| (b / s) as f32)
+            .collect(),
+    )
+}
+
 /// `model` as a llama.cpp GGUF in f32, with the tokenizer of `tokenizer_json` (from
-/// `origin`). Qwen2 and Qwen3 (Llama's interleaved q/k rows and RoPE scaling are not written).
+/// `origin`): llama.cpp's names, Llama's q/k rows interleaved per head as its converter does,
+/// RoPE scaling as per-frequency divisors.
 pub async fn base_gguf(
     model: &CausalLm,
     tokenizer_json: &str,
     origin: &Path,
 ) -> Result<GgufWriter> {
     let c = &model.config;
-    if c.architecture == Architecture::Llama || c.rope_scaling.is_some() {
-        return Err(Error::InvalidInput(
-            "the llama-server export writes Qwen2 and Qwen3 models (without RoPE scaling) for now"
-                .into(),
-        ));
-    }
     let arch = c.architecture.name();
     let mut file = GgufWriter::new();
     file.meta("general.architecture", Meta::Str(arch.into()));
@@ -166,11 +181,29 @@ pub async fn base_gguf(
         file.meta(&format!("{arch}.{key}"), value);
     }
     let eos = c.eos_token_ids.first().copied().unwrap_or(0);
-    tokenizer_meta(&mut file, tokenizer_json, origin, c.vocab_size, eos)?;
+    let pre = match c.architecture {
+        Architecture::Llama => "llama-bpe",
+        Architecture::Qwen2 | Architecture::Qwen3 => "qwen2",
+    };
+    tokenizer_meta(&mut file, tokenizer_json, origin, c.vocab_size, eos, pre)?;
+    if let Some(divisors) = rope_divisors(c) {
+        file.tensor(ROPE_DIVISORS, &[divisors.len()], divisors);
+    }
     for (name, shape, values) in model.named_tensors(&Mixes::none()) {
         let gguf = gguf_name(&name)
             .ok_or_else(|| Error::InvalidInput(format!("no GGUF name for `{name}`")))?;
-        file.tensor(&gguf, &shape, to_vec_f32(values).await?);
+        let mut values = to_vec_f32(values).await?;
+        let heads = match name.rsplit('.').nth(1) {
+            Some("q_proj") => c.num_attention_heads,
+            Some("k_proj") => c.num_key_value_heads,
+            _ => 0,
+        };
+        if c.architecture == Architecture::Llama && heads > 0 {
+            values = permute_rows(&values, shape[0], heads).ok_or_else(|| {
+                Error::InvalidInput(format!("`{name}` does not split into {heads} heads"))
+            })?;
+        }
+        file.tensor(&gguf, &shape, values);
     }
     Ok(file)
 }
