@@ -52,22 +52,7 @@ pub enum Request {
         v: Vec<Vec<f32>>,
     },
     /// Answer a GSM8K-style question with the paper's prompt, streaming tokens.
-    Generate {
-        /// Echoed in every event of this generation.
-        id: u64,
-        /// The question (the prompt suffix and chat template are added).
-        question: String,
-        /// The gold answer, if known: the reply then says whether the answer is right.
-        gold: Option<String>,
-        /// Use the adapter (`false`: the base model).
-        adapted: bool,
-        /// Most new tokens.
-        max_new_tokens: usize,
-        /// Sampling temperature; greedy when absent or 0.
-        temperature: Option<f32>,
-        /// Sampler seed.
-        seed: u64,
-    },
+    Generate(Question),
     /// Last-position logits of a token sequence (tests compare them with the native build).
     Logits {
         /// Token ids.
@@ -100,6 +85,26 @@ pub enum Request {
     ClearCache,
     /// End the running generation or evaluation after its current token.
     Stop,
+}
+
+/// A `generate` request: what to answer and how to sample.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Question {
+    /// Echoed in every event of this generation.
+    pub id: u64,
+    /// The question (the prompt suffix and chat template are added).
+    pub question: String,
+    /// The gold answer, if known: the reply then says whether the answer is right.
+    pub gold: Option<String>,
+    /// Use the adapter (`false`: the base model).
+    pub adapted: bool,
+    /// Most new tokens.
+    pub max_new_tokens: usize,
+    /// Sampling temperature; greedy when absent or 0.
+    pub temperature: Option<f32>,
+    /// Sampler seed.
+    pub seed: u64,
 }
 
 /// A problem as the page shows it.

@@ -23,7 +23,7 @@ use tinylora::weights::safetensors::SafetensorsFile;
 use tinylora::weights::{HostTensor, TensorSource};
 
 use crate::js_bytes::JsBytes;
-use crate::protocol::{Event, ProblemText, Tally};
+use crate::protocol::{Event, ProblemText, Question, Tally};
 use crate::scope::{now_ms, post};
 
 /// A loaded model and what goes with it.
@@ -277,24 +277,32 @@ impl WorkerState {
             .map_err(|e| e.to_string())
     }
 
-    /// Answers `question` with the paper's GSM8K prompt, posting a `Token` event per token;
-    /// `stop` ends it early. Returns the `Done` event.
-    #[allow(clippy::too_many_arguments)]
+    /// Answers `request` (a `generate` request: question, gold answer, adapted or not, token
+    /// limit, temperature, seed) with the paper's GSM8K prompt, posting a `Token` event per
+    /// token; `stop` ends it early. Returns the `Done` event.
     pub async fn generate(
         &mut self,
-        id: u64,
-        question: &str,
-        gold: Option<&str>,
-        adapted: bool,
-        sampling: SamplingConfig,
-        max_new_tokens: usize,
-        seed: u64,
+        request: Question,
         stop: Rc<Cell<bool>>,
     ) -> Result<Event, String> {
+        let Question {
+            id,
+            question,
+            gold,
+            adapted,
+            max_new_tokens,
+            temperature,
+            seed,
+        } = request;
+        let sampling = SamplingConfig {
+            temperature,
+            top_k: None,
+            top_p: None,
+        };
         let (loaded, mixes) = self.select(adapted)?;
         let tokenizer = loaded.tokenizer()?;
         let prompt =
-            gsm8k::prompt(tokenizer.chat_template(), question).map_err(|e| e.to_string())?;
+            gsm8k::prompt(tokenizer.chat_template(), &question).map_err(|e| e.to_string())?;
         let ids = tokenizer.encode(&prompt).map_err(|e| e.to_string())?;
         let config = GenerateConfig {
             max_new_tokens,
@@ -335,7 +343,7 @@ impl WorkerState {
             .decode(&generation.tokens)
             .map_err(|e| e.to_string())?;
         let answer = gsm8k::strict_answer(&text);
-        let correct = gold.map(|g| gsm8k::strict_reward(&text, &gsm8k::gold_of(g)) == 1.0);
+        let correct = gold.map(|g| gsm8k::strict_reward(&text, &gsm8k::gold_of(&g)) == 1.0);
         let first = first.unwrap_or(finished);
         let throughput = Throughput::measure(
             ids.len(),

@@ -7,7 +7,6 @@ use std::rc::Rc;
 use js_sys::{Array, Reflect};
 use tinylora::device::init_webgpu;
 use tinylora::evaluate::EvalConfig;
-use tinylora::sampling::SamplingConfig;
 use tinylora::selfcheck;
 use wasm_bindgen::prelude::*;
 use web_sys::MessageEvent;
@@ -34,7 +33,7 @@ fn cmd_name(request: &Request) -> &'static str {
         Request::LoadFiles { .. } => "load_files",
         Request::Adapter { .. } => "adapter",
         Request::SetV { .. } => "set_v",
-        Request::Generate { .. } => "generate",
+        Request::Generate(_) => "generate",
         Request::Logits { .. } => "logits",
         Request::Problems { .. } => "problems",
         Request::Evaluate { .. } => "evaluate",
@@ -104,33 +103,9 @@ async fn run(
             session.set_v(v)?;
             return Ok(Event::VSet);
         }
-        Request::Generate {
-            id,
-            question,
-            gold,
-            adapted,
-            max_new_tokens,
-            temperature,
-            seed,
-        } => {
+        Request::Generate(question) => {
             stop.set(false);
-            let sampling = SamplingConfig {
-                temperature,
-                top_k: None,
-                top_p: None,
-            };
-            return session
-                .generate(
-                    id,
-                    &question,
-                    gold.as_deref(),
-                    adapted,
-                    sampling,
-                    max_new_tokens,
-                    seed,
-                    stop,
-                )
-                .await;
+            return session.generate(question, stop).await;
         }
         Request::Logits { ids, adapted } => {
             let values = session.logits(&ids, adapted).await?;

@@ -189,7 +189,7 @@ fn another_engines_samples_are_weighted_by_their_gap() {
         ..config(LossType::Dapo, usize::MAX)
     };
     let corrected = GrpoStepConfig {
-        importance: Some(IsCorrection::default()),
+        importance: Some(IsCorrection::TIS),
         ..plain.clone()
     };
     let scores: Vec<Score> = rollouts

@@ -31,14 +31,13 @@ pub struct IsCorrection {
     pub max_gap: Option<f64>,
 }
 
-impl Default for IsCorrection {
-    fn default() -> Self {
-        Self {
-            mode: IsMode::TokenTruncate,
-            cap: 2.0,
-            max_gap: None,
-        }
-    }
+impl IsCorrection {
+    /// verl's truncated importance sampling with the paper's cap of 2, no gap limit.
+    pub const TIS: Self = Self {
+        mode: IsMode::TokenTruncate,
+        cap: 2.0,
+        max_gap: None,
+    };
 }
 
 /// What the gap was over a batch's response tokens (sequences, for the ratios of
@@ -157,7 +156,7 @@ mod tests {
     fn token_truncate_by_hand() {
         let trainer = vec![vec![-1.0, -2.0], vec![-0.5]];
         let engine = vec![vec![-1.5, -1.0], vec![-2.0]];
-        let (w, s) = importance_weights(&trainer, &engine, &IsCorrection::default()).unwrap();
+        let (w, s) = importance_weights(&trainer, &engine, &IsCorrection::TIS).unwrap();
         // Gaps 0.5, −1.0, 1.5: ratios e^0.5, e^−1, e^1.5 (capped at 2).
         let want = [0.5f64.exp(), (-1.0f64).exp(), 2.0];
         for (got, want) in w.concat().iter().zip(want) {
@@ -172,7 +171,7 @@ mod tests {
     fn sequence_mask_by_hand() {
         let correction = IsCorrection {
             mode: IsMode::SequenceMask,
-            ..IsCorrection::default()
+            ..IsCorrection::TIS
         };
         // Row sums 0.5 − 0.2 = 0.3 (kept, e^0.3) and 1.0 (e^1 > 2: masked).
         let trainer = vec![vec![-1.0, -1.2], vec![-1.0]];
@@ -189,7 +188,7 @@ mod tests {
         let (w, s) = importance_weights(
             &[vec![-1.0, -2.0]],
             &[vec![f32::NAN, -2.5]],
-            &IsCorrection::default(),
+            &IsCorrection::TIS,
         )
         .unwrap();
         assert!(w[0][0] == 1.0 && close(f64::from(w[0][1]), 0.5f64.exp()));
@@ -199,7 +198,7 @@ mod tests {
     #[test]
     fn equal_logprobs_weigh_one() {
         let rows = vec![vec![-0.3, -4.0, -0.01]];
-        let (w, s) = importance_weights(&rows, &rows, &IsCorrection::default()).unwrap();
+        let (w, s) = importance_weights(&rows, &rows, &IsCorrection::TIS).unwrap();
         assert_eq!(w, vec![vec![1.0; 3]]);
         assert_eq!((s.gap_max, s.clipped_fraction), (0.0, 0.0));
     }
@@ -208,7 +207,7 @@ mod tests {
     fn mismatches_are_errors() {
         let c = IsCorrection {
             max_gap: Some(0.1),
-            ..IsCorrection::default()
+            ..IsCorrection::TIS
         };
         let err = |t: Vec<Vec<f32>>, e: Vec<Vec<f32>>| {
             importance_weights(&t, &e, &c).unwrap_err().to_string()

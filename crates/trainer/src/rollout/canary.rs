@@ -5,13 +5,12 @@
 
 use anyhow::{Result, ensure};
 use tinylora::adapter::TinyLora;
-use tinylora::generate::GenerateConfig;
 use tinylora::grpo::pipeline::sample_logprobs;
 use tinylora::micro_batch::MicroBatch;
 use tinylora::model::CausalLm;
 use tinylora::readback::block_on;
 
-use super::RemoteEngine;
+use super::{Batch, RemoteEngine};
 
 /// Below this mean shift per token (nats) a canary cannot tell adapters apart: it is reported,
 /// not judged.
@@ -53,22 +52,20 @@ pub struct Canary {
     pub gap: f64,
 }
 
-/// Step `step`'s canary: `adapter` at [`canary_v`] samples a group for `prompt` on `engine`
-/// as `canary-K`; the engine's log-probs must be within a quarter of the canary's shift of the
-/// trainer's at the canary's `v`.
+/// Step `step`'s canary: `adapter` at [`canary_v`] samples `batch` (a group of one prompt)
+/// on `engine` as `canary-K`; the engine's log-probs must be within a quarter of the canary's
+/// shift of the trainer's at the canary's `v`.
 pub fn canary(
     engine: &dyn RemoteEngine,
     model: &CausalLm,
     adapter: &TinyLora,
     step: usize,
-    prompt: &[u32],
-    group_size: usize,
-    generation: &GenerateConfig,
+    batch: Batch<'_>,
 ) -> Result<Canary> {
     let mut canary = adapter.clone();
     canary.v = canary_v(&adapter.v);
     let name = format!("canary-{step}");
-    let samples = engine.sample(&canary, &name, &[prompt.to_vec()], group_size, generation);
+    let samples = engine.sample(&canary, &name, batch);
     engine.release(&name);
     let samples = samples?;
     let logprobs = |adapter: &TinyLora| -> Result<Vec<Vec<f32>>> {

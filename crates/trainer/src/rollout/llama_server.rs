@@ -10,11 +10,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tinylora::adapter::TinyLora;
 use tinylora::adapter::llama_server::lora_file;
-use tinylora::generate::GenerateConfig;
 use tinylora::grpo::pipeline::Samples;
 
 use super::http::Server;
-use super::{Completion, RemoteEngine, remote_temperature, spread};
+use super::{Batch, Completion, RemoteEngine, remote_temperature, spread};
 
 /// The `llama-server`s of a run.
 pub struct LlamaServerEngine {
@@ -189,44 +188,32 @@ pub fn parse(
 }
 
 impl RemoteEngine for LlamaServerEngine {
-    fn sample(
-        &self,
-        adapter: &TinyLora,
-        _name: &str,
-        prompts: &[Vec<u32>],
-        group_size: usize,
-        generation: &GenerateConfig,
-    ) -> Result<Samples> {
+    fn sample(&self, adapter: &TinyLora, _name: &str, batch: Batch<'_>) -> Result<Samples> {
+        let (prompts, group_size, generation) = (batch.prompts, batch.group_size, batch.generation);
         let temperature = remote_temperature(generation)?;
         let scales: Vec<f32> = adapter.v.concat();
-        spread(
-            &self.servers,
-            prompts,
-            group_size,
-            generation,
-            |server, i| {
-                (0..group_size)
-                    .map(|j| {
-                        let seed = generation.seed.wrapping_add((i * group_size + j) as u64);
-                        let body = request(
-                            &prompts[i],
-                            &scales,
-                            generation.max_new_tokens,
-                            temperature,
-                            seed,
-                        );
-                        let text = server.post("/completion", &body)?;
-                        parse(
-                            &text,
-                            &prompts[i],
-                            generation.max_new_tokens,
-                            &self.stop_tokens,
-                            &server.url,
-                        )
-                    })
-                    .collect()
-            },
-        )
+        spread(&self.servers, batch, |server, i| {
+            (0..group_size)
+                .map(|j| {
+                    let seed = generation.seed.wrapping_add((i * group_size + j) as u64);
+                    let body = request(
+                        &prompts[i],
+                        &scales,
+                        generation.max_new_tokens,
+                        temperature,
+                        seed,
+                    );
+                    let text = server.post("/completion", &body)?;
+                    parse(
+                        &text,
+                        &prompts[i],
+                        generation.max_new_tokens,
+                        &self.stop_tokens,
+                        &server.url,
+                    )
+                })
+                .collect()
+        })
     }
 }
 

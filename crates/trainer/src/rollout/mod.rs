@@ -26,18 +26,21 @@ pub struct Completion {
     pub stopped: bool,
 }
 
+/// What to sample: `group_size` completions of each of `prompts`, as `generation` says.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The prompts' token ids.
+    pub prompts: &'a [Vec<u32>],
+    /// Completions per prompt.
+    pub group_size: usize,
+    /// Token limit, temperature, seed, stop tokens.
+    pub generation: &'a GenerateConfig,
+}
+
 /// An engine on other machines that samples with the adapter it is given.
 pub trait RemoteEngine {
-    /// `group_size` completions of each of `prompts` with `adapter` at its `v`, as adapter
-    /// version `name` (names a step or a canary).
-    fn sample(
-        &self,
-        adapter: &TinyLora,
-        name: &str,
-        prompts: &[Vec<u32>],
-        group_size: usize,
-        generation: &GenerateConfig,
-    ) -> Result<Samples>;
+    /// `batch` sampled with `adapter` at its `v`, as adapter version `name` (a step or a canary).
+    fn sample(&self, adapter: &TinyLora, name: &str, batch: Batch<'_>) -> Result<Samples>;
 
     /// Forgets adapter version `name` (nothing to do where versions cost nothing).
     fn release(&self, _name: &str) {}
@@ -60,15 +63,14 @@ pub fn remote_temperature(generation: &GenerateConfig) -> Result<f32> {
 /// What one server answered: (prompt index, its completions) for each of its prompts.
 type Answered = Vec<(usize, Vec<Completion>)>;
 
-/// Samples from `completions(server, prompt index)` for every prompt, prompt `i` on server
+/// `batch` from `completions(server, prompt index)` for every prompt, prompt `i` on server
 /// `i mod servers` (one thread per server), assembled in prompt order.
 pub fn spread(
     servers: &[Server],
-    prompts: &[Vec<u32>],
-    group_size: usize,
-    generation: &GenerateConfig,
+    batch: Batch<'_>,
     completions: impl Fn(&Server, usize) -> Result<Vec<Completion>> + Sync,
 ) -> Result<Samples> {
+    let (prompts, group_size, generation) = (batch.prompts, batch.group_size, batch.generation);
     let temperature = remote_temperature(generation)?;
     ensure!(!servers.is_empty(), "no servers to sample on");
     let answers: Vec<Result<Answered>> = std::thread::scope(|scope| {

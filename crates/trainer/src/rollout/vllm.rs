@@ -9,12 +9,11 @@ use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use tinylora::adapter::TinyLora;
 use tinylora::adapter::export::export_peft_lora;
-use tinylora::generate::GenerateConfig;
 use tinylora::grpo::pipeline::Samples;
 
 use super::completions::{Sampling, parse, request};
 use super::http::Server;
-use super::{RemoteEngine, remote_temperature, spread};
+use super::{Batch, RemoteEngine, remote_temperature, spread};
 
 /// The vLLM servers of a run (OpenAI-compatible, started with
 /// `VLLM_ALLOW_RUNTIME_LORA_UPDATING=1 vllm serve MODEL --enable-lora --max-lora-rank R`) and
@@ -44,14 +43,8 @@ impl VllmEngine {
 }
 
 impl RemoteEngine for VllmEngine {
-    fn sample(
-        &self,
-        adapter: &TinyLora,
-        name: &str,
-        prompts: &[Vec<u32>],
-        group_size: usize,
-        generation: &GenerateConfig,
-    ) -> Result<Samples> {
+    fn sample(&self, adapter: &TinyLora, name: &str, batch: Batch<'_>) -> Result<Samples> {
+        let (prompts, group_size, generation) = (batch.prompts, batch.group_size, batch.generation);
         let dir = self.adapter_dir.join(name);
         export_peft_lora(adapter, &dir)?;
         let path = dir.to_string_lossy();
@@ -64,30 +57,23 @@ impl RemoteEngine for VllmEngine {
                 })?;
         }
         let temperature = remote_temperature(generation)?;
-        spread(
-            &self.servers,
-            prompts,
-            group_size,
-            generation,
-            |server, i| {
-                let sampling = Sampling {
-                    n: group_size,
-                    max_tokens: generation.max_new_tokens,
-                    temperature,
-                    seed: generation.seed.wrapping_add(i as u64),
-                };
-                let text =
-                    server.post("/v1/completions", &request(name, &prompts[i], &sampling))?;
-                parse(
-                    &text,
-                    name,
-                    &prompts[i],
-                    &sampling,
-                    &self.stop_tokens,
-                    &server.url,
-                )
-            },
-        )
+        spread(&self.servers, batch, |server, i| {
+            let sampling = Sampling {
+                n: group_size,
+                max_tokens: generation.max_new_tokens,
+                temperature,
+                seed: generation.seed.wrapping_add(i as u64),
+            };
+            let text = server.post("/v1/completions", &request(name, &prompts[i], &sampling))?;
+            parse(
+                &text,
+                name,
+                &prompts[i],
+                &sampling,
+                &self.stop_tokens,
+                &server.url,
+            )
+        })
     }
 
     /// Unloads `name` from every server; a failure only leaves memory in use.

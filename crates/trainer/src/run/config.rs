@@ -464,6 +464,12 @@ fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
 }
 
 impl TrainConfig {
+    /// The items of step `step` of `n` in batches of `per_step`, in this run's data order
+    /// ([`super::data::step_batch`] with `run.seed` and `data.shuffle`).
+    pub fn step_items(&self, n: usize, per_step: usize, step: usize) -> Vec<usize> {
+        super::data::step_batch(n, per_step, step, self.run.seed, self.data.shuffle)
+    }
+
     /// Parses TOML text with overrides; `origin` names the text in errors, and relative model
     /// and data paths in the text are relative to its folder. Paths come out absolute, so a
     /// config saved with a checkpoint means the same from anywhere.

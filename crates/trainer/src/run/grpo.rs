@@ -20,13 +20,12 @@ use tinylora::rng::SplitMix64;
 use tinylora::sampling::SamplingConfig;
 
 use super::config::{EngineKind, RewardKind, TrainConfig};
-use super::data::step_batch;
 use super::state::RunKind;
 use super::training::{RunArgs, StepReport, TrainingRun, plan_steps};
-use crate::rollout::RemoteEngine;
 use crate::rollout::canary::{CANARY_MIN_SHIFT, canary};
 use crate::rollout::llama_server::LlamaServerEngine;
 use crate::rollout::vllm::VllmEngine;
+use crate::rollout::{Batch, RemoteEngine};
 
 /// The step configuration of the core library from `[grpo]` and `[optim]`.
 fn step_config(config: &TrainConfig) -> GrpoStepConfig {
@@ -125,13 +124,7 @@ pub fn train(args: RunArgs) -> Result<()> {
         RewardKind::Flexible => flexible_reward,
     };
     session.drive(total, "grpo", |s, step, lr| {
-        let batch = step_batch(
-            usable.len(),
-            g.prompts_per_step,
-            step,
-            config.run.seed,
-            config.data.shuffle,
-        );
+        let batch = config.step_items(usable.len(), g.prompts_per_step, step);
         let prompts: Vec<Vec<u32>> = batch.iter().map(|&i| usable[i].0.clone()).collect();
         let generation = GenerateConfig {
             max_new_tokens: g.max_new_tokens,
@@ -142,6 +135,11 @@ pub fn train(args: RunArgs) -> Result<()> {
             },
             seed: step_seed(config.run.seed, step),
             stop_tokens: stop_tokens.clone(),
+        };
+        let to_sample = Batch {
+            prompts: &prompts,
+            group_size: g.group_size,
+            generation: &generation,
         };
         let rollout_started = Instant::now();
         let mut canary_found = None;
@@ -155,8 +153,7 @@ pub fn train(args: RunArgs) -> Result<()> {
             None => block_on(local.sample(&prompts, g.group_size, &generation))?,
             Some(engine) => {
                 let name = format!("step-{step}");
-                let samples =
-                    engine.sample(&s.adapter, &name, &prompts, g.group_size, &generation);
+                let samples = engine.sample(&s.adapter, &name, to_sample);
                 if let Some(old) = step.checked_sub(2) {
                     engine.release(&format!("step-{old}"));
                 }
@@ -180,15 +177,11 @@ pub fn train(args: RunArgs) -> Result<()> {
         let every = config.rollout.canary_every;
         let due = every > 0 && step.is_multiple_of(every);
         if let Some(engine) = remote.as_deref().filter(|_| due) {
-            let found = canary(
-                engine,
-                &s.model,
-                &s.adapter,
-                step,
-                &prompts[0],
-                g.group_size,
-                &generation,
-            )?;
+            let first = Batch {
+                prompts: &prompts[..1],
+                ..to_sample
+            };
+            let found = canary(engine, &s.model, &s.adapter, step, first)?;
             canary_found = Some(found);
         }
         let updates = block_on(train_on(

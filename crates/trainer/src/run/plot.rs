@@ -17,6 +17,22 @@ struct Curve {
     color: RGBColor,
 }
 
+/// A legend entry's mark: a short line in `color`.
+fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color)
+}
+
+/// Draws `chart`'s legend: its labelled series in a white box.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+}
+
 /// The `(step, record[key])` points of the records of `split` that have a finite `key`.
 fn points(records: &[Value], split: &str, key: &str) -> Vec<(f64, f64)> {
     records
@@ -76,7 +92,7 @@ where
             .draw_series(LineSeries::new(c.points.clone(), color.stroke_width(2)))
             .map_err(err)?
             .label(c.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            .legend(legend_line(color));
         if c.points.len() == 1 {
             chart
                 .draw_series(c.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
@@ -84,12 +100,7 @@ where
         }
     }
     if curves.len() > 1 {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart).map_err(err)?;
     }
     Ok(())
 }
@@ -202,22 +213,17 @@ pub fn write_sweep_plot(path: &Path, rows: &[Value], base: Option<f64>) -> Resul
                 ))
                 .map_err(err)?
                 .label("base model (v = 0)")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+                .legend(legend_line(grey));
         }
         chart
             .draw_series(LineSeries::new(means.clone(), blue.stroke_width(2)))
             .map_err(err)?
             .label("mean over seeds")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue));
+            .legend(legend_line(blue));
         chart
             .draw_series(points.iter().map(|&p| Circle::new(p, 4, blue.filled())))
             .map_err(err)?;
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart).map_err(err)?;
         Ok(())
     })?;
     write_atomic(path, svg.as_bytes())?;

@@ -8,7 +8,6 @@ use tinylora::readback::block_on;
 use tinylora::sft::{SftUpdateConfig, sft_update};
 use tinylora::tokenizer::Tokenizer;
 
-use super::data::step_batch;
 use super::state::RunKind;
 use super::training::{RunArgs, StepReport, TrainingRun, plan_steps};
 
@@ -44,13 +43,7 @@ pub fn sft(args: RunArgs) -> Result<()> {
         pairs.len()
     );
     session.drive(total, "sft", |s, step, lr| {
-        let batch = step_batch(
-            pairs.len(),
-            sft.batch_size,
-            step,
-            config.run.seed,
-            config.data.shuffle,
-        );
+        let batch = config.step_items(pairs.len(), sft.batch_size, step);
         let prompts: Vec<Vec<u32>> = batch.iter().map(|&i| pairs[i].0.clone()).collect();
         let targets: Vec<Vec<u32>> = batch.iter().map(|&i| pairs[i].1.clone()).collect();
         let update = SftUpdateConfig {
