@@ -41,7 +41,10 @@ function startWorker() {
       case 'progress': showProgress(event); break;
       case 'warning': notice(event.message); break;
       case 'token': tokenListeners.get(event.id)?.(event); break;
-      case 'evaluating': showEvaluation({ ...event, adapted: evaluationAdapted }); break;
+      case 'evaluating':
+        evalCurves[event.adapted ? 'adapted' : 'base'].push(event.correct / Math.max(event.n, 1));
+        showEvaluation(event);
+        break;
       case 'device_lost': deviceLost(event); break;
       default: {
         const waiter = pending;
@@ -295,8 +298,6 @@ function pickProblem(index) {
 }
 
 let busy = false;
-/** Whether the evaluation in flight uses the adapter. */
-let evaluationAdapted = false;
 let nextId = 1;
 
 function setBusy(value) {
@@ -362,19 +363,47 @@ function showEvaluation({ start, total, n, correct, flexible_correct: flexible, 
     show(`verdict-${pane}`, last.correct ? 'right' : `wrong (gold ${last.gold})`, last.correct ? 'right' : 'wrong');
   }
   const share = (k) => `${(100 * k / Math.max(n, 1)).toFixed(1)} %`;
+  drawEvalChart();
   show('eval-result', `${pane}: ${correct}/${n} right (${share(correct)}; flexible ${share(flexible)}, ${truncated} cut at the token limit) on problems ${start}–${start + n - 1}, ${n} of ${total} done`);
+}
+
+/** Strict accuracy so far after each answered batch, per pane: what the chart draws. */
+const evalCurves = { base: [], adapted: [] };
+const CURVE_COLORS = { base: '#888', adapted: '#1a6fd6' };
+
+/** Draws both panes' running accuracy against problems answered (0–100 %). */
+function drawEvalChart() {
+  const [w, h, left, bottom, top] = [480, 170, 36, 22, 8];
+  const longest = Math.max(1, evalCurves.base.length, evalCurves.adapted.length);
+  const x = (i) => (left + (w - left - 8) * (i + 1) / longest).toFixed(1);
+  const y = (v) => (top + (h - top - bottom) * (1 - v)).toFixed(1);
+  const parts = [
+    `<line x1="${left}" y1="${y(0)}" x2="${w - 8}" y2="${y(0)}" stroke="#999"/>`,
+    `<line x1="${left}" y1="${y(0)}" x2="${left}" y2="${y(1)}" stroke="#999"/>`,
+    ...[0, 0.5, 1].map((v) => `<text x="${left - 4}" y="${y(v)}" font-size="10" text-anchor="end" dominant-baseline="middle">${v * 100} %</text>`),
+    `<text x="${w - 8}" y="${h - 6}" font-size="10" text-anchor="end">problems answered (${longest} batches)</text>`,
+  ];
+  for (const [pane, curve] of Object.entries(evalCurves)) {
+    if (!curve.length) continue;
+    const points = curve.map((v, i) => `${x(i)},${y(v)}`).join(' ');
+    const last = curve.at(-1);
+    parts.push(`<polyline fill="none" stroke-width="2" stroke="${CURVE_COLORS[pane]}" points="${points}"/>`);
+    parts.push(`<text x="${x(curve.length - 1)}" y="${y(last) - 4}" font-size="11" text-anchor="end" fill="${CURVE_COLORS[pane]}">${pane} ${(100 * last).toFixed(1)} %</text>`);
+  }
+  $('eval-chart').innerHTML = parts.join('');
 }
 
 async function evaluate() {
   setBusy(true);
   const adapted = $('use-adapter').checked && adapterV !== null;
-  evaluationAdapted = adapted;
+  evalCurves[adapted ? 'adapted' : 'base'] = [];
+  drawEvalChart();
   try {
     const done = await call({
       cmd: 'evaluate', start: Number($('problem-index').value), n: Number($('eval-n').value) || 1,
       adapted, max_new_tokens: Number($('max-tokens').value) || 256,
     });
-    showEvaluation({ ...done, adapted });
+    showEvaluation(done);
     if (done.cancelled) notice('The evaluation was stopped; the problem in flight is not counted.');
   } catch (error) {
     show('eval-result', error.message, 'error');

@@ -1,5 +1,6 @@
 // The demo page end to end in headless Chromium (WebGPU on SwiftShader): the bundled model with
-// the example adapter from a URL fragment answers exactly like `trainer generate`; a model
+// the example adapter from a URL fragment answers exactly like `trainer generate`, also when
+// the page is served from a sub-path; a model
 // loaded through the hub's URL layout or from picked files gives the native logits; the page's
 // evaluation gives `trainer eval`'s answers; downloads are cached until the cache is cleared;
 // bad downloads, mismatched adapters and adapters beyond the limits get messages and the page
@@ -33,8 +34,8 @@ async function waitState(page, selector, want, timeout = 240_000) {
   return el.textContent();
 }
 
-async function withPage(fn) {
-  const site = await serve(env('DIST_DIR'));
+async function withPage(fn, prefix = '/') {
+  const site = await serve(env('DIST_DIR'), 0, prefix);
   const hub = await serveHub(join(ROOT, 'tests/fixtures/qwen2'), {
     truncate: ['untied_bf16_tf5'], tamper: ['tied_f32_hub'],
   });
@@ -42,7 +43,7 @@ async function withPage(fn) {
   try {
     const page = await browser.newPage();
     page.on('console', (msg) => console.log(`page: ${msg.text()}`));
-    const url = (suffix) => `http://127.0.0.1:${site.address().port}/${suffix}`;
+    const url = (suffix) => `http://127.0.0.1:${site.address().port}${prefix}${suffix}`;
     await fn({ page, url, hub });
   } finally {
     await browser.close();
@@ -111,7 +112,23 @@ test('bundled model + example adapter from the URL fragment answers like trainer
     await page.fill('#eval-n', '1');
     await page.click('#evaluate');
     await page.waitForFunction(() => /1 of 1 done/.test(document.querySelector('#eval-result').textContent), null, { timeout: 120_000 });
+    // … and draws the running accuracy of the adapted model (the button's evaluation started
+    // that curve afresh; the request above made none for the base model).
+    assert.equal(await page.locator('#eval-chart polyline').count(), 1);
   });
+});
+
+test('served from a sub-path (as on GitHub Pages), the bundled model, the worker and an adapter link work', { timeout: 300_000 }, async () => {
+  const compact = readFileSync(join(ROOT, 'assets/toy/example-adapter.tl1'), 'utf8').trim();
+  await withPage(async ({ page, url }) => {
+    await page.goto(url(`#adapter=${compact}`));
+    console.log(await waitState(page, '#model-info', 'ready'));
+    console.log(await waitState(page, '#adapter-info', 'ready'));
+    assert.match(await page.locator('#shipped-adapter').textContent(), /example adapter/);
+    assert.match(await page.locator('#problem-count').textContent(), /of \d+ \(toy\/test\.jsonl\)/);
+    const logits = await page.evaluate(() => window.tinylora.call({ cmd: 'logits', ids: [3, 17, 42], adapted: true }));
+    assert.ok(logits.values.length > 0);
+  }, '/tinylora/');
 });
 
 test('a model from the hub URL layout (sharded f16) gives the native logits, and is cached', { timeout: 600_000 }, async () => {

@@ -241,6 +241,8 @@ pub enum Event {
     },
     /// An evaluation's progress, after each batch.
     Evaluating {
+        /// Whether the adapter is used (else the base model).
+        adapted: bool,
         /// The first problem's index in the list.
         start: usize,
         /// Problems to evaluate.
@@ -253,6 +255,8 @@ pub enum Event {
     },
     /// An evaluation ended.
     Evaluated {
+        /// Whether the adapter was used (else the base model).
+        adapted: bool,
         /// The first problem's index in the list.
         start: usize,
         /// Problems asked for.

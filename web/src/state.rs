@@ -421,6 +421,7 @@ impl WorkerState {
             config,
             |so_far| {
                 post(&Event::Evaluating {
+                    adapted,
                     start,
                     total,
                     tally: tally(so_far),
@@ -434,6 +435,7 @@ impl WorkerState {
         .await
         .map_err(|e| e.to_string())?;
         Ok(Event::Evaluated {
+            adapted,
             start,
             total,
             tally: tally(&evaluation),
