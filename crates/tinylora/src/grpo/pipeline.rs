@@ -16,7 +16,7 @@ use super::objective::{
 };
 use crate::adapter::TinyLora;
 use crate::adapter::gradients::summed_gradients;
-use crate::generate::{GenerateConfig, generate};
+use crate::generate::{GenerateConfig, Generation, generate};
 use crate::micro_batch::MicroBatch;
 use crate::model::{CausalLm, Mixes};
 use crate::optim::AdamW;
@@ -95,6 +95,32 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// Samples from `rows` (each prompt with its generated continuation, prompts repeated
+    /// `group_size` times in a row), sampled at `temperature` within `max_new_tokens`.
+    pub fn from_generations(
+        group_size: usize,
+        temperature: f32,
+        max_new_tokens: usize,
+        rows: impl IntoIterator<Item = (Vec<u32>, Generation)>,
+    ) -> Self {
+        let mut out = Self {
+            group_size,
+            prompts: Vec::new(),
+            completions: Vec::new(),
+            logprobs: Vec::new(),
+            stopped: Vec::new(),
+            temperature,
+            max_new_tokens,
+        };
+        for (prompt, g) in rows {
+            out.prompts.push(prompt);
+            out.completions.push(g.tokens);
+            out.logprobs.push(g.logprobs);
+            out.stopped.push(g.stopped);
+        }
+        out
+    }
+
     /// Each row scored once by `score(prompt_index, completion)`; the first error stops it.
     pub fn score<E>(
         &self,
@@ -162,21 +188,12 @@ impl RolloutEngine for LocalEngine<'_> {
             Some(t) if t > 0.0 => t,
             _ => 1.0,
         };
-        let mut out = Samples {
+        Ok(Samples::from_generations(
             group_size,
-            prompts: expanded,
-            completions: Vec::with_capacity(generations.len()),
-            logprobs: Vec::with_capacity(generations.len()),
-            stopped: Vec::with_capacity(generations.len()),
             temperature,
-            max_new_tokens: generation.max_new_tokens,
-        };
-        for g in generations {
-            out.completions.push(g.tokens);
-            out.logprobs.push(g.logprobs);
-            out.stopped.push(g.stopped);
-        }
-        Ok(out)
+            generation.max_new_tokens,
+            expanded.into_iter().zip(generations),
+        ))
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::{Result, bail, ensure};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub use super::Completion;
+use tinylora::generate::Generation;
 
 /// The sampling of one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +72,7 @@ pub fn parse(
     sampling: &Sampling,
     stop_tokens: &[u32],
     origin: &str,
-) -> Result<Vec<Completion>> {
+) -> Result<Vec<Generation>> {
     let response: Response = serde_json::from_str(body).map_err(|e| {
         anyhow::anyhow!(
             "{origin}: not a completions response ({e}): {}",
@@ -155,7 +155,7 @@ pub fn parse(
             tokens.len(),
             sampling.max_tokens
         );
-        out.push(Completion {
+        out.push(Generation {
             tokens,
             logprobs,
             stopped,
@@ -202,7 +202,7 @@ mod tests {
         seed: 9,
     };
 
-    fn parsed(body: &str) -> Result<Vec<Completion>> {
+    fn parsed(body: &str) -> Result<Vec<Generation>> {
         parse(body, "step-3", &[1, 2], &SAMPLING, &[7], "http://server")
     }
 
@@ -212,12 +212,12 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Completion {
+                Generation {
                     tokens: vec![3, 7],
                     logprobs: vec![-0.125, 0.0],
                     stopped: true
                 },
-                Completion {
+                Generation {
                     tokens: vec![4, 5, 6],
                     logprobs: vec![-0.5, -1.25, -3.0],
                     stopped: false

@@ -10,10 +10,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tinylora::adapter::TinyLora;
 use tinylora::adapter::llama_server::lora_file;
+use tinylora::generate::Generation;
 use tinylora::grpo::pipeline::Samples;
 
 use super::http::Server;
-use super::{Batch, Completion, RemoteEngine, remote_temperature, spread};
+use super::{Batch, RemoteEngine, remote_temperature, spread};
 
 /// The `llama-server`s of a run.
 pub struct LlamaServerEngine {
@@ -31,11 +32,7 @@ impl LlamaServerEngine {
     /// An engine over `servers` (`http://host:port`), each of which must hold the `floats`
     /// LoRA files of `trainer export --llama-server` in order; `stop_tokens` end a completion.
     pub fn new(servers: &[String], stop_tokens: Vec<u32>, floats: usize) -> Result<Self> {
-        ensure!(
-            !servers.is_empty(),
-            "[rollout] servers is empty: give at least one llama-server URL"
-        );
-        let servers: Vec<Server> = servers.iter().map(|url| Server::new(url)).collect();
+        let servers = super::servers(servers, "llama-server")?;
         for server in &servers {
             let text = server.get("/lora-adapters")?;
             let loras: Vec<LoadedLora> = serde_json::from_str(&text)
@@ -117,7 +114,7 @@ pub fn parse(
     max_tokens: usize,
     stop_tokens: &[u32],
     origin: &str,
-) -> Result<Completion> {
+) -> Result<Generation> {
     let r: Response = serde_json::from_str(body).with_context(|| {
         format!(
             "{origin}: not a llama-server completion: {}",
@@ -163,7 +160,7 @@ pub fn parse(
     if let Some(end) = tokens.iter().position(|t| stop_tokens.contains(t)) {
         tokens.truncate(end + 1);
         logprobs.truncate(end + 1);
-        return Ok(Completion {
+        return Ok(Generation {
             tokens,
             logprobs,
             stopped: true,
@@ -180,7 +177,7 @@ pub fn parse(
         ),
         other => bail!("{origin}: stop_type {other:?} (expected \"eos\" or \"limit\")"),
     }
-    Ok(Completion {
+    Ok(Generation {
         tokens,
         logprobs,
         stopped: false,
@@ -192,7 +189,7 @@ impl RemoteEngine for LlamaServerEngine {
         let (prompts, group_size, generation) = (batch.prompts, batch.group_size, batch.generation);
         let temperature = remote_temperature(generation)?;
         let scales: Vec<f32> = adapter.v.concat();
-        spread(&self.servers, batch, |server, i| {
+        spread(&self.servers, batch, temperature, |server, i| {
             (0..group_size)
                 .map(|j| {
                     let seed = generation.seed.wrapping_add((i * group_size + j) as u64);
@@ -231,7 +228,7 @@ mod tests {
         {"id": 31, "token": "+", "bytes": [43], "prob": 0.25, "top_probs": []},
         {"id": 2, "token": "<eos>", "bytes": [], "prob": 1.0, "top_probs": []}]}"#;
 
-    fn parsed(body: &str, max: usize) -> Result<Completion> {
+    fn parsed(body: &str, max: usize) -> Result<Generation> {
         parse(body, &[5, 6], max, &[2, 3], "http://ls")
     }
 

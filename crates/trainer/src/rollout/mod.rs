@@ -10,21 +10,10 @@ pub mod vllm;
 
 use anyhow::{Result, anyhow, bail, ensure};
 use tinylora::adapter::TinyLora;
-use tinylora::generate::GenerateConfig;
+use tinylora::generate::{GenerateConfig, Generation};
 use tinylora::grpo::pipeline::Samples;
 
 use self::http::Server;
-
-/// One sampled completion as an engine returned it, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completion {
-    /// The new token ids.
-    pub tokens: Vec<u32>,
-    /// The engine's log-probability of each (at the sampling temperature).
-    pub logprobs: Vec<f32>,
-    /// Whether a stop token ended it; else the token limit did.
-    pub stopped: bool,
-}
 
 /// What to sample: `group_size` completions of each of `prompts`, as `generation` says.
 #[derive(Debug, Clone, Copy)]
@@ -60,19 +49,28 @@ pub fn remote_temperature(generation: &GenerateConfig) -> Result<f32> {
     Ok(temperature)
 }
 
-/// What one server answered: (prompt index, its completions) for each of its prompts.
-type Answered = Vec<(usize, Vec<Completion>)>;
+/// The servers at `urls`, at least one (`engine` names them in the error).
+pub fn servers(urls: &[String], engine: &str) -> Result<Vec<Server>> {
+    ensure!(
+        !urls.is_empty(),
+        "[rollout] servers is empty: give at least one {engine} URL"
+    );
+    Ok(urls.iter().map(|url| Server::new(url)).collect())
+}
 
-/// `batch` from `completions(server, prompt index)` for every prompt, prompt `i` on server
-/// `i mod servers` (one thread per server), assembled in prompt order.
+/// What one server answered: (prompt index, its completions) for each of its prompts.
+type Answered = Vec<(usize, Vec<Generation>)>;
+
+/// `batch`, sampled at `temperature` ([`remote_temperature`]), from `completions(server,
+/// prompt index)` for every prompt, prompt `i` on server `i mod servers` (one thread per
+/// server), assembled in prompt order.
 pub fn spread(
     servers: &[Server],
     batch: Batch<'_>,
-    completions: impl Fn(&Server, usize) -> Result<Vec<Completion>> + Sync,
+    temperature: f32,
+    completions: impl Fn(&Server, usize) -> Result<Vec<Generation>> + Sync,
 ) -> Result<Samples> {
-    let (prompts, group_size, generation) = (batch.prompts, batch.group_size, batch.generation);
-    let temperature = remote_temperature(generation)?;
-    ensure!(!servers.is_empty(), "no servers to sample on");
+    let (prompts, group_size) = (batch.prompts, batch.group_size);
     let answers: Vec<Result<Answered>> = std::thread::scope(|scope| {
         let handles: Vec<_> = servers
             .iter()
@@ -95,7 +93,7 @@ pub fn spread(
             })
             .collect()
     });
-    let mut by_prompt: Vec<Vec<Completion>> = vec![Vec::new(); prompts.len()];
+    let mut by_prompt: Vec<Vec<Generation>> = vec![Vec::new(); prompts.len()];
     for answer in answers {
         for (i, completions) in answer? {
             ensure!(
@@ -106,22 +104,14 @@ pub fn spread(
             by_prompt[i] = completions;
         }
     }
-    let mut samples = Samples {
+    let rows = prompts
+        .iter()
+        .zip(by_prompt)
+        .flat_map(|(prompt, group)| group.into_iter().map(move |g| (prompt.clone(), g)));
+    Ok(Samples::from_generations(
         group_size,
-        prompts: Vec::new(),
-        completions: Vec::new(),
-        logprobs: Vec::new(),
-        stopped: Vec::new(),
         temperature,
-        max_new_tokens: generation.max_new_tokens,
-    };
-    for (prompt, completions) in prompts.iter().zip(by_prompt) {
-        for c in completions {
-            samples.prompts.push(prompt.clone());
-            samples.completions.push(c.tokens);
-            samples.logprobs.push(c.logprobs);
-            samples.stopped.push(c.stopped);
-        }
-    }
-    Ok(samples)
+        batch.generation.max_new_tokens,
+        rows,
+    ))
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use serde_json::json;
 use tinylora::adapter::TinyLora;
 use tinylora::adapter::export::export_peft_lora;
@@ -28,14 +28,11 @@ impl VllmEngine {
     /// An engine over `servers` (`http://host:port`), writing adapters under `adapter_dir`
     /// (a folder every server can read at the same path); `stop_tokens` end a completion.
     pub fn new(servers: &[String], adapter_dir: &Path, stop_tokens: Vec<u32>) -> Result<Self> {
-        ensure!(
-            !servers.is_empty(),
-            "[rollout] servers is empty: give at least one vLLM URL"
-        );
+        let servers = super::servers(servers, "vLLM")?;
         let adapter_dir = std::path::absolute(adapter_dir)
             .with_context(|| format!("{}: not a usable folder", adapter_dir.display()))?;
         Ok(Self {
-            servers: servers.iter().map(|url| Server::new(url)).collect(),
+            servers,
             adapter_dir,
             stop_tokens,
         })
@@ -57,7 +54,7 @@ impl RemoteEngine for VllmEngine {
                 })?;
         }
         let temperature = remote_temperature(generation)?;
-        spread(&self.servers, batch, |server, i| {
+        spread(&self.servers, batch, temperature, |server, i| {
             let sampling = Sampling {
                 n: group_size,
                 max_tokens: generation.max_new_tokens,
