@@ -26,6 +26,7 @@ pub mod sampling;
 pub mod selfcheck;
 pub mod sft;
 pub mod tokenizer;
+pub mod train;
 
 /// The file formats (checkpoints, config.json, adapter files, GSM8K, atomic writes), from the
 /// burn-free `tinylora-formats` crate.

@@ -61,9 +61,11 @@ fn train(reward_low: bool) -> (f64, f64) {
             seed: 1000 * step,
             stop_tokens: Vec::new(),
         };
-        let score = |_: usize, c: &[u32]| Score {
-            reward: f32::from(u8::from((c[0] < 256) == reward_low)),
-            correct: false,
+        let score = |_: usize, c: &[u32]| {
+            Ok(Score {
+                reward: f32::from(u8::from((c[0] < 256) == reward_low)),
+                correct: false,
+            })
         };
         let stats = block_on(grpo_step(
             &model,

@@ -313,21 +313,67 @@ pub struct UpdateStats {
     pub kl: f64,
 }
 
-/// What [`grpo_step`] measured.
+/// What one GRPO step measured: its completions and rewards, and its updates (means over
+/// them). The trainer's `metrics.jsonl` and the page's `train_step` events carry these.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrpoStepStats {
     /// Mean reward of the sampled completions.
     pub reward_mean: f64,
+    /// Population standard deviation of the rewards.
+    pub reward_std: f64,
+    /// Fraction of completions correct by the strict rule.
+    pub strict_accuracy: f64,
     /// Fraction of groups whose rewards were all equal (no learning signal).
     pub zero_std_fraction: f64,
-    /// The first update's loss.
-    pub loss: f64,
-    /// The first update's gradient norm before clipping.
-    pub grad_norm: f64,
     /// Mean completion length in tokens.
     pub completion_len_mean: f64,
+    /// Longest completion in tokens.
+    pub completion_len_max: usize,
+    /// Fraction of completions cut at the token limit.
+    pub truncated_fraction: f64,
+    /// Completion tokens sampled.
+    pub rollout_tokens: usize,
+    /// Mean loss of the updates.
+    pub loss: f64,
+    /// Mean gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Mean fraction of clipped ratios.
+    pub clip_fraction: f64,
+    /// Mean k3 KL to the base model (0 when β = 0).
+    pub kl: f64,
     /// Every update of the step.
     pub updates: Vec<UpdateStats>,
+    /// The engine's log-prob gap (samples from another engine only).
+    pub gap: Option<GapStats>,
+}
+
+impl GrpoStepStats {
+    /// The statistics of `rollouts` in groups of `group_size` and of the `updates` made on them.
+    pub fn new(rollouts: &Rollouts, updates: Vec<UpdateStats>, group_size: usize) -> Self {
+        let completions = &rollouts.samples.completions;
+        let n = completions.len().max(1) as f64;
+        let (reward_mean, reward_std) = rollouts.reward_mean_std();
+        let tokens = rollouts.samples.tokens();
+        let mean = |f: fn(&UpdateStats) -> f64| {
+            updates.iter().map(f).sum::<f64>() / updates.len().max(1) as f64
+        };
+        Self {
+            reward_mean,
+            reward_std,
+            strict_accuracy: rollouts.correct.iter().filter(|&&c| c).count() as f64 / n,
+            zero_std_fraction: rollouts.zero_std_fraction(group_size),
+            completion_len_mean: tokens as f64 / n,
+            completion_len_max: completions.iter().map(Vec::len).max().unwrap_or(0),
+            truncated_fraction: rollouts.samples.stopped.iter().filter(|s| !**s).count() as f64 / n,
+            rollout_tokens: tokens,
+            loss: mean(|u| u.loss),
+            grad_norm: mean(|u| u.grad_norm),
+            clip_fraction: mean(|u| u.clip_fraction),
+            kl: mean(|u| u.kl),
+            gap: rollouts.gap,
+            updates,
+        }
+    }
 }
 
 /// Pads ragged rows to `[rows.len(), width]` (zeros after each row's end).
@@ -514,14 +560,14 @@ pub async fn train_on(
 }
 
 /// Runs one whole step on the local engine: sample, score (`score(prompt_index,
-/// completion)`), [`prepare`], [`train_on`]. `model` must live on an autodiff device and have
-/// `adapter` attached.
+/// completion)`, whose error stops the step), [`prepare`], [`train_on`]. `model` must live on
+/// an autodiff device and have `adapter` attached.
 pub async fn grpo_step(
     model: &CausalLm,
     adapter: &mut TinyLora,
     optimizer: &mut AdamW,
     prompts: &[Vec<u32>],
-    score: impl Fn(usize, &[u32]) -> Score,
+    score: impl Fn(usize, &[u32]) -> Result<Score>,
     generation: &GenerateConfig,
     config: &GrpoStepConfig,
 ) -> Result<GrpoStepStats> {
@@ -532,18 +578,10 @@ pub async fn grpo_step(
     let samples = engine
         .sample(prompts, config.group_size, generation)
         .await?;
-    let scores = samples.score(|i, c| Ok::<_, Error>(score(i, c)))?;
+    let scores = samples.score(&score)?;
     let rollouts = prepare(model, &engine.mixes, samples, &scores, config).await?;
     let updates = train_on(model, adapter, optimizer, &rollouts, config).await?;
-    let n = rollouts.samples.completions.len().max(1) as f64;
-    Ok(GrpoStepStats {
-        reward_mean: rollouts.reward_mean_std().0,
-        zero_std_fraction: rollouts.zero_std_fraction(config.group_size),
-        loss: updates[0].loss,
-        grad_norm: updates[0].grad_norm,
-        completion_len_mean: rollouts.samples.tokens() as f64 / n,
-        updates,
-    })
+    Ok(GrpoStepStats::new(&rollouts, updates, config.group_size))
 }
 
 #[cfg(test)]

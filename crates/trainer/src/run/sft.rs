@@ -9,7 +9,7 @@ use tinylora::sft::{SftUpdateConfig, sft_update};
 use tinylora::tokenizer::Tokenizer;
 
 use super::state::RunKind;
-use super::training::{RunArgs, StepReport, TrainingRun, plan_steps};
+use super::training::{RunArgs, StepReport, TrainingRun};
 
 /// The token that ends an assistant turn in the chat template: `<|im_end|>`, else the
 /// config's first eos (not `<|endoftext|>`, which ends documents, not turns).
@@ -37,12 +37,13 @@ pub fn sft(args: RunArgs) -> Result<()> {
             pairs.push((question, target));
         }
     }
-    let (total, per_epoch) = plan_steps(&config, pairs.len(), sft.batch_size, &config.data.train)?;
+    let (total, per_epoch) = config.plan_steps(pairs.len(), sft.batch_size, &config.data.train)?;
     eprintln!(
         "{} problems, {per_epoch} steps per epoch, {total} steps",
         pairs.len()
     );
-    session.drive(total, "sft", |s, step, lr| {
+    session.drive(total, "sft", |s, step| {
+        let lr = config.lr_at(step, total);
         let batch = config.step_items(pairs.len(), sft.batch_size, step);
         let prompts: Vec<Vec<u32>> = batch.iter().map(|&i| pairs[i].0.clone()).collect();
         let targets: Vec<Vec<u32>> = batch.iter().map(|&i| pairs[i].1.clone()).collect();
@@ -62,6 +63,7 @@ pub fn sft(args: RunArgs) -> Result<()> {
         Ok(StepReport {
             record: json!({
                 "epoch": step / per_epoch,
+                "lr": lr,
                 "loss": stats.loss,
                 "grad_norm": stats.grad_norm,
                 "tokens": stats.tokens,

@@ -10,10 +10,10 @@ use tinylora::adapter::config::ALL_TARGETS;
 use tinylora::fsutil::write_atomic;
 use tinylora::model::ModelConfig;
 
-use super::config::TrainConfig;
 use super::metrics::read_records;
 use super::plot::write_sweep_plot;
 use super::training::RunArgs;
+use tinylora::train::config::TrainConfig;
 
 /// Arguments of `trainer sweep`.
 #[derive(clap::Args)]

@@ -2,7 +2,7 @@
 //! device with its adapter, the optimizer, and the step loop with learning-rate schedule,
 //! metrics, progress, periodic evaluation and checkpoints, Ctrl-C and divergence handling.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -14,20 +14,19 @@ use tinylora::checkpoint::Checkpoint as ModelCheckpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::evaluate::{EvalConfig, evaluate};
 use tinylora::fsutil::write_atomic;
-use tinylora::gsm8k::{BadLines, Problem};
+use tinylora::gsm8k::Problem;
 use tinylora::model::CausalLm;
-use tinylora::optim::{AdamW, AdamWConfig, global_norm};
+use tinylora::optim::{AdamW, global_norm};
 use tinylora::readback::block_on;
 use tinylora::tokenizer::Tokenizer;
+use tinylora::train::config::TrainConfig;
 use tinylora::weights::safetensors::SafetensorsFile;
 
-use super::config::TrainConfig;
 use super::data::load_problems;
 use super::interrupt::{Interrupt, Interrupted};
 use super::metrics::MetricsLog;
 use super::plot::write_plots;
 use super::progress::Progress;
-use super::schedule::{learning_rate, warmup_steps};
 use super::state::{self, RunKind, TrainState};
 use crate::cmd::common::adapter_from_file;
 
@@ -76,7 +75,8 @@ pub struct TrainingRun {
 
 /// What one step reports: its metrics record and a one-line summary for the progress bar.
 pub struct StepReport {
-    /// Fields of the `metrics.jsonl` record (`split`, `step`, `lr`, `v_norm` are added).
+    /// Fields of the `metrics.jsonl` record, `lr` among them (`split`, `step`, `v_norm` and
+    /// times are added).
     pub record: Value,
     /// A short summary.
     pub summary: String,
@@ -165,16 +165,7 @@ impl TrainingRun {
                 } else {
                     block_on(TinyLora::init(&mut model, adapter_config))?
                 };
-                let o = &config.optim;
-                let optimizer = AdamW::new(
-                    AdamWConfig {
-                        beta1: o.beta1,
-                        beta2: o.beta2,
-                        eps: o.eps,
-                        weight_decay: o.weight_decay,
-                    },
-                    &adapter.v,
-                );
+                let optimizer = AdamW::new(config.optim.adamw(), &adapter.v);
                 (adapter, optimizer, 0)
             }
         };
@@ -182,7 +173,7 @@ impl TrainingRun {
         let eval_problems = if config.data.eval.as_os_str().is_empty() {
             Vec::new()
         } else {
-            let (mut problems, _) = load_problems(&config.data.eval, bad_lines(&config))?;
+            let (mut problems, _) = load_problems(&config.data.eval, config.bad_lines())?;
             if config.data.eval_limit > 0 {
                 problems.truncate(config.data.eval_limit);
             }
@@ -295,17 +286,15 @@ impl TrainingRun {
         anyhow::anyhow!("step {}: {error}; stopped, {kept}", step + 1)
     }
 
-    /// Runs steps `start_step..total` of `steps_per_epoch` each: `step_fn(run, step, lr)`
-    /// does the work of one step. Then evaluates, checkpoints, writes the adapter and plots.
+    /// Runs steps `start_step..total`: `step_fn(run, step)` does the work of one step (at
+    /// [`TrainConfig::lr_at`]). Then evaluates, checkpoints, writes the adapter and plots.
     pub fn drive(
         mut self,
         total: usize,
         what: &str,
-        mut step_fn: impl FnMut(&mut Self, usize, f64) -> Result<StepReport>,
+        mut step_fn: impl FnMut(&mut Self, usize) -> Result<StepReport>,
     ) -> Result<()> {
-        let o = self.config.optim.clone();
         let r = self.config.run.clone();
-        let warmup = warmup_steps(total, o.warmup_ratio);
         ensure!(
             self.start_step <= total,
             "the checkpoint is at step {}, past the run's {total} steps (raise run.epochs or run.max_steps)",
@@ -313,13 +302,12 @@ impl TrainingRun {
         );
         let progress = Progress::new(self.start_step, total, what);
         let started = Instant::now();
-        if self.start_step == 0 && r.eval_every > 0 {
+        if self.start_step == 0 && self.config.eval_due(0, total) {
             self.evaluate(0, &progress)?;
         }
         for step in self.start_step..total {
-            let lr = learning_rate(o.lr, step, total, warmup, o.schedule);
             let step_started = Instant::now();
-            let report = match step_fn(&mut self, step, lr) {
+            let report = match step_fn(&mut self, step) {
                 Ok(report) => report,
                 Err(e) => match e.downcast_ref::<tinylora::Error>() {
                     Some(inner @ tinylora::Error::Diverged(_)) => {
@@ -334,13 +322,12 @@ impl TrainingRun {
             let mut record = report.record;
             record["split"] = json!("train");
             record["step"] = json!(done);
-            record["lr"] = json!(lr);
             record["v_norm"] = json!(v_norm);
             record["step_time_s"] = json!(step_started.elapsed().as_secs_f64());
             record["elapsed_s"] = json!(started.elapsed().as_secs_f64());
             self.metrics.write(&record)?;
             progress.step(done, &report.summary);
-            if r.eval_every > 0 && done % r.eval_every == 0 && done < total {
+            if done < total && self.config.eval_due(done, total) {
                 self.evaluate(done, &progress)?;
             }
             let interrupted = self.interrupt.requested();
@@ -394,18 +381,9 @@ impl TrainingRun {
     }
 }
 
-/// The malformed-record policy of the config.
-pub fn bad_lines(config: &TrainConfig) -> BadLines {
-    if config.data.skip_bad_lines {
-        BadLines::Skip
-    } else {
-        BadLines::Fatal
-    }
-}
-
 /// Loads the training problems, saying how many malformed records were skipped.
 fn training_problems(config: &TrainConfig) -> Result<Vec<Problem>> {
-    let (problems, skipped) = load_problems(&config.data.train, bad_lines(config))?;
+    let (problems, skipped) = load_problems(&config.data.train, config.bad_lines())?;
     if skipped > 0 {
         eprintln!(
             "skipped {skipped} malformed record(s) in {}",
@@ -413,26 +391,4 @@ fn training_problems(config: &TrainConfig) -> Result<Vec<Problem>> {
         );
     }
     Ok(problems)
-}
-
-/// Steps of a run over `n` items in batches of `batch` (the last partial batch dropped, as
-/// verl does): `run.max_steps` if set, else `epochs × ⌊n / batch⌋`; and the steps per epoch.
-pub fn plan_steps(
-    config: &TrainConfig,
-    n: usize,
-    batch: usize,
-    origin: &Path,
-) -> Result<(usize, usize)> {
-    let per_epoch = n / batch.max(1);
-    ensure!(
-        per_epoch > 0,
-        "{}: {n} usable problems, fewer than one batch of {batch}",
-        origin.display()
-    );
-    let total = if config.run.max_steps > 0 {
-        config.run.max_steps
-    } else {
-        config.run.epochs * per_epoch
-    };
-    Ok((total, per_epoch))
 }

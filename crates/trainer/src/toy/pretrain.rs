@@ -27,9 +27,9 @@ use tinylora::weights::safetensors;
 
 use super::bpe::train_tokenizer;
 use super::corpus::{ToyProblem, draw_style, jsonl};
-use crate::run::config::Schedule;
 use crate::run::progress::Progress;
-use crate::run::schedule::learning_rate;
+use tinylora::train::config::Schedule;
+use tinylora::train::schedule::learning_rate;
 
 /// Arguments of `trainer pretrain` (the defaults made the bundled model).
 #[derive(clap::Args, Clone, serde::Serialize)]

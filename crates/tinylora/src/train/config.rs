@@ -5,12 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use tinylora::adapter::config::{ALL_TARGETS, TinyLoraConfig};
-use tinylora::grpo::LossType;
-use tinylora::grpo::importance::IsMode;
-use tinylora::micro_batch::MicroBatch;
+
+use crate::adapter::config::{ALL_TARGETS, TinyLoraConfig};
+use crate::grpo::LossType;
+use crate::grpo::importance::IsMode;
+use crate::gsm8k::BadLines;
+use crate::micro_batch::MicroBatch;
+use crate::optim::AdamWConfig;
+use crate::{Error, Result};
 
 /// Everything a `trainer train` or `trainer sft` run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -302,6 +305,18 @@ impl Default for OptimSection {
     }
 }
 
+impl OptimSection {
+    /// AdamW's constants (the learning rate comes per step from the schedule).
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+}
+
 /// `[run]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -392,16 +407,16 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 /// An error naming an unknown key, with the closest known one.
-fn unknown_key_error(key: &str, origin: &str) -> anyhow::Error {
+fn unknown_key_error(key: &str, origin: &str) -> Error {
     let suggestion = known_keys()
         .into_iter()
         .min_by_key(|k| distance(k, key))
         .filter(|k| distance(k, key) <= 3)
         .map(|k| format!("; did you mean `{k}`?"))
         .unwrap_or_default();
-    anyhow::anyhow!(
+    Error::InvalidInput(format!(
         "{origin}: unknown config key `{key}`{suggestion} (every key is listed in assets/configs/README.md)"
-    )
+    ))
 }
 
 /// The keys that hold paths.
@@ -426,23 +441,27 @@ fn resolve_path(table: &mut toml::Table, section: &str, key: &str, base: &Path) 
         && Path::new(path.as_str()).is_relative()
     {
         let joined = base.join(path.as_str());
-        *path = std::path::absolute(&joined)
-            .unwrap_or(joined)
-            .to_string_lossy()
-            .into_owned();
+        // A browser has no working directory: there the joined path is a URL relative to the
+        // page.
+        let resolved = if cfg!(target_family = "wasm") {
+            joined
+        } else {
+            std::path::absolute(&joined).unwrap_or(joined)
+        };
+        *path = resolved.to_string_lossy().into_owned();
     }
 }
 
 /// Applies `section.key=value` (the value in TOML syntax; bare words are strings); a relative
 /// path is taken relative to the working directory.
 fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
-    let (key, value) = assignment
-        .split_once('=')
-        .with_context(|| format!("--set {assignment}: expected section.key=value"))?;
-    let key = key.trim();
-    let Some((section, name)) = key.split_once('.') else {
-        bail!("--set {assignment}: expected section.key=value, e.g. grpo.group_size=8");
+    let expected = || {
+        Error::InvalidInput(format!(
+            "--set {assignment}: expected section.key=value, e.g. grpo.group_size=8"
+        ))
     };
+    let (key, value) = assignment.split_once('=').ok_or_else(expected)?;
+    let (section, name) = key.trim().split_once('.').ok_or_else(expected)?;
     let value = match toml::from_str::<toml::Table>(&format!("v = {}", value.trim())) {
         Ok(mut t) => t.remove("v").expect("parsed one key"),
         Err(_) => toml::Value::String(value.trim().to_string()),
@@ -451,7 +470,9 @@ fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
         .entry(section.to_string())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let toml::Value::Table(section_table) = entry else {
-        bail!("--set {assignment}: `{section}` is not a section");
+        return Err(Error::InvalidInput(format!(
+            "--set {assignment}: `{section}` is not a section"
+        )));
     };
     section_table.insert(name.to_string(), value);
     if let Some(bad) = unknown_keys(table).first() {
@@ -465,17 +486,62 @@ fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
 
 impl TrainConfig {
     /// The items of step `step` of `n` in batches of `per_step`, in this run's data order
-    /// ([`super::data::step_batch`] with `run.seed` and `data.shuffle`).
+    /// ([`super::order::step_batch`] with `run.seed` and `data.shuffle`).
     pub fn step_items(&self, n: usize, per_step: usize, step: usize) -> Vec<usize> {
-        super::data::step_batch(n, per_step, step, self.run.seed, self.data.shuffle)
+        super::order::step_batch(n, per_step, step, self.run.seed, self.data.shuffle)
+    }
+
+    /// The learning rate of step `step` (0-based) of a run of `total` steps: `[optim]`'s peak,
+    /// warm-up and schedule.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let o = &self.optim;
+        let warmup = super::schedule::warmup_steps(total, o.warmup_ratio);
+        super::schedule::learning_rate(o.lr, step, total, warmup, o.schedule)
+    }
+
+    /// Whether a run of `total` steps evaluates on `data.eval` after `step` steps: at the
+    /// start and every `run.eval_every` steps when that is above 0, and at the end.
+    pub fn eval_due(&self, step: usize, total: usize) -> bool {
+        let every = self.run.eval_every;
+        step == total || (every > 0 && step.is_multiple_of(every))
+    }
+
+    /// The malformed-record policy of `data.skip_bad_lines`.
+    pub fn bad_lines(&self) -> BadLines {
+        if self.data.skip_bad_lines {
+            BadLines::Skip
+        } else {
+            BadLines::Fatal
+        }
+    }
+
+    /// Steps of a run over `n` items in batches of `batch` (the last partial batch dropped, as
+    /// verl does): `run.max_steps` if set, else `epochs × ⌊n / batch⌋`; and the steps per
+    /// epoch. `origin` names the data in the error when there is not one batch.
+    pub fn plan_steps(&self, n: usize, batch: usize, origin: &Path) -> Result<(usize, usize)> {
+        let per_epoch = n / batch.max(1);
+        if per_epoch == 0 {
+            return Err(Error::InvalidInput(format!(
+                "{}: {n} usable problems, fewer than one batch of {batch}",
+                origin.display()
+            )));
+        }
+        let total = if self.run.max_steps > 0 {
+            self.run.max_steps
+        } else {
+            self.run.epochs * per_epoch
+        };
+        Ok((total, per_epoch))
     }
 
     /// Parses TOML text with overrides; `origin` names the text in errors, and relative model
     /// and data paths in the text are relative to its folder. Paths come out absolute, so a
     /// config saved with a checkpoint means the same from anywhere.
     pub fn parse(text: &str, origin: &Path, overrides: &[String]) -> Result<Self> {
-        let mut table: toml::Table = toml::from_str(text)
-            .with_context(|| format!("{}: not a valid TOML config", origin.display()))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| Error::BadFile {
+            path: origin.to_path_buf(),
+            reason: format!("not a valid TOML config: {e}"),
+        })?;
         if let Some(bad) = unknown_keys(&table).first() {
             return Err(unknown_key_error(bad, &origin.display().to_string()));
         }
@@ -486,17 +552,20 @@ impl TrainConfig {
         for assignment in overrides {
             apply_set(&mut table, assignment)?;
         }
-        let config: TrainConfig = table
-            .try_into()
-            .with_context(|| format!("{}: invalid config", origin.display()))?;
+        let config: TrainConfig = table.try_into().map_err(|e| Error::BadFile {
+            path: origin.to_path_buf(),
+            reason: format!("invalid config: {e}"),
+        })?;
         config.validate(origin)?;
         Ok(config)
     }
 
     /// Reads a config file with overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path, overrides)
     }
 
@@ -505,19 +574,28 @@ impl TrainConfig {
         toml::to_string(self).expect("the config serialises")
     }
 
-    /// Checks values that would fail later or silently misbehave.
+    /// Checks values that would fail later or silently misbehave; a run from files also needs
+    /// `model.path` and `data.train`.
     fn validate(&self, origin: &Path) -> Result<()> {
-        let o = origin.display();
+        let paths = [
+            (self.model.path.as_os_str().is_empty(), "model.path"),
+            (self.data.train.as_os_str().is_empty(), "data.train"),
+        ];
+        if let Some((_, key)) = paths.iter().find(|(missing, _)| *missing) {
+            return Err(Error::InvalidInput(format!(
+                "{}: {key} is required",
+                origin.display()
+            )));
+        }
+        self.validate_recipe()
+            .map_err(|e| Error::InvalidInput(format!("{}: {e}", origin.display())))
+    }
+
+    /// Checks the recipe's values (everything but the model and data paths, which a page
+    /// supplies otherwise); the message names the key.
+    pub fn validate_recipe(&self) -> Result<(), String> {
         let g = &self.grpo;
-        let checks: [(bool, &str); 12] = [
-            (
-                self.model.path.as_os_str().is_empty(),
-                "model.path is required",
-            ),
-            (
-                self.data.train.as_os_str().is_empty(),
-                "data.train is required",
-            ),
+        let checks: [(bool, &str); 10] = [
             (
                 g.prompts_per_step == 0,
                 "grpo.prompts_per_step must be at least 1",
@@ -557,10 +635,10 @@ impl TrainConfig {
             ),
         ];
         if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
-            bail!("{o}: {message}");
+            return Err(message.to_string());
         }
         if let Err(e) = self.adapter.validate() {
-            bail!("{o}: [adapter]: {e}");
+            return Err(format!("[adapter]: {e}"));
         }
         if self
             .adapter
@@ -568,7 +646,7 @@ impl TrainConfig {
             .iter()
             .any(|t| !ALL_TARGETS.contains(&t.as_str()))
         {
-            bail!("{o}: adapter.targets must be among {ALL_TARGETS:?}");
+            return Err(format!("adapter.targets must be among {ALL_TARGETS:?}"));
         }
         Ok(())
     }
@@ -614,7 +692,7 @@ mod one_is_off {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tinylora::adapter::tying::Tying;
+    use crate::adapter::tying::Tying;
 
     fn parse(text: &str, sets: &[&str]) -> Result<TrainConfig> {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
