@@ -23,7 +23,7 @@ function notice(text) {
 
 // ---- the worker channel: one request at a time, replies in order -----------------------------
 
-const INTERIM = new Set(['started', 'progress', 'warning', 'token', 'evaluating']);
+const INTERIM = new Set(['started', 'progress', 'warning', 'token', 'evaluating', 'train_started', 'train_step', 'train_eval']);
 let worker;
 let started;
 let pending = null;
@@ -45,6 +45,9 @@ function startWorker() {
         evalCurves[event.adapted ? 'adapted' : 'base'].push(event.correct / Math.max(event.n, 1));
         showEvaluation(event);
         break;
+      case 'train_started': trainStarted(event); break;
+      case 'train_step': trainStep(event); break;
+      case 'train_eval': trainEval(event); break;
       case 'device_lost': deviceLost(event); break;
       default: {
         const waiter = pending;
@@ -119,9 +122,12 @@ function call(request, files = []) {
   return run;
 }
 
-function stopGeneration() {
-  worker.postMessage({ request: JSON.stringify({ cmd: 'stop' }) });
+/** Sends `stop` or `pause`, which the worker takes while it is busy with a request. */
+function halt(cmd) {
+  worker.postMessage({ request: JSON.stringify({ cmd }) });
 }
+
+function stopGeneration() { halt('stop'); }
 
 // ---- progress ---------------------------------------------------------------------------------
 
@@ -188,6 +194,8 @@ async function loadModel(request, files = []) {
       modelIsToy = toy;
       await loadProblems(toy ? 'toy/test.jsonl' : 'gsm8k/test.jsonl');
     }
+    paused = false;
+    await loadRecipe();
     return true;
   } catch (error) {
     progressDone();
@@ -242,6 +250,8 @@ async function applyAdapter(text, origin, basisUrl = null) {
     progressDone();
     adapterV = ready.v;
     lastAdapter = { text, origin, basisUrl };
+    paused = false;
+    $('train-resume').disabled = true;
     const basis = ready.basis_from_file ? `basis read from ${basisUrl}` : 'basis rebuilt';
     show('adapter-info', `Adapter from ${origin}: ${ready.trainable} trainable floats over ${ready.modules} modules (rank ${ready.r}); ${basis} in ${ready.seconds.toFixed(1)} s`, 'ready');
     buildSliders();
@@ -302,10 +312,13 @@ let nextId = 1;
 
 function setBusy(value) {
   busy = value;
-  for (const id of ['solve', 'compare', 'evaluate', 'load-hub', 'load-bundled', 'apply-adapter', 'shipped-adapter']) {
+  for (const id of ['solve', 'compare', 'evaluate', 'load-hub', 'load-bundled', 'apply-adapter', 'shipped-adapter', 'train', 'train-resume']) {
     $(id).disabled = value;
   }
   $('stop').disabled = !value;
+  $('train-pause').disabled = !training;
+  $('train-stop').disabled = !training;
+  if (!value) $('train-resume').disabled = !paused;
 }
 
 async function answer(adapted) {
@@ -412,6 +425,149 @@ async function evaluate() {
   }
 }
 
+// ---- training ---------------------------------------------------------------------------------
+
+/** The recipe the worker read (`configs/toy.toml` as JSON); the form edits a copy of it. */
+let recipe = null;
+let training = false;
+let paused = false;
+/** Per step: reward, strict accuracy, KL and |v| (the chart); held-out accuracy per step. */
+let trainCurves = { reward: [], accuracy: [], kl: [], v: [], heldOut: [] };
+
+const TYINGS = { all: { kind: 'ratio', weight_tying: 1.0 }, none: { kind: 'none' } };
+
+function recipeFields() { return [...document.querySelectorAll('#recipe [data-key]')]; }
+
+function getKey(config, key) { return key.split('.').reduce((o, k) => o?.[k], config); }
+
+function setKey(config, key, value) {
+  const path = key.split('.');
+  const last = path.pop();
+  path.reduce((o, k) => o[k], config)[last] = value;
+}
+
+/** Reads the training recipe once and fills the form with it. */
+async function loadRecipe() {
+  if (recipe) return;
+  ({ config: recipe } = await call({ cmd: 'recipe', url: new URL('configs/toy.toml', location.href).href }));
+  for (const field of recipeFields()) {
+    const value = getKey(recipe, field.dataset.key);
+    field.value = field.dataset.key === 'adapter.tying'
+      ? (value.kind === 'none' ? 'none' : 'all') : value;
+  }
+}
+
+/** The recipe with the form's values. */
+function formRecipe() {
+  const config = structuredClone(recipe);
+  for (const field of recipeFields()) {
+    const key = field.dataset.key;
+    setKey(config, key, key === 'adapter.tying' ? TYINGS[field.value] : Number(field.value));
+  }
+  return config;
+}
+
+function trainStarted({ step, total_steps: total, problems: count, trainable, v, seconds }) {
+  if (step === 0) trainCurves = { reward: [], accuracy: [], kl: [], v: [], heldOut: [] };
+  adapterV = v;
+  buildSliders();
+  show('adapter-info', `Training: ${trainable} floats from v = 0 (the adapter of this run)`, 'loading');
+  show('train-info', `${step ? 'Resumed' : 'Started'} at step ${step} of ${total} on ${count} problems${step ? '' : ` (set up in ${seconds.toFixed(1)} s)`}`, 'loading');
+  drawTrainChart();
+}
+
+function trainStep(event) {
+  trainCurves.reward.push(event.reward_mean);
+  trainCurves.accuracy.push(event.strict_accuracy);
+  trainCurves.kl.push(event.kl);
+  trainCurves.v.push(event.v_norm);
+  adapterV = event.v;
+  buildSliders();
+  show('train-info', `step ${event.step}/${event.total_steps}: reward ${event.reward_mean.toFixed(3)}, strict accuracy ${(100 * event.strict_accuracy).toFixed(1)} %, KL ${event.kl.toExponential(2)}, |v| ${event.v_norm.toExponential(2)}, ${event.seconds.toFixed(1)} s per step`, 'loading');
+  drawTrainChart();
+}
+
+function trainEval({ step, n, correct }) {
+  trainCurves.heldOut.push([step, correct / Math.max(n, 1)]);
+  notice(`Held-out accuracy after step ${step}: ${correct}/${n}`);
+  drawTrainChart();
+}
+
+const TRAIN_COLORS = { reward: '#1a6fd6', accuracy: '#2a9d4b', kl: '#d68a1a', v: '#9b3fc1', heldOut: '#333' };
+
+/**
+ * Draws the run so far against steps: reward and strict accuracy (and held-out accuracy, as
+ * dots) on 0–1; KL and |v| scaled to their largest value, which the legend gives.
+ */
+function drawTrainChart() {
+  const [w, h, left, bottom, top] = [480, 190, 36, 40, 8];
+  const steps = Math.max(1, trainCurves.reward.length);
+  const x = (i) => (left + (w - left - 8) * i / steps).toFixed(1);
+  const y = (v) => (top + (h - top - bottom) * (1 - v)).toFixed(1);
+  const parts = [
+    `<line x1="${left}" y1="${y(0)}" x2="${w - 8}" y2="${y(0)}" stroke="#999"/>`,
+    `<line x1="${left}" y1="${y(0)}" x2="${left}" y2="${y(1)}" stroke="#999"/>`,
+    ...[0, 0.5, 1].map((v) => `<text x="${left - 4}" y="${y(v)}" font-size="10" text-anchor="end" dominant-baseline="middle">${v}</text>`),
+    `<text x="${w - 8}" y="${y(0) + 12}" font-size="10" text-anchor="end">step (${trainCurves.reward.length} done)</text>`,
+  ];
+  const legend = [];
+  for (const key of ['reward', 'accuracy', 'kl', 'v']) {
+    const curve = trainCurves[key];
+    const scale = key === 'kl' || key === 'v' ? Math.max(...curve, 1e-12) : 1;
+    const name = { reward: 'reward', accuracy: 'strict accuracy', kl: 'KL', v: '|v|' }[key];
+    legend.push([name + (scale === 1 ? '' : ` (÷ ${scale.toExponential(1)})`), TRAIN_COLORS[key]]);
+    if (!curve.length) continue;
+    const points = curve.map((v, i) => `${x(i + 1)},${y(v / scale)}`).join(' ');
+    parts.push(`<polyline fill="none" stroke-width="2" stroke="${TRAIN_COLORS[key]}" points="${points}"/>`);
+  }
+  for (const [step, accuracy] of trainCurves.heldOut) {
+    parts.push(`<circle cx="${x(step)}" cy="${y(accuracy)}" r="3" fill="${TRAIN_COLORS.heldOut}"/>`);
+  }
+  legend.push(['held-out accuracy', TRAIN_COLORS.heldOut]);
+  legend.forEach(([text, color], i) => {
+    parts.push(`<text x="${left + 110 * (i % 4)}" y="${h - 14 + 11 * Math.floor(i / 4)}" font-size="10" fill="${color}">${text}</text>`);
+  });
+  $('train-chart').innerHTML = parts.join('');
+}
+
+/** Shows a training request's end: the adapter so far as a link and a file, applied. */
+function trained({ step, total_steps: total, v, adapter, file, paused: isPaused }) {
+  paused = isPaused;
+  adapterV = v;
+  buildSliders();
+  lastAdapter = { text: adapter, origin: 'trained in this page', basisUrl: null };
+  const state = isPaused ? `paused after step ${step} of ${total}` : step === total ? `done: ${total} steps` : `stopped after step ${step} of ${total}`;
+  show('train-info', `Training ${state}.`, 'ready');
+  show('adapter-info', `Adapter trained in this page (${step} steps): ${v.flat().length} floats`, 'ready');
+  const link = Object.assign(document.createElement('a'), {
+    href: `${location.pathname}${location.search}#adapter=${adapter}`, textContent: 'link to this adapter',
+  });
+  const download = Object.assign(document.createElement('a'), {
+    href: URL.createObjectURL(new Blob([file], { type: 'application/json' })), download: 'adapter.json',
+    textContent: 'adapter.json',
+  });
+  $('train-adapter').replaceChildren('The adapter so far: ', link, ' · ', download);
+}
+
+/** Runs `request` (`train` or `train_resume`) with the training controls on. */
+async function runTraining(request) {
+  training = true;
+  paused = false;
+  setBusy(true);
+  try {
+    trained(await call(request));
+  } catch (error) {
+    show('train-info', error.message, 'error');
+  } finally {
+    training = false;
+    setBusy(false);
+  }
+}
+
+function train() {
+  return runTraining({ cmd: 'train', config: formRecipe(), steps: null });
+}
+
 // ---- wiring -----------------------------------------------------------------------------------
 
 /**
@@ -448,6 +604,10 @@ function wire() {
   $('compare').onclick = compare;
   $('evaluate').onclick = evaluate;
   $('stop').onclick = stopGeneration;
+  $('train').onclick = train;
+  $('train-pause').onclick = () => halt('pause');
+  $('train-stop').onclick = () => halt('stop');
+  $('train-resume').onclick = () => runTraining({ cmd: 'train_resume', steps: null });
   $('load-bundled').onclick = () => loadModel({ cmd: 'load_bundled' });
   $('load-hub').onclick = () => loadModel({
     cmd: 'load_hub', base: $('hub-base').value.trim(), repo: $('hub-repo').value.trim(),
@@ -481,7 +641,7 @@ function wire() {
 
 async function main() {
   wire();
-  window.tinylora = { call };
+  window.tinylora = { call, halt };
   setBusy(true);
   try {
     const adapter = await checkWebGpu();

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use tinylora::evaluate::Answer;
+use tinylora::train::config::TrainConfig;
 
 /// What the page asks the worker to do.
 #[derive(Debug, Deserialize)]
@@ -81,10 +82,36 @@ pub enum Request {
         #[serde(default)]
         batch_size: Option<usize>,
     },
+    /// Read a training recipe: a `trainer train` TOML config (its relative data paths are
+    /// URLs relative to it).
+    Recipe {
+        /// Where the TOML file is.
+        url: String,
+    },
+    /// Train a fresh adapter on the loaded model with GRPO, as `trainer train` does with the
+    /// same config on the CPU; a `train_step` event after each step, `trained` at the end.
+    Train {
+        /// The config's keys as JSON (`[model]` is the loaded model; `data.train` and
+        /// `data.eval` are URLs).
+        config: Box<TrainConfig>,
+        /// Steps to take now (the run's length is the config's): the run then pauses, and
+        /// `train_resume` continues it. All when absent.
+        #[serde(default)]
+        steps: Option<usize>,
+    },
+    /// Continue a paused training run.
+    TrainResume {
+        /// Steps to take now; all that remain when absent.
+        #[serde(default)]
+        steps: Option<usize>,
+    },
     /// Delete the downloaded models from the browser's cache.
     ClearCache,
-    /// End the running generation or evaluation after its current token.
+    /// End the running generation or evaluation after its current token, or the running
+    /// training after its current step (its adapter is kept).
     Stop,
+    /// Pause the running training after its current step (`train_resume` continues it).
+    Pause,
 }
 
 /// A `generate` request: what to answer and how to sample.
@@ -127,6 +154,18 @@ pub struct Tally {
     pub flexible_correct: usize,
     /// Answers that hit the token limit.
     pub truncated: usize,
+}
+
+impl Tally {
+    /// The counts of `evaluation`.
+    pub fn of(evaluation: &tinylora::evaluate::Evaluation) -> Self {
+        Self {
+            n: evaluation.n,
+            correct: evaluation.correct,
+            flexible_correct: evaluation.flexible_correct,
+            truncated: evaluation.truncated,
+        }
+    }
 }
 
 /// What the worker tells the page. One more event comes from `web/worker.js` itself, which
@@ -268,6 +307,79 @@ pub enum Event {
         cancelled: bool,
         /// Every answer (`index` counts from `start`).
         answers: Vec<Answer>,
+    },
+    /// A training recipe was read.
+    Recipe {
+        /// Where it came from.
+        url: String,
+        /// The config, every key filled in.
+        config: Box<TrainConfig>,
+    },
+    /// A training run started or resumed.
+    TrainStarted {
+        /// Steps already done.
+        step: usize,
+        /// Steps of the whole run.
+        total_steps: usize,
+        /// Usable training problems.
+        problems: usize,
+        /// Trainable floats.
+        trainable: usize,
+        /// The vectors at the start.
+        v: Vec<Vec<f32>>,
+        /// Seconds to read the data and build the adapter's frozen basis.
+        seconds: f64,
+    },
+    /// A training step ended.
+    TrainStep {
+        /// Steps done (1 after the first).
+        step: usize,
+        /// Steps of the whole run.
+        total_steps: usize,
+        /// The step's learning rate.
+        lr: f64,
+        /// Mean reward of its completions.
+        reward_mean: f64,
+        /// Fraction of its completions correct by the strict rule.
+        strict_accuracy: f64,
+        /// Mean k3 KL to the base model (0 when `grpo.kl_beta` is 0).
+        kl: f64,
+        /// Mean loss of its updates.
+        loss: f64,
+        /// Gradient norm before clipping.
+        grad_norm: f64,
+        /// Mean completion length in tokens.
+        completion_len_mean: f64,
+        /// |v| after the step.
+        v_norm: f64,
+        /// The vectors after the step.
+        v: Vec<Vec<f32>>,
+        /// Seconds the step took.
+        seconds: f64,
+    },
+    /// A held-out evaluation during training (`run.eval_every`, on `data.eval`).
+    TrainEval {
+        /// Steps done.
+        step: usize,
+        /// Counts.
+        #[serde(flatten)]
+        tally: Tally,
+    },
+    /// A training request ended: the run is done, paused or stopped; the adapter so far is
+    /// applied to the model.
+    Trained {
+        /// Steps done.
+        step: usize,
+        /// Steps of the whole run.
+        total_steps: usize,
+        /// The trained vectors.
+        v: Vec<Vec<f32>>,
+        /// The adapter's compact form (`tl1.…`), for a link.
+        adapter: String,
+        /// The adapter file (JSON), for a download.
+        file: String,
+        /// Whether `train_resume` can continue it.
+        paused: bool,
     },
     /// The downloaded models' cache was deleted.
     CacheCleared {

@@ -22,9 +22,27 @@ use tinylora::tokenizer::Tokenizer;
 use tinylora::weights::safetensors::SafetensorsFile;
 use tinylora::weights::{HostTensor, TensorSource};
 
+mod training;
+
 use crate::js_bytes::JsBytes;
 use crate::protocol::{Event, ProblemText, Question, Tally};
 use crate::scope::{now_ms, post};
+
+/// What the page asked of the running request (`stop` or `pause`), seen between tokens or
+/// steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Halt {
+    /// Keep going.
+    #[default]
+    Running,
+    /// End it (a training run ends after its current step, keeping its adapter).
+    Stop,
+    /// Pause a training run after its current step (other requests ignore it).
+    Pause,
+}
+
+/// The flag the worker's message loop sets and the running request reads.
+pub type HaltFlag = Rc<Cell<Halt>>;
 
 /// A loaded model and what goes with it.
 pub struct PageModel {
@@ -51,6 +69,7 @@ pub struct WorkerState {
     device: Device,
     loaded: Option<PageModel>,
     problems: Vec<Problem>,
+    training: Option<training::Training>,
 }
 
 /// A [`TensorSource`] that reports each tensor it hands out as upload progress.
@@ -115,6 +134,7 @@ impl WorkerState {
             device,
             loaded: None,
             problems: Vec::new(),
+            training: None,
         }
     }
 
@@ -142,6 +162,7 @@ impl WorkerState {
         check_buffer_limit(&checkpoint, max_buffer)?;
         // Free the previous model's GPU memory before uploading the next one.
         self.loaded = None;
+        self.training = None;
         let config = checkpoint.config.clone();
         let total = checkpoint.source.names().len();
         let mut source = Reporting {
@@ -213,6 +234,8 @@ impl WorkerState {
         adapter
             .attach(&mut loaded.model)
             .map_err(|e| e.to_string())?;
+        self.training = None;
+        let loaded = self.loaded()?;
         let event = Event::AdapterReady {
             origin: origin.to_string(),
             v: adapter.v.clone(),
@@ -280,11 +303,7 @@ impl WorkerState {
     /// Answers `request` (a `generate` request: question, gold answer, adapted or not, token
     /// limit, temperature, seed) with the paper's GSM8K prompt, posting a `Token` event per
     /// token; `stop` ends it early. Returns the `Done` event.
-    pub async fn generate(
-        &mut self,
-        request: Question,
-        stop: Rc<Cell<bool>>,
-    ) -> Result<Event, String> {
+    pub async fn generate(&mut self, request: Question, halt: HaltFlag) -> Result<Event, String> {
         let Question {
             id,
             question,
@@ -333,7 +352,7 @@ impl WorkerState {
                     tok_s,
                 });
             },
-            || stop.get(),
+            || halt.get() == Halt::Stop,
         )
         .await
         .map_err(|e| e.to_string())?
@@ -356,7 +375,7 @@ impl WorkerState {
             id,
             prompt,
             stopped: generation.stopped,
-            cancelled: stop.get(),
+            cancelled: halt.get() == Halt::Stop,
             tokens: generation.tokens,
             text,
             answer,
@@ -393,7 +412,7 @@ impl WorkerState {
         n: usize,
         adapted: bool,
         config: EvalConfig,
-        stop: Rc<Cell<bool>>,
+        halt: HaltFlag,
     ) -> Result<Event, String> {
         let end = start.saturating_add(n).min(self.problems.len());
         if start >= end {
@@ -405,12 +424,6 @@ impl WorkerState {
         let problems = self.problems[start..end].to_vec();
         let (loaded, mixes) = self.select(adapted)?;
         let tokenizer = loaded.tokenizer()?;
-        let tally = |e: &tinylora::evaluate::Evaluation| Tally {
-            n: e.n,
-            correct: e.correct,
-            flexible_correct: e.flexible_correct,
-            truncated: e.truncated,
-        };
         let total = problems.len();
         let mut posted = 0;
         let evaluation = evaluate(
@@ -424,13 +437,13 @@ impl WorkerState {
                     adapted,
                     start,
                     total,
-                    tally: tally(so_far),
+                    tally: Tally::of(so_far),
                     answers: so_far.answers[posted..].to_vec(),
                 });
                 posted = so_far.n;
                 Ok(())
             },
-            || stop.get(),
+            || halt.get() == Halt::Stop,
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -438,8 +451,8 @@ impl WorkerState {
             adapted,
             start,
             total,
-            tally: tally(&evaluation),
-            cancelled: stop.get(),
+            tally: Tally::of(&evaluation),
+            cancelled: halt.get() == Halt::Stop,
             answers: evaluation.answers,
         })
     }

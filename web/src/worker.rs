@@ -2,12 +2,14 @@
 //! at any time. Messages are `{request: "<json>", files: [File]}`; replies are JSON strings.
 
 use std::cell::Cell;
+use std::path::Path;
 use std::rc::Rc;
 
 use js_sys::{Array, Reflect};
 use tinylora::device::init_webgpu;
 use tinylora::evaluate::EvalConfig;
 use tinylora::selfcheck;
+use tinylora::train::config::TrainConfig;
 use wasm_bindgen::prelude::*;
 use web_sys::MessageEvent;
 
@@ -15,13 +17,13 @@ use crate::download::{clear_cache, fetch_required};
 use crate::protocol::{Event, Request};
 use crate::scope::{now_ms, post, scope};
 use crate::sources;
-use crate::state::WorkerState;
+use crate::state::{Halt, HaltFlag, WorkerState};
 
 #[derive(Default)]
 struct Worker {
     session: Cell<Option<WorkerState>>,
     busy: Cell<bool>,
-    stop: Rc<Cell<bool>>,
+    halt: HaltFlag,
 }
 
 /// The request's `cmd`, for error replies.
@@ -37,8 +39,12 @@ fn cmd_name(request: &Request) -> &'static str {
         Request::Logits { .. } => "logits",
         Request::Problems { .. } => "problems",
         Request::Evaluate { .. } => "evaluate",
+        Request::Recipe { .. } => "recipe",
+        Request::Train { .. } => "train",
+        Request::TrainResume { .. } => "train_resume",
         Request::ClearCache => "clear_cache",
         Request::Stop => "stop",
+        Request::Pause => "pause",
     }
 }
 
@@ -48,11 +54,14 @@ impl Worker {
     async fn handle(&self, request: Request, files: Vec<web_sys::File>) -> Result<Event, String> {
         let mut session = match self.session.take() {
             Some(session) => session,
+            // An autodiff device, so that the loaded model can also be trained (inference on it
+            // costs the same: nothing is tracked without a trainable tensor).
             None => WorkerState::new(init_webgpu().await.map_err(|e| {
                 format!("{e}. This page needs WebGPU: use Chrome or Edge 113+, or enable WebGPU in your browser's settings.")
-            })?),
+            })?.autodiff()),
         };
-        let outcome = run(&mut session, request, files, self.stop.clone()).await;
+        self.halt.set(Halt::Running);
+        let outcome = run(&mut session, request, files, self.halt.clone()).await;
         self.session.set(Some(session));
         outcome
     }
@@ -62,7 +71,7 @@ async fn run(
     session: &mut WorkerState,
     request: Request,
     files: Vec<web_sys::File>,
-    stop: Rc<Cell<bool>>,
+    halt: HaltFlag,
 ) -> Result<Event, String> {
     let started = now_ms();
     let found = match request {
@@ -103,10 +112,7 @@ async fn run(
             session.set_v(v)?;
             return Ok(Event::VSet);
         }
-        Request::Generate(question) => {
-            stop.set(false);
-            return session.generate(question, stop).await;
-        }
+        Request::Generate(question) => return session.generate(question, halt).await,
         Request::Logits { ids, adapted } => {
             let values = session.logits(&ids, adapted).await?;
             return Ok(Event::Logits { values });
@@ -124,19 +130,33 @@ async fn run(
             max_new_tokens,
             batch_size,
         } => {
-            stop.set(false);
             let config = EvalConfig {
                 batch_size: batch_size.unwrap_or(1),
                 max_new_tokens,
             };
-            return session.evaluate(start, n, adapted, config, stop).await;
+            return session.evaluate(start, n, adapted, config, halt).await;
         }
+        Request::Recipe { url } => {
+            let bytes = fetch_required(&url, &url, false).await?;
+            let text =
+                String::from_utf8(bytes.to_vec()).map_err(|_| format!("{url}: not UTF-8 text"))?;
+            let config =
+                TrainConfig::parse(&text, Path::new(&url), &[]).map_err(|e| e.to_string())?;
+            return Ok(Event::Recipe {
+                url,
+                config: Box::new(config),
+            });
+        }
+        Request::Train { config, steps } => return session.train(*config, steps, halt).await,
+        Request::TrainResume { steps } => return session.train_resume(steps, halt).await,
         Request::ClearCache => {
             return Ok(Event::CacheCleared {
                 removed: clear_cache().await?,
             });
         }
-        Request::Stop => return Err("stop is handled when it arrives".into()),
+        Request::Stop | Request::Pause => {
+            return Err("stop and pause are handled when they arrive".into());
+        }
     };
     let (found, max_buffer) = found;
     session
@@ -185,9 +205,10 @@ pub fn start() {
                 return;
             }
         };
-        if matches!(request, Request::Stop) {
-            worker.stop.set(true);
-            return;
+        match request {
+            Request::Stop => return worker.halt.set(Halt::Stop),
+            Request::Pause => return worker.halt.set(Halt::Pause),
+            _ => {}
         }
         let cmd = cmd_name(&request).to_string();
         if worker.busy.get() {
