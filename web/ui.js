@@ -500,7 +500,7 @@ const TRAIN_COLORS = { reward: '#1a6fd6', accuracy: '#2a9d4b', kl: '#d68a1a', v:
  * dots) on 0–1; KL and |v| scaled to their largest value, which the legend gives.
  */
 function drawTrainChart() {
-  const [w, h, left, bottom, top] = [480, 190, 36, 40, 8];
+  const [w, h, left, bottom, top] = [480, 190, 36, 48, 8];
   const steps = Math.max(1, trainCurves.reward.length);
   const x = (i) => (left + (w - left - 8) * i / steps).toFixed(1);
   const y = (v) => (top + (h - top - bottom) * (1 - v)).toFixed(1);
@@ -508,24 +508,28 @@ function drawTrainChart() {
     `<line x1="${left}" y1="${y(0)}" x2="${w - 8}" y2="${y(0)}" stroke="#999"/>`,
     `<line x1="${left}" y1="${y(0)}" x2="${left}" y2="${y(1)}" stroke="#999"/>`,
     ...[0, 0.5, 1].map((v) => `<text x="${left - 4}" y="${y(v)}" font-size="10" text-anchor="end" dominant-baseline="middle">${v}</text>`),
-    `<text x="${w - 8}" y="${y(0) + 12}" font-size="10" text-anchor="end">step (${trainCurves.reward.length} done)</text>`,
+    `<text x="${w - 8}" y="${y(0) + 14}" font-size="10" text-anchor="end">step (${trainCurves.reward.length} done)</text>`,
   ];
   const legend = [];
   for (const key of ['reward', 'accuracy', 'kl', 'v']) {
     const curve = trainCurves[key];
-    const scale = key === 'kl' || key === 'v' ? Math.max(...curve, 1e-12) : 1;
+    const scaled = key === 'kl' || key === 'v';
+    const largest = Math.max(0, ...curve);
+    const scale = scaled && largest > 0 ? largest : 1;
     const name = { reward: 'reward', accuracy: 'strict accuracy', kl: 'KL', v: '|v|' }[key];
-    legend.push([name + (scale === 1 ? '' : ` (÷ ${scale.toExponential(1)})`), TRAIN_COLORS[key]]);
+    legend.push([name + (scaled ? ` (top = ${largest.toExponential(1)})` : ''), TRAIN_COLORS[key]]);
     if (!curve.length) continue;
     const points = curve.map((v, i) => `${x(i + 1)},${y(v / scale)}`).join(' ');
-    parts.push(`<polyline fill="none" stroke-width="2" stroke="${TRAIN_COLORS[key]}" points="${points}"/>`);
+    // Accuracy dashed: with the strict reward it lies on the reward's curve.
+    const dash = key === 'accuracy' ? ' stroke-dasharray="5 4"' : '';
+    parts.push(`<polyline fill="none" stroke-width="2"${dash} stroke="${TRAIN_COLORS[key]}" points="${points}"/>`);
   }
   for (const [step, accuracy] of trainCurves.heldOut) {
     parts.push(`<circle cx="${x(step)}" cy="${y(accuracy)}" r="3" fill="${TRAIN_COLORS.heldOut}"/>`);
   }
   legend.push(['held-out accuracy', TRAIN_COLORS.heldOut]);
   legend.forEach(([text, color], i) => {
-    parts.push(`<text x="${left + 110 * (i % 4)}" y="${h - 14 + 11 * Math.floor(i / 4)}" font-size="10" fill="${color}">${text}</text>`);
+    parts.push(`<text x="${left + 110 * (i % 4)}" y="${h - 16 + 11 * Math.floor(i / 4)}" font-size="10" fill="${color}">${text}</text>`);
   });
   $('train-chart').innerHTML = parts.join('');
 }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { trainer, waitState, withPage } from './page.mjs';
+import { screenshot, trainer, waitState, withPage } from './page.mjs';
 
 // Small enough for SwiftShader (8 completions of at most 40 tokens per step), and a seed whose
 // two steps both have groups with mixed rewards, so that v moves (checked below).
@@ -82,6 +82,7 @@ test('the Train panel reaches trainer train\'s v when paused and resumed, and St
     assert.ok(diff <= 1e-4, `page ${applied.v} vs native ${native.v}`);
     assert.equal(await page.locator('#train-chart polyline').count(), 4, 'reward, accuracy, KL and |v| are drawn');
     assert.equal(await page.locator('#train-chart circle').count(), 2, 'held-out checks at steps 0 and 1');
+    await screenshot(page, 'train.png');
     const logits = (adapted) => page.evaluate((a) => window.tinylora.call({ cmd: 'logits', ids: [1, 2, 3], adapted: a }), adapted);
     assert.notDeepEqual((await logits(true)).values, (await logits(false)).values);
     // A stopped run is over.
