@@ -563,6 +563,7 @@ async function runTraining(request) {
   } catch (error) {
     show('train-info', error.message, 'error');
   } finally {
+    progressDone();
     training = false;
     setBusy(false);
   }
