@@ -233,6 +233,16 @@ pub async fn fetch_file(url: &str, label: &str, cache: bool) -> Result<Option<Ui
     Ok(Some(bytes))
 }
 
+/// `bytes` as UTF-8 text; an error names `origin` when they are not.
+pub fn text(bytes: &Uint8Array, origin: &str) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| format!("{origin}: not UTF-8 text"))
+}
+
+/// A text file that must exist at `url`, not cached (problem lists, recipes).
+pub async fn fetch_text(url: &str) -> Result<String, String> {
+    text(&fetch_required(url, url, false).await?, url)
+}
+
 /// Like [`fetch_file`] for a file that must exist.
 pub async fn fetch_required(url: &str, label: &str, cache: bool) -> Result<Uint8Array, String> {
     fetch_file(url, label, cache)

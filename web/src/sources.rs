@@ -13,7 +13,7 @@ use tinylora::weights::BoxedReader;
 use tinylora::weights::gguf::{GgufFile, GgufSource};
 use tinylora::weights::safetensors::{SafetensorsFile, ShardedSafetensors, shard_names};
 
-use crate::download::{fetch_file, fetch_required, read_file};
+use crate::download::{fetch_file, fetch_required, read_file, text};
 use crate::js_bytes::JsBytes;
 use crate::protocol::Event;
 use crate::scope::post;
@@ -27,10 +27,6 @@ pub struct Found {
     pub tokenizer: Option<Tokenizer>,
     /// Where it came from.
     pub name: String,
-}
-
-fn text(bytes: &Uint8Array, origin: &str) -> Result<String, String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| format!("{origin}: not UTF-8 text"))
 }
 
 fn reader(bytes: Uint8Array) -> BoxedReader {

@@ -13,7 +13,7 @@ use tinylora::train::config::TrainConfig;
 use wasm_bindgen::prelude::*;
 use web_sys::MessageEvent;
 
-use crate::download::{clear_cache, fetch_required};
+use crate::download::{clear_cache, fetch_required, fetch_text};
 use crate::protocol::{Event, Request};
 use crate::scope::{now_ms, post, scope};
 use crate::sources;
@@ -118,9 +118,7 @@ async fn run(
             return Ok(Event::Logits { values });
         }
         Request::Problems { url } => {
-            let bytes = fetch_required(&url, &url, false).await?;
-            let text =
-                String::from_utf8(bytes.to_vec()).map_err(|_| format!("{url}: not UTF-8 text"))?;
+            let text = fetch_text(&url).await?;
             return session.set_problems(&text, &url);
         }
         Request::Evaluate {
@@ -137,9 +135,7 @@ async fn run(
             return session.evaluate(start, n, adapted, config, halt).await;
         }
         Request::Recipe { url } => {
-            let bytes = fetch_required(&url, &url, false).await?;
-            let text =
-                String::from_utf8(bytes.to_vec()).map_err(|_| format!("{url}: not UTF-8 text"))?;
+            let text = fetch_text(&url).await?;
             let config =
                 TrainConfig::parse(&text, Path::new(&url), &[]).map_err(|e| e.to_string())?;
             return Ok(Event::Recipe {

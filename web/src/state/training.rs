@@ -15,7 +15,7 @@ use tinylora::train::config::TrainConfig;
 use tinylora::train::grpo::GrpoRun;
 
 use super::{Halt, HaltFlag, WorkerState};
-use crate::download::fetch_required;
+use crate::download::fetch_text;
 use crate::protocol::{Event, Tally};
 use crate::scope::{now_ms, post};
 
@@ -31,11 +31,9 @@ pub struct Training {
 
 /// The GSM8K problems at `url` (JSONL), by the config's malformed-record policy.
 async fn problems_at(url: &Path, config: &TrainConfig) -> Result<Vec<Problem>, String> {
-    let url = url.to_string_lossy();
-    let bytes = fetch_required(&url, &url, false).await?;
-    let text = String::from_utf8(bytes.to_vec()).map_err(|_| format!("{url}: not UTF-8 text"))?;
-    let (problems, _) = gsm8k::parse_jsonl(&text, Path::new(url.as_ref()), config.bad_lines())
-        .map_err(|e| e.to_string())?;
+    let text = fetch_text(&url.to_string_lossy()).await?;
+    let (problems, _) =
+        gsm8k::parse_jsonl(&text, url, config.bad_lines()).map_err(|e| e.to_string())?;
     Ok(problems)
 }
 
