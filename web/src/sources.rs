@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use js_sys::Uint8Array;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::checkpoint::files::{self, Weights};
+use tinylora::hub::HubModel;
 use tinylora::model::ModelConfig;
 use tinylora::tokenizer::{ChatTemplate, Tokenizer};
 use tinylora::weights::BoxedReader;
@@ -105,29 +106,12 @@ pub async fn bundled() -> Result<Found, String> {
     ))
 }
 
-/// The hub's address of `file` in `repo` at `revision`.
-pub fn hub_url(base: &str, repo: &str, revision: &str, file: &str) -> String {
-    format!(
-        "{}/{}/resolve/{}/{file}",
-        base.trim_end_matches('/'),
-        repo.trim_matches('/'),
-        revision
-    )
-}
-
 /// A model from a Hugging Face-style hub: `gguf` names a GGUF file, otherwise config.json with
 /// a sharded index or model.safetensors, looked for in the order of [`files`]. tokenizer.json
 /// is optional (a warning when missing), tokenizer_config.json gives the chat template.
-pub async fn hub(
-    base: &str,
-    repo: &str,
-    revision: &str,
-    gguf_file: Option<&str>,
-) -> Result<Found, String> {
-    if repo.trim().is_empty() {
-        return Err("give a repository, e.g. Qwen/Qwen2.5-0.5B-Instruct".into());
-    }
-    let url = |file: &str| hub_url(base, repo, revision, file);
+pub async fn hub(base: &str, model: &HubModel) -> Result<Found, String> {
+    let (repo, revision) = (&model.repo, &model.revision);
+    let url = |file: &str| model.file_url(base, file);
     let tok = fetch_file(&url(files::TOKENIZER), files::TOKENIZER, true).await?;
     let tokenizer = match tok {
         Some(bytes) => Some(tokenizer(&bytes, &url(files::TOKENIZER))?),
@@ -140,7 +124,7 @@ pub async fn hub(
             None
         }
     };
-    let checkpoint = if let Some(file) = gguf_file {
+    let checkpoint = if let Some(file) = &model.file {
         let weights = fetch_required(&url(file), file, true).await?;
         gguf(weights, &url(file))?
     } else {

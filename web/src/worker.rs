@@ -8,6 +8,7 @@ use std::rc::Rc;
 use js_sys::{Array, Reflect};
 use tinylora::device::init_webgpu;
 use tinylora::evaluate::EvalConfig;
+use tinylora::hub::HubModel;
 use tinylora::selfcheck;
 use tinylora::train::config::TrainConfig;
 use wasm_bindgen::prelude::*;
@@ -92,10 +93,18 @@ async fn run(
             revision,
             gguf,
             max_buffer,
-        } => (
-            sources::hub(&base, &repo, &revision, gguf.as_deref()).await?,
-            max_buffer,
-        ),
+        } => {
+            let repo = repo.trim().trim_matches('/');
+            if repo.is_empty() {
+                return Err("give a repository, e.g. Qwen/Qwen2.5-0.5B-Instruct".into());
+            }
+            let model = HubModel {
+                repo: repo.to_string(),
+                revision,
+                file: gguf,
+            };
+            (sources::hub(&base, &model).await?, max_buffer)
+        }
         Request::LoadFiles { max_buffer } => (sources::local(files).await?, max_buffer),
         Request::Adapter {
             text,

@@ -14,6 +14,7 @@ pub mod device;
 pub mod evaluate;
 pub mod generate;
 pub mod grpo;
+pub mod hub;
 pub mod micro_batch;
 pub mod model;
 pub mod numerics;

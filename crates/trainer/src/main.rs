@@ -1,6 +1,7 @@
 //! `trainer`: the native command-line front end of tinylora.
 
 mod cmd;
+mod hub;
 mod rollout;
 mod run;
 mod toy;

@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tinylora::adapter::config::TinyLoraConfig;
 use tinylora::adapter::{TinyLora, merge, unmerge};
-use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
 use tinylora::model::Mixes;
@@ -138,7 +137,7 @@ pub fn run(args: Args) -> Result<()> {
             weights: args.weights,
             ..LoadOptions::default()
         };
-        let mut model = Checkpoint::open(&args.model)?.load_with(&device, &options)?;
+        let mut model = crate::hub::open(&args.model)?.load_with(&device, &options)?;
         let params = model.parameter_count();
         let bytes_per_token = model.weight_bytes_per_token();
         let b = backend.name();

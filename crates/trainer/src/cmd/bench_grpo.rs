@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::Result;
 use tinylora::adapter::TinyLora;
 use tinylora::adapter::config::TinyLoraConfig;
-use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::GenerateConfig;
 use tinylora::grpo::pipeline::{
@@ -43,7 +42,7 @@ pub fn grpo_step(
     new_tokens: usize,
 ) -> Result<Breakdown> {
     let device = init(backend)?.autodiff();
-    let mut model = Checkpoint::open(model_path)?.load(&device)?;
+    let mut model = crate::hub::open(model_path)?.load(&device)?;
     let config = TinyLoraConfig {
         r: 2,
         ..TinyLoraConfig::default()

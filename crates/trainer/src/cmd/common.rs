@@ -6,7 +6,6 @@ use anyhow::{Context, Result, bail};
 use tinylora::adapter::TinyLora;
 use tinylora::adapter::file::AdapterFile;
 use tinylora::adapter::peft::{is_peft_dir, load_peft_tinylora};
-use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::model::load::LoadOptions;
 use tinylora::model::{CausalLm, Mixes};
@@ -18,7 +17,8 @@ use tinylora::weights::safetensors::SafetensorsFile;
 /// Which model to load and where to run it.
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// A model directory (config.json + safetensors) or a .gguf file.
+    /// A model directory (config.json + safetensors) or a .gguf file; when no such path
+    /// exists, `OWNER/NAME[/FILE][@REVISION]` on the Hugging Face hub (downloaded into its cache).
     #[arg(long)]
     pub model: PathBuf,
     /// Compute backend: cpu (burn flex) or wgpu.
@@ -70,7 +70,7 @@ impl ModelArgs {
             );
         }
         let device = init(self.backend)?;
-        let checkpoint = Checkpoint::open(&self.model)?;
+        let checkpoint = crate::hub::open(&self.model)?;
         let tokenizer_path = checkpoint.tokenizer_path();
         let chat_template = checkpoint.chat_template.clone();
         let options = LoadOptions {

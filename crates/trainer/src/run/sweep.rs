@@ -90,7 +90,7 @@ pub fn sweep(args: SweepArgs) -> Result<()> {
     if config.data.eval.as_os_str().is_empty() {
         bail!("{}: the sweep needs data.eval", args.config.display());
     }
-    let model_config = tinylora::checkpoint::Checkpoint::open(&config.model.path)?.config;
+    let model_config = crate::hub::open(&config.model.path)?.config;
     let modules = sweep_modules(&model_config);
     let mut rows = Vec::new();
     let mut base = None;

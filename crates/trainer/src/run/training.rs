@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use tinylora::adapter::TinyLora;
 use tinylora::adapter::basis::{Basis, fingerprint};
 use tinylora::adapter::file::AdapterFile;
-use tinylora::checkpoint::Checkpoint as ModelCheckpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::evaluate::{EvalConfig, evaluate};
 use tinylora::fsutil::write_atomic;
@@ -118,7 +117,7 @@ impl TrainingRun {
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let backend: BackendKind = config.model.backend.parse()?;
         let device = init(backend)?.autodiff();
-        let checkpoint = ModelCheckpoint::open(&config.model.path)?;
+        let checkpoint = crate::hub::open(&config.model.path)?;
         let tokenizer_path = if config.model.tokenizer.as_os_str().is_empty() {
             checkpoint.tokenizer_path()
         } else {
