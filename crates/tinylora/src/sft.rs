@@ -4,7 +4,9 @@
 
 use crate::adapter::TinyLora;
 use crate::adapter::gradients::summed_gradients;
-use crate::grpo::{Denominators, LossType, completion_logprobs, reduce};
+use burn::tensor::{Tensor, TensorData};
+
+use crate::grpo::completion_logprobs;
 use crate::micro_batch::MicroBatch;
 use crate::model::CausalLm;
 use crate::optim::AdamW;
@@ -32,27 +34,62 @@ pub struct SftStats {
     pub tokens: usize,
 }
 
-/// The token-mean negative log-likelihood of `targets[i]` after `prompts[i]` at the adapter's
-/// current `v`, and its gradient with respect to `v`, in micro-batches (`micro_batch`) whose
-/// losses and gradients add up.
+/// The weighted token-mean negative log-likelihood of `targets[i]` after `prompts[i]` at the
+/// adapter's current `v`, `Σ wₜ·(−log π(yₜ)) / Σ wₜ` over the batch (`weights[i][t]`; `None`:
+/// every token 1, the plain token mean), and its gradient with respect to `v`, in
+/// micro-batches (`micro_batch`) whose losses and gradients add up.
 pub async fn sft_loss_and_gradients(
     model: &CausalLm,
     adapter: &TinyLora,
     prompts: &[Vec<u32>],
     targets: &[Vec<u32>],
+    weights: Option<&[Vec<f32>]>,
     micro_batch: MicroBatch,
 ) -> Result<(f64, Vec<Vec<f32>>)> {
-    let denominators = Denominators::of(targets.iter().map(Vec::len), 0);
+    let ones: Vec<Vec<f32>>;
+    let weights = match weights {
+        Some(weights) => {
+            if let Some(i) =
+                (0..targets.len()).find(|&i| weights.get(i).map(Vec::len) != Some(targets[i].len()))
+            {
+                return Err(Error::InvalidInput(format!(
+                    "SFT target {i}: {} tokens but {} weights",
+                    targets[i].len(),
+                    weights.get(i).map_or(0, Vec::len)
+                )));
+            }
+            weights
+        }
+        None => {
+            ones = targets.iter().map(|t| vec![1.0; t.len()]).collect();
+            &ones
+        }
+    };
+    let total: f64 = weights.iter().flatten().map(|&w| f64::from(w)).sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return Err(Error::InvalidInput(format!(
+            "SFT weights sum to {total}: nothing to learn from"
+        )));
+    }
     let longest = prompts
         .iter()
         .zip(targets)
         .map(|(p, t)| p.len() + t.len())
         .max();
     let size = micro_batch.rows(&model.config, longest.unwrap_or(0));
-    let parts = prompts.chunks(size).zip(targets.chunks(size));
-    let (sums, grads) = summed_gradients(model, adapter, parts, |(p, t), mixes| {
+    let parts = prompts
+        .chunks(size)
+        .zip(targets.chunks(size))
+        .zip(weights.chunks(size));
+    let (sums, grads) = summed_gradients(model, adapter, parts, |((p, t), w), mixes| {
         let (logp, mask) = completion_logprobs(model, mixes, p, t, 1.0);
-        vec![-reduce(logp, mask, LossType::Dapo, &denominators)]
+        let [rows, len] = mask.dims();
+        let padded: Vec<f32> = w
+            .iter()
+            .flat_map(|w| w.iter().copied().chain(std::iter::repeat(0.0)).take(len))
+            .collect();
+        let w = Tensor::<2>::from_data(TensorData::new(padded, [rows, len]), &model.device);
+        vec![-(logp * w).sum().div_scalar(total)]
     })
     .await?;
     let loss_total = sums.first().copied().unwrap_or(0.0);
@@ -67,13 +104,21 @@ pub async fn sft_update(
     optimizer: &mut AdamW,
     prompts: &[Vec<u32>],
     targets: &[Vec<u32>],
+    weights: Option<&[Vec<f32>]>,
     config: &SftUpdateConfig,
 ) -> Result<SftStats> {
     if let Some(i) = targets.iter().position(Vec::is_empty) {
         return Err(Error::InvalidInput(format!("SFT target {i} is empty")));
     }
-    let (loss, mut grads) =
-        sft_loss_and_gradients(model, adapter, prompts, targets, config.micro_batch).await?;
+    let (loss, mut grads) = sft_loss_and_gradients(
+        model,
+        adapter,
+        prompts,
+        targets,
+        weights,
+        config.micro_batch,
+    )
+    .await?;
     let grad_norm = optimizer.apply(
         &mut adapter.v,
         "SFT",

@@ -11,6 +11,7 @@ use crate::adapter::config::{ALL_TARGETS, TinyLoraConfig};
 use crate::grpo::LossType;
 use crate::grpo::importance::IsMode;
 use crate::gsm8k::BadLines;
+use crate::hub::HubModel;
 use crate::micro_batch::MicroBatch;
 use crate::optim::AdamWConfig;
 use crate::{Error, Result};
@@ -244,6 +245,9 @@ pub struct SftSection {
     pub micro_batch: MicroBatch,
     /// Reference solutions are cut to this many tokens.
     pub max_target_tokens: usize,
+    /// Weight of the last line's tokens (`#### N` and the end of the turn) in the loss against
+    /// 1 for the others; 1: the plain token mean.
+    pub last_line_weight: f32,
 }
 
 impl Default for SftSection {
@@ -252,6 +256,7 @@ impl Default for SftSection {
             batch_size: 16,
             micro_batch: MicroBatch::Auto,
             max_target_tokens: 512,
+            last_line_weight: 1.0,
         }
     }
 }
@@ -430,7 +435,8 @@ const PATH_KEYS: [(&str, &str); 7] = [
     ("data", "eval"),
 ];
 
-/// Makes the relative path at `section.key` of `table` absolute against `base`.
+/// Makes the relative path at `section.key` of `table` absolute against `base` (a model named
+/// on the hub stays a name).
 fn resolve_path(table: &mut toml::Table, section: &str, key: &str, base: &Path) {
     let value = table
         .get_mut(section)
@@ -441,6 +447,13 @@ fn resolve_path(table: &mut toml::Table, section: &str, key: &str, base: &Path) 
         && Path::new(path.as_str()).is_relative()
     {
         let joined = base.join(path.as_str());
+        // A model that is not on disk but reads as `OWNER/NAME` is one on the hub.
+        if (section, key) == ("model", "path")
+            && !joined.exists()
+            && HubModel::parse(path).is_some()
+        {
+            return;
+        }
         // A browser has no working directory: there the joined path is a URL relative to the
         // page.
         let resolved = if cfg!(target_family = "wasm") {
@@ -595,7 +608,7 @@ impl TrainConfig {
     /// supplies otherwise); the message names the key.
     pub fn validate_recipe(&self) -> Result<(), String> {
         let g = &self.grpo;
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 11] = [
             (
                 g.prompts_per_step == 0,
                 "grpo.prompts_per_step must be at least 1",
@@ -624,6 +637,10 @@ impl TrainConfig {
             (
                 self.sft.batch_size == 0,
                 "sft.batch_size must be at least 1",
+            ),
+            (
+                !(self.sft.last_line_weight.is_finite() && self.sft.last_line_weight > 0.0),
+                "sft.last_line_weight must be a positive number",
             ),
             (
                 self.rollout.engine != EngineKind::Local && self.rollout.servers.is_empty(),
@@ -710,6 +727,15 @@ mod tests {
         assert_eq!(c.adapter, TinyLoraConfig::default());
         let round = parse(&c.to_toml(), &[]).unwrap();
         assert_eq!(round, c);
+        // A model that is not on disk but reads as a hub name stays a name, in the file and
+        // in `--set`; one that is not a hub name is a path.
+        let hub = MINIMAL.replace("path = \"m\"", "path = \"Qwen/Qwen2.5-0.5B-Instruct\"");
+        assert_ne!(hub, MINIMAL);
+        let c = parse(&hub, &["model.path=\"o/n/f.gguf@v2\""]).unwrap();
+        assert_eq!(c.model.path, Path::new("o/n/f.gguf@v2"));
+        let c = parse(&hub, &[]).unwrap();
+        assert_eq!(c.model.path, Path::new("Qwen/Qwen2.5-0.5B-Instruct"));
+        assert_eq!(c.data.train, Path::new("/d/train.jsonl"));
     }
 
     #[test]
