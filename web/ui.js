@@ -133,12 +133,16 @@ function stopGeneration() { halt('stop'); }
 
 function mib(bytes) { return `${(bytes / 1048576).toFixed(1)} MiB`; }
 
+// The last progress of an adapter's basis computation (shown when the adapter is ready).
+let basisProgress = null;
+
 function showProgress({ stage, done, total }) {
   const bar = $('progress');
   bar.hidden = false;
-  const isTensors = stage.startsWith('uploading');
+  const counted = stage.startsWith('uploading') ? 'tensors' : stage.startsWith('computing') ? 'modules' : null;
+  if (counted === 'modules') basisProgress = { done, total };
   if (total) { bar.max = total; bar.value = done; } else { bar.removeAttribute('value'); }
-  const amount = isTensors ? `${done}/${total} tensors` : total ? `${mib(done)} of ${mib(total)}` : mib(done);
+  const amount = counted ? `${done}/${total} ${counted}` : total ? `${mib(done)} of ${mib(total)}` : mib(done);
   $('progress-text').textContent = `${stage}: ${amount}`;
 }
 
@@ -245,6 +249,7 @@ function clearAdapterUi(text) {
 async function applyAdapter(text, origin, basisUrl = null) {
   const how = basisUrl ? `reading its frozen basis from ${basisUrl}` : 'rebuilding its frozen basis';
   show('adapter-info', `Applying the adapter from ${origin} (${how})…`, 'loading');
+  basisProgress = null;
   try {
     const ready = await call({ cmd: 'adapter', text, origin, basis_url: basisUrl });
     progressDone();
@@ -252,7 +257,8 @@ async function applyAdapter(text, origin, basisUrl = null) {
     lastAdapter = { text, origin, basisUrl };
     paused = false;
     $('train-resume').disabled = true;
-    const basis = ready.basis_from_file ? `basis read from ${basisUrl}` : 'basis rebuilt';
+    const factored = basisProgress ? ` (${basisProgress.done}/${basisProgress.total} modules factored)` : '';
+    const basis = ready.basis_from_file ? `basis read from ${basisUrl}` : `basis rebuilt${factored}`;
     show('adapter-info', `Adapter from ${origin}: ${ready.trainable} trainable floats over ${ready.modules} modules (rank ${ready.r}); ${basis} in ${ready.seconds.toFixed(1)} s`, 'ready');
     buildSliders();
     return true;

@@ -1,5 +1,6 @@
 // The demo page end to end in headless Chromium (WebGPU on SwiftShader): the bundled model with
-// the example adapter from a URL fragment answers exactly like `trainer generate`, also when
+// the example adapter from a URL fragment (its basis computed with progress, module by module)
+// answers exactly like `trainer generate`, also when
 // the page is served from a sub-path; a model
 // loaded through the hub's URL layout or from picked files gives the native logits; the page's
 // evaluation gives `trainer eval`'s answers; downloads are cached until the cache is cleared;
@@ -18,7 +19,10 @@ test('bundled model + example adapter from the URL fragment answers like trainer
   await withPage(async ({ page, url }) => {
     await page.goto(url(`#adapter=${compact}`));
     await waitState(page, '#model-info', 'ready');
-    console.log(await waitState(page, '#adapter-info', 'ready'));
+    const ready = await waitState(page, '#adapter-info', 'ready');
+    console.log(ready);
+    // The basis was computed with progress: every one of the toy model's 4 × 7 modules.
+    assert.match(ready, /basis rebuilt \(28\/28 modules factored\)/);
     await page.fill('#problem-index', '7');
     await page.dispatchEvent('#problem-index', 'change');
     await page.fill('#max-tokens', '80');

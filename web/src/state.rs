@@ -28,6 +28,9 @@ use crate::js_bytes::JsBytes;
 use crate::protocol::{Event, ProblemText, Question, Tally};
 use crate::scope::{now_ms, post};
 
+/// The progress stage of an adapter's basis computation (the page counts it in modules).
+const BASIS_STAGE: &str = "computing the adapter's frozen basis (SVDs)";
+
 /// What the page asked of the running request (`stop` or `pause`), seen between tokens or
 /// steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -211,7 +214,16 @@ impl WorkerState {
         let file = AdapterFile::from_text(text, path).map_err(|e| e.to_string())?;
         let basis_from_file = basis.is_some();
         let adapter = match basis {
-            None => TinyLora::from_file(&file, &mut loaded.model, path).await,
+            None => {
+                let mut progress = |done: usize, total: usize| {
+                    post(&Event::Progress {
+                        stage: BASIS_STAGE.into(),
+                        done: done as f64,
+                        total: Some(total as f64),
+                    })
+                };
+                TinyLora::from_file_reporting(&file, &mut loaded.model, path, &mut progress).await
+            }
             Some((bytes, url)) => {
                 let basis_origin = Path::new(&url);
                 match SafetensorsFile::from_reader(JsBytes::new(bytes), basis_origin) {

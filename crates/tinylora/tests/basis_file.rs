@@ -1,4 +1,5 @@
-//! The basis file: an adapter rebuilt from a link plus its basis file equals the adapter, and a
+//! The basis file: an adapter rebuilt from a link plus its basis file (or recomputing the basis,
+//! with progress) equals the adapter, and a
 //! basis file for another base model, another config, with altered factors or without the
 //! format's metadata is refused with an error naming the file.
 
@@ -83,6 +84,25 @@ fn a_link_and_its_basis_file_rebuild_the_adapter() {
     let (adapter, file, bytes) = adapter_link_and_basis();
     let rebuilt = apply("untied_bf16_tf5", &file, bytes).unwrap();
     assert_eq!(rebuilt, adapter);
+}
+
+#[test]
+fn recomputing_the_basis_reports_each_layer_and_gives_the_same_adapter() {
+    let (adapter, file, _) = adapter_link_and_basis();
+    let mut m = model("untied_bf16_tf5");
+    let mut reports = Vec::new();
+    let rebuilt = block_on(TinyLora::from_file_reporting(
+        &file,
+        &mut m,
+        Path::new("#adapter"),
+        &mut |done, total| reports.push((done, total)),
+    ))
+    .unwrap();
+    assert_eq!(rebuilt, adapter);
+    // One report per layer, 7 modules each, ending at all of them.
+    let layers = m.config.num_hidden_layers;
+    let want: Vec<(usize, usize)> = (1..=layers).map(|l| (7 * l, 7 * layers)).collect();
+    assert_eq!(reports, want);
 }
 
 #[test]

@@ -99,6 +99,16 @@ impl Basis {
     /// from the config's seed, groups from its tying. Refuses a config beyond [`super::limits`]
     /// before any work.
     pub async fn compute(model: &CausalLm, config: &TinyLoraConfig) -> Result<Self> {
+        Self::compute_reporting(model, config, &mut |_, _| {}).await
+    }
+
+    /// [`Self::compute`], calling `progress(done, total)` with the count of modules factored
+    /// after each layer (the page shows it: a 0.5B model's 168 SVDs take minutes in wasm).
+    pub async fn compute_reporting(
+        model: &CausalLm,
+        config: &TinyLoraConfig,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         config.validate()?;
         check_limits(model, config)
             .map_err(|e| Error::InvalidInput(format!("adapter config: {e}")))?;
@@ -108,7 +118,8 @@ impl Basis {
             .tying
             .groups(&kinds)
             .map_err(|e| Error::InvalidInput(format!("adapter config: {e}")))?;
-        let mut out = Vec::with_capacity(modules.len());
+        let total = modules.len();
+        let mut out = Vec::with_capacity(total);
         let device = model.device.clone();
         let mut modules = modules.into_iter().zip(groups_of).enumerate().peekable();
         // One layer's weights at a time on the host; their SVDs in parallel where threads exist
@@ -148,6 +159,7 @@ impl Basis {
                 }
             });
             out.extend(factored);
+            progress(out.len(), total);
         }
         Ok(Self::from_modules(config, out))
     }

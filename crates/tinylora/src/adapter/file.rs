@@ -34,8 +34,19 @@ impl TinyLora {
         model: &mut CausalLm,
         origin: &Path,
     ) -> Result<Self> {
+        Self::from_file_reporting(file, model, origin, &mut |_, _| {}).await
+    }
+
+    /// [`Self::from_file`], reporting the basis computation as
+    /// [`Basis::compute_reporting`] does.
+    pub async fn from_file_reporting(
+        file: &AdapterFile,
+        model: &mut CausalLm,
+        origin: &Path,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         check_base(file, model, origin).await?;
-        let basis = Basis::compute(model, &file.config).await?;
+        let basis = Basis::compute_reporting(model, &file.config, progress).await?;
         Self::from_file_with_basis(file, basis, origin)
     }
 
