@@ -6,7 +6,7 @@
 #   bash bench/gpu.sh run       # on the GPU machine, from the repository root
 #
 # `run` writes a random Qwen2.5-0.5B-shaped model, measures wgpu (and the CPU for reference),
-# and prints the table last. Never part of the tests.
+# and prints the table, then the same as one JSON object per backend. Never part of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=bench/gpu-bundle
@@ -28,6 +28,9 @@ case "${1:-}" in
     "$BUNDLE/trainer" devices --backend wgpu
     "$BUNDLE/trainer" bench --model "$model" --backends wgpu,cpu --prompt-len 256 \
       --decode-tokens 32 --batches 1,8 --adapter | tee "${OUT:-/tmp}/bench-gpu.md"
+    # The same per backend as JSON (weight memory, largest buffer, kernels per token).
+    "$BUNDLE/trainer" bench --model "$model" --backends wgpu,cpu --prompt-len 256 \
+      --decode-tokens 32 --batches 1,8 --json | tee "${OUT:-/tmp}/bench-gpu.jsonl"
     ;;
   *)
     echo "usage: bash bench/gpu.sh pack|run" >&2

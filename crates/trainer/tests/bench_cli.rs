@@ -1,5 +1,6 @@
 //! `trainer random-model` writes a checkpoint the other commands load, and `trainer bench`
-//! measures it end to end (the numbers are for reading; only their presence is checked).
+//! measures it end to end (the numbers are for reading; only their presence is checked), as a
+//! table or as JSON whose weight sizes follow from the model's shapes.
 
 mod common;
 
@@ -49,4 +50,64 @@ fn a_random_model_loads_and_benches() {
     ] {
         assert!(table.contains(row), "missing `{row}` in\n{table}");
     }
+}
+
+#[test]
+fn bench_json_gives_one_object_per_backend_with_the_weight_sizes_of_the_model() {
+    let dir = std::env::temp_dir().join(format!("tinylora-bench-json-{}", std::process::id()));
+    run(&["random-model", "--shape", "toy", "--out", s(&dir)]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let embedding =
+        4 * config["vocab_size"].as_u64().unwrap() * config["hidden_size"].as_u64().unwrap();
+    let out = run(&[
+        "bench",
+        "--model",
+        s(&dir),
+        "--backends",
+        "cpu,wgpu",
+        "--prompt-len",
+        "8",
+        "--decode-tokens",
+        "2",
+        "--batches",
+        "1,8",
+        "--json",
+    ]);
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (json, backend) in lines.iter().zip(["cpu", "wgpu"]) {
+        assert_eq!(json["backend"], backend);
+        assert_eq!(json["weights"], "f32");
+        // Every weight f32, the tied embedding once: 4 bytes per parameter.
+        assert_eq!(
+            json["weight_bytes"],
+            4 * json["parameters"].as_u64().unwrap()
+        );
+        assert_eq!(json["largest_weight"], "model.embed_tokens.weight");
+        for key in ["prefill_tok_s", "decode_tok_s_b1", "decode_tok_s_b8"] {
+            assert!(
+                json[key].as_f64().unwrap() > 0.0,
+                "{backend}: {key} in {json}"
+            );
+        }
+        let gpu = backend == "wgpu";
+        assert_eq!(json["gpu_weight_bytes"].is_null(), !gpu, "{json}");
+        assert_eq!(json["dispatches_per_token"].is_null(), !gpu, "{json}");
+        if gpu {
+            assert_eq!(json["gpu_weight_bytes"], json["weight_bytes"]);
+            assert_eq!(json["largest_buffer_bytes"], embedding);
+            // Counted from cubecl's profiler: at least one kernel per layer for a token.
+            let layers = config["num_hidden_layers"].as_f64().unwrap();
+            assert!(
+                json["dispatches_per_token"].as_f64().unwrap() >= layers,
+                "{json}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -6,6 +6,8 @@
 //! Building the tree — from a checkpoint or from random numbers — goes through one
 //! [`TensorSupply`], asked for each tensor by path and shape in the modules' `build` functions.
 
+use std::collections::BTreeMap;
+
 use burn::tensor::Tensor;
 
 use super::causal_lm::CausalLm;
@@ -188,6 +190,16 @@ pub(crate) fn join(parent: &str, child: &str) -> String {
     }
 }
 
+/// How a model's weights are stored ([`CausalLm::weight_storage`]): on a GPU, the weight memory
+/// and the largest buffer the weights need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightStorage {
+    /// Bytes per storage kind (`f32`, or a GGUF block type such as `Q4K`).
+    pub bytes: BTreeMap<String, usize>,
+    /// The largest single weight: its name and bytes.
+    pub largest: (String, usize),
+}
+
 /// One trainable tensor: a vector (norm weight, bias) or a matrix (embedding, linear `W`).
 pub enum ParamMut<'a> {
     /// `[n]`.
@@ -260,6 +272,35 @@ impl CausalLm {
                 Node::Norm(t) => t.dims()[0],
             })
             .sum()
+    }
+
+    /// How the model's weights are stored: bytes per kind and the largest single weight.
+    pub fn weight_storage(&self) -> WeightStorage {
+        let mut bytes = BTreeMap::new();
+        let mut largest = (String::new(), 0);
+        let mut add = |name: String, kind: String, n: usize| {
+            *bytes.entry(kind).or_insert(0) += n;
+            if n > largest.1 {
+                largest = (name, n);
+            }
+        };
+        for (path, node) in self.nodes() {
+            match node {
+                Node::Linear(l) => {
+                    add(
+                        format!("{path}.weight"),
+                        l.weight.storage(),
+                        l.weight.size_bytes(),
+                    );
+                    if let Some(b) = &l.bias {
+                        add(format!("{path}.bias"), "f32".into(), b.dims()[0] * 4);
+                    }
+                }
+                Node::Embedding(w) => add(format!("{path}.weight"), w.storage(), w.size_bytes()),
+                Node::Norm(t) => add(format!("{path}.weight"), "f32".into(), t.dims()[0] * 4),
+            }
+        }
+        WeightStorage { bytes, largest }
     }
 
     /// Bytes of weights one decoded token reads: every linear layer and norm, as stored (blocks

@@ -53,6 +53,15 @@ impl Weight {
         }
     }
 
+    /// How the weight is stored: `f32`, or its GGUF block type (`Q4K`, `Q6K`, ...).
+    pub fn storage(&self) -> String {
+        match self {
+            Weight::Dense(_) => "f32".into(),
+            #[cfg(feature = "native")]
+            Weight::Blocks(m) => format!("{:?}", m.kind()),
+        }
+    }
+
     /// Bytes the weight occupies.
     pub fn size_bytes(&self) -> usize {
         match self {

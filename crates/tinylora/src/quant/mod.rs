@@ -138,6 +138,11 @@ impl QMatrix {
         [self.rows, self.cols]
     }
 
+    /// The GGUF block type.
+    pub fn kind(&self) -> GgmlType {
+        self.kind
+    }
+
     /// Bytes of blocks held.
     pub fn size_bytes(&self) -> usize {
         self.blocks.len()

@@ -1,8 +1,10 @@
 //! `trainer bench`: prefill and decode speed, peak memory, adapter basis and merge time, and
 //! where decode stands against the memory-bandwidth limit (and against candle, when its bench
-//! binary is given). Prints a Markdown table; timings are for reading, never asserted.
+//! binary is given). Prints a Markdown table, or with `--json` one JSON object per backend
+//! (weight memory, largest weight buffer, kernel launches per decoded token on a GPU) for
+//! scripts to compare runs; timings are for reading, never asserted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -49,6 +51,61 @@ pub struct Args {
     /// Also time one GRPO step (prompts × 4 samples of `--decode-tokens` tokens), by part.
     #[arg(long, value_name = "PROMPTS")]
     grpo: Option<usize>,
+    /// Print one JSON object per backend (a line each) instead of the table: `backend`,
+    /// `weights`, `weight_bytes`, `gpu_weight_bytes`, `largest_buffer_bytes`,
+    /// `dispatches_per_token`, `prefill_tok_s`, `decode_tok_s_b1`, `decode_tok_s_b8`, ….
+    #[arg(long)]
+    json: bool,
+}
+
+/// Kernel launches per decoded token on `backend` (a GPU backend), batch 1: two greedy
+/// generations of this same program (2 and 10 new tokens from one prompt) with cubecl's
+/// profiler on (`CUBECL_DEBUG_OPTION=profile`, one `| duration | kernel` line per launch);
+/// the difference per token.
+fn dispatches_per_token(model: &Path, backend: BackendKind) -> Result<f64> {
+    const SHORT: usize = 2;
+    const LONG: usize = 10;
+    let dir = std::env::temp_dir().join(format!("tinylora-dispatches-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let launches = |tokens: usize| -> Result<usize> {
+        let log = dir.join(format!("{tokens}.log"));
+        let _ = std::fs::remove_file(&log);
+        let out = Command::new(std::env::current_exe()?)
+            .args([
+                "generate",
+                "--backend",
+                backend.name(),
+                "--ids",
+                "5,17,42,99,7,23,61,8",
+            ])
+            .arg("--model")
+            .arg(model)
+            .args(["--max-new-tokens", &tokens.to_string(), "--json"])
+            .env("CUBECL_DEBUG_LOG", &log)
+            .env("CUBECL_DEBUG_OPTION", "profile")
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "counting kernel launches: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let generated: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let n = generated["tokens"].as_array().map_or(0, Vec::len);
+        anyhow::ensure!(
+            n == tokens,
+            "counting kernel launches: the generation stopped after {n} of {tokens} tokens"
+        );
+        let text = std::fs::read_to_string(&log)
+            .with_context(|| format!("cubecl wrote no profile to {}", log.display()))?;
+        // A launch is `| DURATION | KERNEL`; the summary table's lines have more columns.
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.matches('|').count() == 2)
+            .count())
+    };
+    let (short, long) = (launches(SHORT)?, launches(LONG)?);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((long as f64 - short as f64) / (LONG - SHORT) as f64)
 }
 
 /// Bytes copied per second by a large `memcpy` (read + write), the best of three.
@@ -130,6 +187,7 @@ pub fn run(args: Args) -> Result<()> {
             .then(|| candle_runs.get(&batch).copied())
             .flatten()
     };
+    let mut objects = Vec::new();
     for &backend in &args.backends {
         let device = init(backend)?;
         let t = Instant::now();
@@ -138,12 +196,13 @@ pub fn run(args: Args) -> Result<()> {
             ..LoadOptions::default()
         };
         let mut model = crate::hub::open(&args.model)?.load_with(&device, &options)?;
+        let load_s = t.elapsed().as_secs_f64();
         let params = model.parameter_count();
         let bytes_per_token = model.weight_bytes_per_token();
         let b = backend.name();
         rows.push(Row {
             what: format!("{b}: load"),
-            value: format!("{:.2} s", t.elapsed().as_secs_f64()),
+            value: format!("{load_s:.2} s"),
             note: format!(
                 "{:.1} M parameters; a decoded token reads {:.0} MiB of weights",
                 params as f64 / 1e6,
@@ -168,6 +227,7 @@ pub fn run(args: Args) -> Result<()> {
                 format!("candle {p:.1} tok/s, ours/candle {:.2}", prefill / p)
             }),
         });
+        let mut decodes = serde_json::Map::new();
         for &batch in &args.batches {
             let prompts: Vec<Vec<u32>> = (0..batch).map(|r| prompt(16, vocab, r)).collect();
             let config = GenerateConfig {
@@ -192,6 +252,7 @@ pub fn run(args: Args) -> Result<()> {
             ))?;
             let decode = (batch * args.decode_tokens) as f64
                 / first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
+            decodes.insert(batch.to_string(), decode.into());
             let mut note = Vec::new();
             if batch == 1 {
                 single.push((rows.len(), decode, bytes_per_token));
@@ -248,6 +309,39 @@ pub fn run(args: Args) -> Result<()> {
                 ),
             });
         }
+        if args.json {
+            let storage = model.weight_storage();
+            let weight_bytes: usize = storage.bytes.values().sum();
+            let gpu = backend != BackendKind::Cpu;
+            let dispatches = if gpu {
+                Some(dispatches_per_token(&args.model, backend)?)
+            } else {
+                None
+            };
+            let kinds: Vec<&str> = storage.bytes.keys().map(String::as_str).collect();
+            objects.push(serde_json::json!({
+                "backend": b,
+                "weights": kinds.join("+"),
+                "weight_bytes": weight_bytes,
+                "weight_bytes_by_kind": storage.bytes,
+                "gpu_weight_bytes": gpu.then_some(weight_bytes),
+                "largest_buffer_bytes": gpu.then_some(storage.largest.1),
+                "largest_weight": storage.largest.0,
+                "dispatches_per_token": dispatches,
+                "load_s": load_s,
+                "parameters": params,
+                "prefill_tok_s": prefill,
+                "decode_tok_s_b1": decodes.get("1"),
+                "decode_tok_s_b8": decodes.get("8"),
+                "decode_tok_s": decodes,
+            }));
+        }
+    }
+    if args.json {
+        for object in objects {
+            println!("{object}");
+        }
+        return Ok(());
     }
     rows.push(Row {
         what: "peak resident memory".into(),
