@@ -1,11 +1,11 @@
 //! The supervised baseline (`docs/reference.md` §5.3): next-token prediction on (problem,
-//! reference solution) pairs, `−Σₜ log π(yₜ | x, y<ₜ)` averaged over solution tokens, with
-//! gradients for the adapter's `v` only.
+//! reference solution) pairs, `−Σₜ wₜ·log π(yₜ | x, y<ₜ) / Σₜ wₜ` over solution tokens (every
+//! weight 1 unless given), with gradients for the adapter's `v` only.
+
+use burn::tensor::{Tensor, TensorData};
 
 use crate::adapter::TinyLora;
 use crate::adapter::gradients::summed_gradients;
-use burn::tensor::{Tensor, TensorData};
-
 use crate::grpo::completion_logprobs;
 use crate::micro_batch::MicroBatch;
 use crate::model::CausalLm;

@@ -27,7 +27,7 @@ pub fn open(spec: &Path) -> Result<Checkpoint> {
 
 /// The local path of `spec`: itself when it exists or is not a hub name, else the hub model's
 /// folder (or named file) in the cache, downloaded first unless offline.
-pub fn local_path(spec: &Path) -> Result<PathBuf> {
+fn local_path(spec: &Path) -> Result<PathBuf> {
     let hub_model = spec.to_str().and_then(HubModel::parse);
     match hub_model {
         Some(model) if !spec.exists() => fetch(&model),
@@ -79,22 +79,26 @@ fn fetch(model: &HubModel) -> Result<PathBuf> {
             )
         })?;
     let listed: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
-    let mut names: Vec<&str> = COMPANIONS
-        .into_iter()
-        .filter(|name| listed.contains(name))
-        .collect();
-    match &model.file {
+    let weights = match &model.file {
         Some(file) if !listed.contains(&file.as_str()) => bail!(
             "{model}: the repository has no file `{file}` (it has: {})",
             listed.join(", ")
         ),
-        Some(file) => names.push(file),
-        None => names.extend(listed.iter().copied().filter(|n| !n.contains('/'))),
-    }
-    let weights = weights_among(&names).map_err(|reason| anyhow::anyhow!("{model}: {reason}"))?;
+        Some(file) if file.ends_with(".gguf") => Weights::Gguf(file.clone()),
+        // A safetensors file beside config.json.
+        Some(file) => Weights::Single(file.clone()),
+        None => {
+            let top: Vec<&str> = listed
+                .iter()
+                .copied()
+                .filter(|n| !n.contains('/'))
+                .collect();
+            weights_among(&top).map_err(|reason| anyhow::anyhow!("{model}: {reason}"))?
+        }
+    };
     let mut needed: Vec<String> = COMPANIONS
         .into_iter()
-        .filter(|name| names.contains(name))
+        .filter(|name| listed.contains(name))
         .map(String::from)
         .collect();
     let local = |name: &str| get(&repo, model, name);
@@ -139,12 +143,10 @@ fn snapshot_of(path: &Path, name: &str) -> PathBuf {
 fn cached(cache: &Cache, model: &HubModel) -> Result<PathBuf> {
     let repo = cache.repo(cache_repo(model));
     let probe = model.file.as_deref().unwrap_or(files::CONFIG);
-    let found = repo.get(probe).or_else(|| {
-        // A GGUF repository cached without naming the file: any cached file shows the folder.
-        COMPANIONS
-            .into_iter()
-            .find_map(|name| repo.get(name).map(|p| snapshot_of(&p, name).join(name)))
-    });
+    // A GGUF repository cached without naming the file: any cached companion shows the folder.
+    let found = repo
+        .get(probe)
+        .or_else(|| COMPANIONS.into_iter().find_map(|name| repo.get(name)));
     match found {
         Some(path) if model.file.is_some() => Ok(path),
         Some(path) => Ok(path.parent().map(Path::to_path_buf).unwrap_or(path)),
