@@ -31,11 +31,34 @@ impl SamplingConfig {
 
 /// `log_softmax(logits / t)` in f64, as f32.
 pub fn log_softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
-    let t = f64::from(temperature);
-    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let scaled: Vec<f64> = logits.iter().map(|&l| f64::from(l - max) / t).collect();
-    let log_z = scaled.iter().map(|s| s.exp()).sum::<f64>().ln();
-    scaled.iter().map(|s| (s - log_z) as f32).collect()
+    let normaliser = LogNormaliser::new(logits, temperature);
+    logits.iter().map(|&l| normaliser.log_prob(l)).collect()
+}
+
+/// What `log_softmax(logits / t)` subtracts, computed without a copy of the logits (a real
+/// vocabulary is 150 k of them per decoded token).
+struct LogNormaliser {
+    max: f32,
+    t: f64,
+    log_z: f64,
+}
+
+impl LogNormaliser {
+    fn new(logits: &[f32], temperature: f32) -> Self {
+        let t = f64::from(temperature);
+        let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let log_z = logits
+            .iter()
+            .map(|&l| (f64::from(l - max) / t).exp())
+            .sum::<f64>()
+            .ln();
+        Self { max, t, log_z }
+    }
+
+    /// The log-probability of a token whose logit is `logit`.
+    fn log_prob(&self, logit: f32) -> f32 {
+        (f64::from(logit - self.max) / self.t - self.log_z) as f32
+    }
 }
 
 /// Picks a token from `logits` and returns it with its log-probability under the distribution
@@ -49,8 +72,10 @@ pub fn sample(logits: &[f32], config: &SamplingConfig, rng: &mut SplitMix64) -> 
                 best = i;
             }
         }
-        let logprobs = log_softmax(logits, 1.0);
-        return (best as u32, logprobs[best]);
+        return (
+            best as u32,
+            LogNormaliser::new(logits, 1.0).log_prob(logits[best]),
+        );
     }
     let logprobs = log_softmax(logits, config.temperature.unwrap_or(1.0));
     let mut order: Vec<usize> = (0..logits.len()).collect();
