@@ -282,9 +282,7 @@ mod x86 {
     use super::{IntRow, offset_sum};
     use crate::weights::dequant::GgmlType;
     use crate::weights::dequant::q4_k_scale_mins;
-    use crate::weights::dequant::x86::{
-        block32_values, half, is_block32, prefetch, q4_k_values, q6_k_values,
-    };
+    use crate::weights::dequant::x86::{block32_values, half, prefetch, q4_k_values, q6_k_values};
 
     /// One block of 32: `Σ (wᵢ·xᵢ)` over each run of four values, eight i32 lanes (lanes 0–3
     /// the first group of 16, 4–7 the second). `|wᵢ| ≤ 128`, `|xᵢ| ≤ 127`: no pair of
@@ -309,34 +307,55 @@ mod x86 {
         _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
     }
 
-    /// `R` outputs of one weight row stored as blocks of 32 with one scale (`kind`
-    /// [`is_block32`]), read straight from `row` without decoding it into a buffer: the same
+    /// `R` outputs of one weight row stored as blocks of 32 with one scale (`kind` one of
+    /// [`BLOCK32`]), read straight from `row` without decoding it into a buffer: the same
     /// float operations as [`dot_int_avx2`] on the decoded row, so the same bits.
     ///
     /// # Safety
     /// AVX2, FMA and F16C available.
     ///
     /// # Panics
-    /// If `kind` is not [`is_block32`] or a row of `x` does not have `row`'s values.
+    /// If `kind` is not one of [`BLOCK32`] or a row of `x` does not have `row`'s values.
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     pub(super) unsafe fn dots_block32_avx2<const R: usize>(
         kind: GgmlType,
         row: &[u8],
         x: [IntRow; R],
     ) -> [f32; R] {
-        assert!(
-            is_block32(kind),
-            "{kind:?} is not a type of 32-value blocks"
-        );
+        // One loop per type, so that each unpacks its blocks without asking which type.
+        // SAFETY: this function's features.
+        unsafe {
+            match BLOCK32.iter().position(|&k| k == kind) {
+                Some(0) => block32_loop::<0, R>(row, x),
+                Some(1) => block32_loop::<1, R>(row, x),
+                Some(2) => block32_loop::<2, R>(row, x),
+                _ => panic!("{kind:?} is not a type of 32-value blocks"),
+            }
+        }
+    }
+
+    /// The types of 32-value blocks with one scale, by the index [`block32_loop`] takes.
+    const BLOCK32: [GgmlType; 3] = [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4_0];
+
+    /// [`dots_block32_avx2`] for the type `BLOCK32[K]`, compiled once per type. Blocks
+    /// alternate between two sums (even and odd blocks), as in `dot_int_avx2`; a pair of
+    /// blocks per turn keeps both sums in registers.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C available.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block32_loop<const K: usize, const R: usize>(row: &[u8], x: [IntRow; R]) -> [f32; R] {
+        let kind = BLOCK32[K];
         blocks_of(kind, row, &x);
-        // Blocks alternate between two sums, as in `dot_int_avx2`.
-        let mut acc = [[_mm256_setzero_ps(); R]; 2];
-        for (b, block) in row.chunks_exact(kind.block().1).enumerate() {
+        let size = kind.block().1;
+        // Block `b` (at byte `size·b`) into `acc`.
+        let add = |acc: &mut [__m256; R], b: usize, block: &[u8]| {
             prefetch(block);
             let w = block32_values(kind, block);
             let d = half(block);
-            for (acc, x) in acc[b % 2].iter_mut().zip(&x) {
-                // SAFETY: `32·b + 32 ≤ x.q.len()` and `2·b < x.scales.len()` (asserted).
+            for (acc, x) in acc.iter_mut().zip(&x) {
+                // SAFETY: `32·b + 32 ≤ x.q.len()` and `2·b < x.scales.len()` (checked above).
                 let (xv, xs) = unsafe {
                     (
                         _mm256_loadu_si256(x.q.as_ptr().add(32 * b).cast()),
@@ -346,8 +365,18 @@ mod x86 {
                 let sums = int_sums_avx2(w, xv);
                 *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d * xs), *acc);
             }
+        };
+        let (mut even, mut odd) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
+        let mut pairs = row.chunks_exact(2 * size);
+        for (p, pair) in pairs.by_ref().enumerate() {
+            add(&mut even, 2 * p, &pair[..size]);
+            add(&mut odd, 2 * p + 1, &pair[size..]);
         }
-        std::array::from_fn(|r| sum_avx2(_mm256_add_ps(acc[0][r], acc[1][r])))
+        let last = pairs.remainder();
+        if !last.is_empty() {
+            add(&mut even, row.len() / size - 1, last);
+        }
+        std::array::from_fn(|r| sum_avx2(_mm256_add_ps(even[r], odd[r])))
     }
 
     /// Checks that `row` is whole blocks of `kind` and that each row of `x` has its values
@@ -380,6 +409,7 @@ mod x86 {
     /// # Panics
     /// If a row of `x` does not have `row`'s values.
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     pub(super) unsafe fn dots_q4_k_avx2<const R: usize>(row: &[u8], x: [IntRow; R]) -> [f32; R] {
         blocks_of(GgmlType::Q4K, row, &x);
         let mut acc = [_mm256_setzero_ps(); R];
@@ -428,6 +458,7 @@ mod x86 {
     /// # Panics
     /// If a row of `x` does not have `row`'s values.
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     pub(super) unsafe fn dots_q6_k_avx2<const R: usize>(row: &[u8], x: [IntRow; R]) -> [f32; R] {
         blocks_of(GgmlType::Q6K, row, &x);
         let mut acc = [_mm256_setzero_ps(); R];
@@ -579,12 +610,20 @@ fn tile(
     }
 }
 
-/// [`dots_int`] for a weight row of quantised blocks, multiplied straight from them with AVX2
-/// (which the caller has checked), four rows of `x` at a time.
+/// [`dots_int`] for consecutive weight rows of quantised blocks (`rows`, `row_bytes` each),
+/// multiplied straight from them, four rows of `x` at a time: `out` is `[rows, n]`. The row
+/// loop, the choice of kernel and the kernels themselves are one AVX2 function, so that a short
+/// row (896 values: 28 blocks of Q5_0) pays no call or check per row beyond the kernel's own.
+///
+/// # Safety
+/// AVX2, FMA and F16C available (`Isa::Avx2`).
 #[cfg(target_arch = "x86_64")]
-fn dots_blocks(kind: GgmlType, row: &[u8], x: &Q8Rows, out: &mut [f32]) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_blocks(kind: GgmlType, rows: &[u8], row_bytes: usize, x: &Q8Rows, out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     fn dots<const R: usize>(kind: GgmlType, row: &[u8], x: [IntRow; R]) -> [f32; R] {
-        // SAFETY: AVX2, FMA and F16C are available (`Isa::Avx2`, checked by the caller).
+        // SAFETY: this function's own features, which its only caller has.
         unsafe {
             match kind {
                 GgmlType::Q4K => x86::dots_q4_k_avx2(row, x),
@@ -593,17 +632,20 @@ fn dots_blocks(kind: GgmlType, row: &[u8], x: &Q8Rows, out: &mut [f32]) {
             }
         }
     }
-    let done = out.len() / 4 * 4;
-    let mut quads = out.chunks_exact_mut(4);
-    for (k, y) in (&mut quads).enumerate() {
-        y.copy_from_slice(&dots::<4>(
-            kind,
-            row,
-            std::array::from_fn(|r| x.row(4 * k + r)),
-        ));
-    }
-    for (i, y) in quads.into_remainder().iter_mut().enumerate() {
-        *y = dots(kind, row, [x.row(done + i)])[0];
+    let n = out.len() / (rows.len() / row_bytes);
+    let done = n / 4 * 4;
+    for (row, out) in rows.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n)) {
+        let (quads, rest) = out.split_at_mut(done);
+        for (k, y) in quads.chunks_exact_mut(4).enumerate() {
+            y.copy_from_slice(&dots::<4>(
+                kind,
+                row,
+                std::array::from_fn(|r| x.row(4 * k + r)),
+            ));
+        }
+        for (i, y) in rest.iter_mut().enumerate() {
+            *y = dots(kind, row, [x.row(done + i)])[0];
+        }
     }
 }
 
@@ -631,9 +673,10 @@ pub(super) fn matmul_with(isa: Isa, m: &QMatrix, x: &[f32], n: usize) -> Vec<f32
     if isa == Isa::Avx2 && m.kind.is_quantised() {
         // Multiplied straight from the blocks: no buffer to decode into.
         tiles.for_each(|(t, out)| {
-            for (r, out) in out.chunks_exact_mut(n).enumerate() {
-                dots_blocks(m.kind, m.row_blocks(t * TILE_ROWS + r), &x, out);
-            }
+            let first = t * TILE_ROWS * m.row_bytes;
+            let rows = &m.blocks[first..first + out.len() / n * m.row_bytes];
+            // SAFETY: `isa` (AVX2) is available (asserted above).
+            unsafe { dots_blocks(m.kind, rows, m.row_bytes, &x, out) };
         });
         return transpose(y_t, m.rows, n);
     }
