@@ -21,6 +21,10 @@ use tinylora::sampling::SamplingConfig;
 
 use super::bench_grpo::grpo_step;
 
+/// Timed prefills, after one untimed (as `llama-bench -r 3` after its warm-up run); the
+/// prefill figure is their mean tokens/s.
+const PREFILL_RUNS: usize = 3;
+
 /// Arguments of `trainer bench`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,7 +34,7 @@ pub struct Args {
     /// Compute backends to measure, comma-separated.
     #[arg(long, default_value = "cpu,wgpu", value_delimiter = ',')]
     backends: Vec<BackendKind>,
-    /// Prompt length of the prefill measurement.
+    /// Prompt length of the prefill measurement (mean of 3 runs after a warm-up).
     #[arg(long, default_value_t = 256)]
     prompt_len: usize,
     /// New tokens per decode measurement.
@@ -211,14 +215,21 @@ pub fn run(args: Args) -> Result<()> {
         });
         let vocab = model.config.vocab_size;
         let ids = prompt(args.prompt_len, vocab, 0);
-        let mut cache = model.new_cache(vec![0]);
-        let t = Instant::now();
-        block_on(to_vec_f32(model.forward_last(
-            &[ids],
-            &mut cache,
-            &Mixes::none(),
-        )))?;
-        let prefill = args.prompt_len as f64 / t.elapsed().as_secs_f64();
+        let prefill_rate = || -> Result<f64> {
+            let mut cache = model.new_cache(vec![0]);
+            let t = Instant::now();
+            block_on(to_vec_f32(model.forward_last(
+                std::slice::from_ref(&ids),
+                &mut cache,
+                &Mixes::none(),
+            )))?;
+            Ok(args.prompt_len as f64 / t.elapsed().as_secs_f64())
+        };
+        prefill_rate()?;
+        let prefill = (0..PREFILL_RUNS)
+            .map(|_| prefill_rate())
+            .sum::<Result<f64>>()?
+            / PREFILL_RUNS as f64;
         let candle_prefill = candle_on(backend, 1);
         rows.push(Row {
             what: format!("{b}: prefill, prompt {}", args.prompt_len),
