@@ -687,33 +687,87 @@ pub(super) fn matmul_with(isa: Isa, m: &QMatrix, x: &[f32], n: usize) -> Vec<f32
     transpose(y_t, m.rows, n)
 }
 
-/// `x·Wᵀ` by gemm on tiles of the weight decoded into f32.
+/// `x·Wᵀ` by gemm on tiles of the weight decoded into f32, each task writing its tile's columns
+/// of the result `[n, rows]` in place.
 fn matmul_tiled(m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
-    let mut y_t = vec![0.0f32; m.rows * n];
-    let tile_rows = (TILE_FLOATS / m.cols.max(1)).max(1);
-    if n > 0 {
-        y_t.par_chunks_mut(tile_rows * n).enumerate().for_each_init(
+    let mut y = vec![0.0f32; n * m.rows];
+    if n == 0 || m.rows == 0 || m.cols == 0 {
+        return y;
+    }
+    let tile_rows = (TILE_FLOATS / m.cols).max(1);
+    let out = Disjoint(y.as_mut_ptr());
+    (0..m.rows.div_ceil(tile_rows))
+        .into_par_iter()
+        .for_each_init(
             || vec![0.0f32; tile_rows * m.cols],
-            |buf, (t, out)| {
-                let count = out.len() / n;
-                for (r, row) in buf.chunks_exact_mut(m.cols).take(count).enumerate() {
-                    m.decode_row(t * tile_rows + r, row);
+            |tile, t| {
+                let first = t * tile_rows;
+                let count = tile_rows.min(m.rows - first);
+                let tile = &mut tile[..count * m.cols];
+                decode_rows(m, first, tile);
+                // SAFETY: `y[i, first..first + count]` for every `i < n`: inside `y`
+                // (`first + count ≤ rows`), and no other task writes these columns; `x` is
+                // `[n, cols]` and `tile` `[count, cols]` (their lengths checked by the caller and
+                // above). gemm overwrites `y`'s elements without reading them.
+                unsafe {
+                    gemm::gemm(
+                        n,
+                        count,
+                        m.cols,
+                        out.at(first),
+                        1,
+                        m.rows as isize,
+                        false,
+                        x.as_ptr(),
+                        1,
+                        m.cols as isize,
+                        tile.as_ptr(),
+                        m.cols as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
                 }
-                // out[count, n] = tile[count, cols] · xᵀ[cols, n]
-                gemm_into(
-                    (count, n, m.cols),
-                    out,
-                    (n, 1),
-                    buf,
-                    (m.cols, 1),
-                    x,
-                    (1, m.cols),
-                    false,
-                );
             },
         );
+    y
+}
+
+/// The result of [`matmul_tiled`], shared by tasks that write disjoint columns of it.
+struct Disjoint(*mut f32);
+
+// SAFETY: the tasks that hold it write disjoint elements, and the buffer outlives them.
+unsafe impl Sync for Disjoint {}
+
+impl Disjoint {
+    /// A pointer to element `at`.
+    fn at(&self, at: usize) -> *mut f32 {
+        self.0.wrapping_add(at)
     }
-    transpose(y_t, m.rows, n)
+}
+
+/// Rows `first..` of `m` decoded into `out` (whole rows), by the decoders compiled for AVX2
+/// where the machine has it (the same values: decoding is exact).
+fn decode_rows(m: &QMatrix, first: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn avx2(m: &QMatrix, first: usize, out: &mut [f32]) {
+        for (r, row) in out.chunks_exact_mut(m.cols).enumerate() {
+            decode_row(m.kind, m.row_blocks(first + r), row);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if Isa::best() != Isa::Baseline {
+        // SAFETY: AVX2, FMA and F16C are available (`Isa::Avx2` and `Isa::Avx512` have them).
+        return unsafe { avx2(m, first, out) };
+    }
+    for (r, row) in out.chunks_exact_mut(m.cols).enumerate() {
+        m.decode_row(first + r, row);
+    }
 }
 
 /// `[rows, n]` → `[n, rows]`, in 64×64 blocks so that reads and writes both stay in cache.
