@@ -98,7 +98,7 @@ pub async fn generate_until(
             row
         })
         .collect();
-    let mut cache = model.new_cache(pads);
+    let mut cache = model.new_generation_cache(pads, longest + config.max_new_tokens);
     let mut rngs: Vec<SplitMix64> = (0..prompts.len())
         .map(|i| SplitMix64::new(config.seed.wrapping_add(i as u64)))
         .collect();

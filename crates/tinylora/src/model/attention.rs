@@ -5,6 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
 use super::config::ModelConfig;
+use super::kv_cache::LayerKv;
 use super::linear::Linear;
 use super::pass::Pass;
 use super::rope::apply_rope;
@@ -84,14 +85,9 @@ impl Attention {
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
-    /// - `cache`: keys/values `[batch, kv_heads, cached, head_dim]`
+    /// - `cache`: one layer's keys/values `[batch, kv_heads, cached, head_dim]`
     /// - output: `[batch, seq, hidden]`
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        pass: &Pass,
-        cache: &mut Option<(Tensor<4>, Tensor<4>)>,
-    ) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, pass: &Pass, cache: LayerKv<'_>) -> Tensor<3> {
         let mixes = pass.mixes;
         let [b, s, _] = x.dims();
         let split = |t: Tensor<3>, heads: usize, norm: &Option<Tensor<1>>| {
@@ -114,11 +110,7 @@ impl Attention {
         );
         let (q, k) = (apply_rope(q, &pass.rope), apply_rope(k, &pass.rope));
         let v = split(self.v_proj.forward(x, mixes), self.kv_heads, &None);
-        let (k, v) = match cache.take() {
-            Some((k0, v0)) => (Tensor::cat(vec![k0, k], 2), Tensor::cat(vec![v0, v], 2)),
-            None => (k, v),
-        };
-        *cache = Some((k.clone(), v.clone()));
+        let (k, v) = cache.append(k, v);
         // The query heads that share a key/value head, stacked along the sequence
         // (`[b, kv_heads, group·s, head_dim]`), attend to it in one product: the repeated keys
         // and values are never built.

@@ -4,6 +4,7 @@ use burn::tensor::Tensor;
 
 use super::attention::Attention;
 use super::config::ModelConfig;
+use super::kv_cache::LayerKv;
 use super::mlp::Mlp;
 use super::pass::Pass;
 use super::tree::{TensorSupply, children};
@@ -52,12 +53,7 @@ impl DecoderLayer {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        pass: &Pass,
-        cache: &mut Option<(Tensor<4>, Tensor<4>)>,
-    ) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, pass: &Pass, cache: LayerKv<'_>) -> Tensor<3> {
         let normed = rms_norm(x.clone(), self.input_layernorm.clone(), self.eps);
         let x = x + self.self_attn.forward(normed, pass, cache);
         let normed = rms_norm(x.clone(), self.post_attention_layernorm.clone(), self.eps);

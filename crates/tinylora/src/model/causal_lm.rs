@@ -7,6 +7,7 @@ use super::block::DecoderLayer;
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::linear::{Linear, Mixes};
+use super::load::is_cpu;
 use super::pass::Pass;
 use super::rope::rope_tables;
 use super::tree::{TensorSupply, children};
@@ -118,6 +119,17 @@ impl CausalLm {
         KvCache::new(self.config.num_hidden_layers, pads)
     }
 
+    /// An empty cache for a generation of at most `positions` tokens per row (padding, prompt
+    /// and new tokens): on the CPU its buffers are allocated once and written in place (a
+    /// concatenation copies the whole cache for every token); GPU backends concatenate (an
+    /// in-place cache measured slower on lavapipe, BENCHMARKS.md).
+    pub fn new_generation_cache(&self, pads: Vec<usize>, positions: usize) -> KvCache {
+        KvCache {
+            capacity: is_cpu(&self.device).then_some(positions),
+            ..self.new_cache(pads)
+        }
+    }
+
     /// Runs the decoder over the next tokens of each row, with the adapter at `mixes`
     /// ([`Mixes::none`]: the base model), and appends them to `cache`. Returns the final
     /// hidden states.
@@ -138,8 +150,8 @@ impl CausalLm {
             mask: cache.mask(seq, &self.device),
             mixes,
         };
-        for (layer, layer_cache) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(x, &pass, layer_cache);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            x = layer.forward(x, &pass, cache.layer(i));
         }
         cache.len += seq;
         rms_norm(x, self.model.norm.clone(), self.config.rms_norm_eps)

@@ -9,12 +9,64 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 /// Rows are left-padded: row `b` starts with `pads[b]` padding tokens that no query attends
 /// to, and its real tokens have positions `0, 1, ...`.
 pub struct KvCache {
-    /// Per layer, keys and values `[batch, kv_heads, len, head_dim]`.
+    /// Per layer, keys and values `[batch, kv_heads, len, head_dim]` (with a capacity:
+    /// `[batch, kv_heads, capacity, head_dim]`, of which the first `len` positions are filled).
     pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     /// Left padding of each row.
     pub pads: Vec<usize>,
     /// Tokens (padding included) already in the cache.
     pub len: usize,
+    /// Positions allocated at a layer's first write, later passes writing theirs in place;
+    /// `None`: each pass concatenates its keys and values to the cached ones (a copy of the
+    /// whole cache per pass, which is also what autodiff differentiates through).
+    pub capacity: Option<usize>,
+}
+
+/// One layer's keys and values in a [`KvCache`], for one pass.
+pub struct LayerKv<'a> {
+    entry: &'a mut Option<(Tensor<4>, Tensor<4>)>,
+    len: usize,
+    capacity: Option<usize>,
+}
+
+impl LayerKv<'_> {
+    /// Adds this pass's keys and values (`[batch, kv_heads, seq, head_dim]`) after the cached
+    /// positions and returns those of all positions (`[batch, kv_heads, len + seq, head_dim]`;
+    /// with a capacity, views of the buffers, which the next pass writes in place once these
+    /// views are dropped).
+    pub fn append(self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let [b, h, s, d] = k.dims();
+        let end = self.len + s;
+        let fits =
+            |c: &usize| end <= *c && self.entry.as_ref().is_none_or(|(k0, _)| k0.dims()[2] == *c);
+        if let Some(capacity) = self.capacity.filter(fits) {
+            // Two buffers (not one cloned: a shared buffer is copied before it is written).
+            let buffer = || Tensor::<4>::zeros([b, h, capacity, d], &k.device());
+            let (k0, v0) = self.entry.take().unwrap_or_else(|| (buffer(), buffer()));
+            let written = [0..b, 0..h, self.len..end, 0..d];
+            let (k0, v0) = (
+                k0.slice_assign(written.clone(), k),
+                v0.slice_assign(written, v),
+            );
+            let filled = [0..b, 0..h, 0..end, 0..d];
+            let views = (k0.clone().slice(filled.clone()), v0.clone().slice(filled));
+            *self.entry = Some((k0, v0));
+            return views;
+        }
+        let (k, v) = match self.entry.take() {
+            Some((k0, v0)) => {
+                let filled = [0..b, 0..h, 0..self.len, 0..d];
+                let (k0, v0) = match k0.dims()[2] == self.len {
+                    true => (k0, v0),
+                    false => (k0.slice(filled.clone()), v0.slice(filled)),
+                };
+                (Tensor::cat(vec![k0, k], 2), Tensor::cat(vec![v0, v], 2))
+            }
+            None => (k, v),
+        };
+        *self.entry = Some((k.clone(), v.clone()));
+        (k, v)
+    }
 }
 
 /// Added to the attention scores of masked keys (finite, so fully masked rows stay finite).
@@ -27,6 +79,16 @@ impl KvCache {
             layers: vec![None; layers],
             pads,
             len: 0,
+            capacity: None,
+        }
+    }
+
+    /// This cache's slot for layer `layer` in the next pass.
+    pub fn layer(&mut self, layer: usize) -> LayerKv<'_> {
+        LayerKv {
+            entry: &mut self.layers[layer],
+            len: self.len,
+            capacity: self.capacity,
         }
     }
 
@@ -94,5 +156,55 @@ impl KvCache {
             TensorData::new(values, [self.pads.len(), 1, seq, total]),
             device,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::readback::{block_on, to_vec_f32};
+
+    fn values(device: &Device, dims: [usize; 4], seed: usize) -> Tensor<4> {
+        let n = dims.iter().product();
+        let data: Vec<f32> = (0..n).map(|i| ((i * 31 + seed * 17) % 97) as f32).collect();
+        Tensor::from_data(TensorData::new(data, dims), device)
+    }
+
+    /// The same passes (a prefill of 5, then single tokens, rows leaving half-way) through a
+    /// cache with capacity and through one that concatenates: the same keys and values at
+    /// every pass, bit for bit.
+    #[test]
+    fn writing_in_place_gives_what_concatenating_gives() {
+        let device = Device::flex();
+        let mut caches = [KvCache::new(1, vec![0; 3]), KvCache::new(1, vec![0; 3])];
+        caches[0].capacity = Some(9);
+        let mut rows = 3;
+        for (pass, seq) in [5, 1, 1, 1, 1].into_iter().enumerate() {
+            if pass == 3 {
+                rows = 2;
+                caches.iter_mut().for_each(|c| c.keep_rows(&[2, 0]));
+            }
+            let read = |cache: &mut KvCache| {
+                let (k, v) = cache.layer(0).append(
+                    values(&device, [rows, 2, seq, 4], pass),
+                    values(&device, [rows, 2, seq, 4], pass + 50),
+                );
+                cache.len += seq;
+                (
+                    block_on(to_vec_f32(k)).unwrap(),
+                    block_on(to_vec_f32(v)).unwrap(),
+                )
+            };
+            let in_place = read(&mut caches[0]);
+            assert_eq!(in_place, read(&mut caches[1]), "pass {pass}");
+            assert_eq!(in_place.0.len(), rows * 2 * caches[0].len * 4);
+        }
+        // The buffers stayed the capacity's size; a pass past it concatenates.
+        assert_eq!(caches[0].layers[0].as_ref().unwrap().0.dims(), [2, 2, 9, 4]);
+        let (k, _) = caches[0].layer(0).append(
+            values(&device, [2, 2, 1, 4], 9),
+            values(&device, [2, 2, 1, 4], 59),
+        );
+        assert_eq!(k.dims(), [2, 2, 10, 4]);
     }
 }
