@@ -7,7 +7,6 @@ use super::block::DecoderLayer;
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::linear::{Linear, Mixes};
-use super::load::is_cpu;
 use super::pass::Pass;
 use super::rope::rope_tables;
 use super::tree::{TensorSupply, children};
@@ -120,12 +119,11 @@ impl CausalLm {
     }
 
     /// An empty cache for a generation of at most `positions` tokens per row (padding, prompt
-    /// and new tokens): on the CPU its buffers are allocated once and written in place (a
-    /// concatenation copies the whole cache for every token); GPU backends concatenate (an
-    /// in-place cache measured slower on lavapipe, BENCHMARKS.md).
+    /// and new tokens): its buffers are allocated once and written in place, where a
+    /// concatenation copies the whole cache for every token.
     pub fn new_generation_cache(&self, pads: Vec<usize>, positions: usize) -> KvCache {
         KvCache {
-            capacity: is_cpu(&self.device).then_some(positions),
+            capacity: Some(positions),
             ..self.new_cache(pads)
         }
     }

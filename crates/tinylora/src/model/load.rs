@@ -53,7 +53,7 @@ struct Loader<'a> {
 
 /// Whether `device` is burn's CPU backend (plain or autodiff), where [`Weight::Blocks`] run.
 #[cfg(feature = "native")]
-pub(crate) fn is_cpu(device: &Device) -> bool {
+fn is_cpu(device: &Device) -> bool {
     matches!(
         device.clone().without_autodiff().as_dispatch(),
         burn::backend::DispatchDevice::Flex(_)
@@ -61,7 +61,7 @@ pub(crate) fn is_cpu(device: &Device) -> bool {
 }
 
 #[cfg(not(feature = "native"))]
-pub(crate) fn is_cpu(_: &Device) -> bool {
+fn is_cpu(_: &Device) -> bool {
     false
 }
 
