@@ -56,17 +56,11 @@ pub fn decode_row_int(
     }
 }
 
-/// Whether [`block32_values`] reads `kind`: the blocks of 32 values with one f16 scale at
-/// their start and nothing else (Q4_0, Q5_0, Q8_0).
-pub fn is_block32(kind: GgmlType) -> bool {
-    matches!(kind, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
-}
-
-/// The 32 integers of a block of a [`is_block32`] type, as signed bytes (the values are
-/// these times the block's [`half`] scale).
+/// The 32 integers of a Q4_0, Q5_0 or Q8_0 block (32 values, one f16 scale at its start), as
+/// signed bytes (the values are these times the block's [`half`] scale).
 ///
 /// # Panics
-/// If `kind` is not such a type or `block` is shorter than its block.
+/// If `kind` is not one of these types or `block` is shorter than its block.
 ///
 /// # Safety
 /// The machine must run AVX2 (`is_x86_feature_detected!`).
