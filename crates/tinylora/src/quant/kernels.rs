@@ -706,30 +706,17 @@ fn matmul_tiled(m: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
                 let tile = &mut tile[..count * m.cols];
                 decode_rows(m, first, tile);
                 // SAFETY: `y[i, first..first + count]` for every `i < n`: inside `y`
-                // (`first + count ≤ rows`), and no other task writes these columns; `x` is
-                // `[n, cols]` and `tile` `[count, cols]` (their lengths checked by the caller and
-                // above). gemm overwrites `y`'s elements without reading them.
+                // (`first + count ≤ rows`), and no other task writes these columns.
                 unsafe {
-                    gemm::gemm(
-                        n,
-                        count,
-                        m.cols,
+                    gemm_at(
+                        (n, count, m.cols),
                         out.at(first),
-                        1,
-                        m.rows as isize,
+                        (m.rows, 1),
+                        x,
+                        (m.cols, 1),
+                        tile,
+                        (1, m.cols),
                         false,
-                        x.as_ptr(),
-                        1,
-                        m.cols as isize,
-                        tile.as_ptr(),
-                        m.cols as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
             },
@@ -844,25 +831,61 @@ fn gemm_into(
     dst: &mut [f32],
     (dst_rs, dst_cs): (usize, usize),
     lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+    accumulate: bool,
+) {
+    assert!(m == 0 || n == 0 || last_offset(m, n, (dst_rs, dst_cs)) < dst.len());
+    // SAFETY: every element of `dst` gemm touches is inside it (asserted), and `dst` is
+    // borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm_at(
+            (m, n, k),
+            dst.as_mut_ptr(),
+            (dst_rs, dst_cs),
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+            accumulate,
+        );
+    }
+}
+
+/// The offset of the last element of a `rows × cols` matrix with strides `(rs, cs)`.
+fn last_offset(rows: usize, cols: usize, (rs, cs): (usize, usize)) -> usize {
+    (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
+}
+
+/// [`gemm_into`] with `dst` given by a pointer: the one call of gemm in this file.
+///
+/// # Safety
+/// The `m × n` elements at `dst` with its strides must be writable, read by nothing else
+/// meanwhile, and overlap neither input.
+///
+/// # Panics
+/// If `lhs` or `rhs` is shorter than its strides reach.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_at(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (dst_rs, dst_cs): (usize, usize),
+    lhs: &[f32],
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[f32],
     (rhs_rs, rhs_cs): (usize, usize),
     accumulate: bool,
 ) {
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
-        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
-    };
-    assert!(m == 0 || n == 0 || last(m, n, dst_rs, dst_cs) < dst.len());
-    assert!(m == 0 || k == 0 || last(m, k, lhs_rs, lhs_cs) < lhs.len());
-    assert!(k == 0 || n == 0 || last(k, n, rhs_rs, rhs_cs) < rhs.len());
-    // SAFETY: the asserts above keep every element gemm touches inside the three slices, and
-    // `dst` is borrowed mutably, so it aliases neither input.
+    assert!(m == 0 || k == 0 || last_offset(m, k, (lhs_rs, lhs_cs)) < lhs.len());
+    assert!(k == 0 || n == 0 || last_offset(k, n, (rhs_rs, rhs_cs)) < rhs.len());
+    // SAFETY: the inputs' elements are inside their slices (asserted); `dst` is the caller's.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dst_cs as isize,
             dst_rs as isize,
             accumulate,
