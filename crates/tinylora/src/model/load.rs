@@ -22,13 +22,13 @@ pub struct LoadOptions {
     /// How quantised weights kept on the CPU multiply a few rows of activations.
     #[cfg(feature = "native")]
     pub activations: Activations,
-    /// How matrices are held on the CPU (other devices always get f32).
+    /// How f16/bf16/f32 matrices are held (quantised ones stay as stored on every device).
     #[cfg(feature = "native")]
     pub weights: WeightFormat,
 }
 
 impl LoadOptions {
-    /// Whether f32 matrices are quantised to Q8_0 (only ever on the CPU).
+    /// Whether f16/bf16/f32 matrices are quantised to Q8_0 at load.
     fn quantise_dense(&self) -> bool {
         #[cfg(feature = "native")]
         {
@@ -45,24 +45,17 @@ impl LoadOptions {
 struct Loader<'a> {
     source: &'a mut dyn TensorSource,
     device: &'a Device,
-    /// Whether quantised matrices stay as their blocks (on the CPU backend).
-    keep_blocks: bool,
     options: &'a LoadOptions,
     used: BTreeSet<String>,
 }
 
 /// Whether `device` is burn's CPU backend (plain or autodiff), where [`Weight::Blocks`] run.
 #[cfg(feature = "native")]
-fn is_cpu(device: &Device) -> bool {
+pub(super) fn is_cpu(device: &Device) -> bool {
     matches!(
         device.clone().without_autodiff().as_dispatch(),
         burn::backend::DispatchDevice::Flex(_)
     )
-}
-
-#[cfg(not(feature = "native"))]
-fn is_cpu(_: &Device) -> bool {
-    false
 }
 
 impl Loader<'_> {
@@ -86,8 +79,8 @@ impl Loader<'_> {
 }
 
 impl TensorSupply for Loader<'_> {
-    /// `{path}.weight`: its blocks when quantised and kept, Q8_0 blocks when asked for on the
-    /// CPU, else f32 on the device.
+    /// `{path}.weight`: its blocks when quantised, Q8_0 blocks when asked for, else f32 on
+    /// the device.
     fn matrix(&mut self, path: &str, rows: usize, cols: usize) -> Result<Weight> {
         let name = &format!("{path}.weight");
         self.check(name, &[rows, cols])?;
@@ -95,13 +88,9 @@ impl TensorSupply for Loader<'_> {
             path: source.origin(name),
             reason: format!("tensor `{name}`: {reason}"),
         };
-        let blocks = match self.keep_blocks {
-            true => self.source.read_blocks(name)?,
-            false => None,
-        };
-        let blocks = match blocks {
+        let blocks = match self.source.read_blocks(name)? {
             Some(blocks) => Some(blocks),
-            None if self.keep_blocks && self.options.quantise_dense() => {
+            None if self.options.quantise_dense() => {
                 if !cols.is_multiple_of(32) {
                     let reason = format!("{cols} columns are not whole Q8_0 blocks of 32");
                     return Err(bad(&*self.source, reason));
@@ -116,7 +105,7 @@ impl TensorSupply for Loader<'_> {
             None => None,
         };
         match blocks {
-            Some(blocks) => Weight::from_blocks(blocks, self.options)
+            Some(blocks) => Weight::from_blocks(blocks, self.options, self.device)
                 .map_err(|reason| bad(&*self.source, reason)),
             None => {
                 let values = self.source.read(name)?.values;
@@ -141,8 +130,9 @@ impl TensorSupply for Loader<'_> {
 impl CausalLm {
     /// Loads every weight of `config`'s architecture from `source` onto `device`.
     ///
-    /// On the CPU backend, matrices the source stores quantised (GGUF Q4_0, Q5_0, Q8_0, Q4_K,
-    /// Q6_K) stay as their blocks ([`Weight::Blocks`]); everything else is f32 on `device`.
+    /// Matrices the source stores quantised (GGUF Q4_0, Q5_0, Q8_0, Q4_K, Q6_K) stay as their
+    /// blocks: in host memory on the CPU backend ([`Weight::Blocks`]), in GPU buffers on other
+    /// devices ([`Weight::GpuBlocks`]); everything else is f32 on `device`.
     /// Missing tensors, wrong shapes and tensors the architecture does not use are errors
     /// naming the file and the tensor.
     pub fn load(
@@ -163,7 +153,6 @@ impl CausalLm {
         let mut loader = Loader {
             source,
             device,
-            keep_blocks: is_cpu(device),
             options,
             used: BTreeSet::new(),
         };

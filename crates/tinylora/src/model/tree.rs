@@ -196,7 +196,7 @@ pub(crate) fn join(parent: &str, child: &str) -> String {
 pub struct WeightStorage {
     /// Bytes per storage kind (`f32`, or a GGUF block type such as `Q4K`).
     pub bytes: BTreeMap<String, usize>,
-    /// The largest single weight: its name and bytes.
+    /// The weight with the largest single buffer: its name and that buffer's bytes.
     pub largest: (String, usize),
 }
 
@@ -274,30 +274,37 @@ impl CausalLm {
             .sum()
     }
 
-    /// How the model's weights are stored: bytes per kind and the largest single weight.
+    /// How the model's weights are stored: bytes per kind and the largest single buffer.
     pub fn weight_storage(&self) -> WeightStorage {
         let mut bytes = BTreeMap::new();
         let mut largest = (String::new(), 0);
-        let mut add = |name: String, kind: String, n: usize| {
+        let mut add = |name: String, kind: String, n: usize, buffer: usize| {
             *bytes.entry(kind).or_insert(0) += n;
-            if n > largest.1 {
-                largest = (name, n);
+            if buffer > largest.1 {
+                largest = (name, buffer);
             }
         };
         for (path, node) in self.nodes() {
             match node {
                 Node::Linear(l) => {
-                    add(
-                        format!("{path}.weight"),
-                        l.weight.storage(),
-                        l.weight.size_bytes(),
-                    );
+                    let w = &l.weight;
+                    let name = format!("{path}.weight");
+                    add(name, w.storage(), w.size_bytes(), w.largest_buffer_bytes());
                     if let Some(b) = &l.bias {
-                        add(format!("{path}.bias"), "f32".into(), b.dims()[0] * 4);
+                        let n = b.dims()[0] * 4;
+                        add(format!("{path}.bias"), "f32".into(), n, n);
                     }
                 }
-                Node::Embedding(w) => add(format!("{path}.weight"), w.storage(), w.size_bytes()),
-                Node::Norm(t) => add(format!("{path}.weight"), "f32".into(), t.dims()[0] * 4),
+                Node::Embedding(w) => add(
+                    format!("{path}.weight"),
+                    w.storage(),
+                    w.size_bytes(),
+                    w.largest_buffer_bytes(),
+                ),
+                Node::Norm(t) => {
+                    let n = t.dims()[0] * 4;
+                    add(format!("{path}.weight"), "f32".into(), n, n)
+                }
             }
         }
         WeightStorage { bytes, largest }

@@ -1,5 +1,6 @@
 //! The frozen weight of a linear layer or an embedding, stored the way it was loaded: an f32
-//! tensor on the model's device, or (on the CPU) the checkpoint's GGUF blocks.
+//! tensor on the model's device, or the checkpoint's GGUF blocks (in host memory for the CPU
+//! backend, in a GPU buffer for wgpu/WebGPU).
 
 #[cfg(feature = "native")]
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::load::LoadOptions;
+use crate::gpu_quant::GpuBlocks;
 use crate::weights::BlockTensor;
 
 #[cfg(feature = "native")]
@@ -23,25 +25,29 @@ pub enum Weight {
     /// GGUF blocks on the CPU, multiplied without being dequantised (see [`crate::quant`]).
     #[cfg(feature = "native")]
     Blocks(Arc<QMatrix>),
+    /// GGUF blocks on the GPU, multiplied without being kept dequantised (see
+    /// [`crate::gpu_quant`]).
+    GpuBlocks(GpuBlocks),
 }
 
 /// Up to this many rows, [`Weight::project`] computes `(W·xᵀ)ᵀ` instead of `x·Wᵀ`.
 const WEIGHT_LEFT_MAX_ROWS: usize = 32;
 
 impl Weight {
-    /// A checkpoint's quantised blocks, kept as they are (the CPU backend runs them), multiplied
-    /// as `options` says.
-    pub fn from_blocks(blocks: BlockTensor, options: &LoadOptions) -> Result<Self, String> {
+    /// A checkpoint's quantised blocks, kept as they are: in host memory for the CPU backend
+    /// (multiplied as `options` says), in a GPU buffer on other devices.
+    pub fn from_blocks(
+        blocks: BlockTensor,
+        options: &LoadOptions,
+        device: &Device,
+    ) -> Result<Self, String> {
         #[cfg(feature = "native")]
-        {
-            QMatrix::from_blocks(blocks)
-                .map(|m| Weight::Blocks(Arc::new(m.with_activations(options.activations))))
+        if super::load::is_cpu(device) {
+            return QMatrix::from_blocks(blocks)
+                .map(|m| Weight::Blocks(Arc::new(m.with_activations(options.activations))));
         }
-        #[cfg(not(feature = "native"))]
-        {
-            let _ = (blocks, options);
-            Err("quantised blocks run on the native CPU backend only".into())
-        }
+        let _ = options;
+        GpuBlocks::from_blocks(&blocks, device).map(Weight::GpuBlocks)
     }
 
     /// `[out, in]`.
@@ -50,6 +56,7 @@ impl Weight {
             Weight::Dense(w) => w.dims(),
             #[cfg(feature = "native")]
             Weight::Blocks(m) => m.dims(),
+            Weight::GpuBlocks(m) => m.dims(),
         }
     }
 
@@ -59,6 +66,7 @@ impl Weight {
             Weight::Dense(_) => "f32".into(),
             #[cfg(feature = "native")]
             Weight::Blocks(m) => format!("{:?}", m.kind()),
+            Weight::GpuBlocks(m) => format!("{:?}", m.kind()),
         }
     }
 
@@ -68,6 +76,16 @@ impl Weight {
             Weight::Dense(w) => w.dims().iter().product::<usize>() * 4,
             #[cfg(feature = "native")]
             Weight::Blocks(m) => m.size_bytes(),
+            Weight::GpuBlocks(m) => m.size_bytes(),
+        }
+    }
+
+    /// Bytes of the largest single buffer the weight occupies (GPU blocks are split into
+    /// buffers within WebGPU's default limits).
+    pub fn largest_buffer_bytes(&self) -> usize {
+        match self {
+            Weight::GpuBlocks(m) => m.largest_buffer_bytes(),
+            _ => self.size_bytes(),
         }
     }
 
@@ -99,6 +117,7 @@ impl Weight {
             }
             #[cfg(feature = "native")]
             Weight::Blocks(m) => quant_linear(x, m),
+            Weight::GpuBlocks(m) => m.matmul(x),
         };
         match bias {
             Some(b) => y + b.unsqueeze::<D>(),
@@ -125,6 +144,7 @@ impl Weight {
                 let d_in = m.dims()[1];
                 Tensor::from_data(TensorData::new(m.gather(&flat), [batch, seq, d_in]), device)
             }
+            Weight::GpuBlocks(m) => m.rows(ids, device),
         }
     }
 
@@ -138,6 +158,7 @@ impl Weight {
             Weight::Blocks(m) => {
                 Tensor::from_data(TensorData::new(m.dequantize(), m.dims()), device)
             }
+            Weight::GpuBlocks(m) => m.dequantize_rows(0, m.dims()[0]),
         }
     }
 
@@ -147,6 +168,7 @@ impl Weight {
             Weight::Dense(w) => Some(w),
             #[cfg(feature = "native")]
             Weight::Blocks(_) => None,
+            Weight::GpuBlocks(_) => None,
         }
     }
 }

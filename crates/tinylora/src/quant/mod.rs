@@ -209,4 +209,4 @@ impl QMatrix {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,19 +1,16 @@
 //! `x·Wᵀ` with a [`QMatrix`] as a burn operation on the CPU backend (`flex`), with its backward
-//! pass `dx = dy·W` for autodiff: the gradient of an adapter's `v` flows through a quantised
-//! base model without a dequantised copy of a weight ever being kept.
+//! pass `dx = dy·W` for autodiff ([`crate::frozen_grad`]).
 
 use std::sync::Arc;
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Shape, Tensor, TensorData};
 
 use super::QMatrix;
+use crate::frozen_grad::{FrozenMatrix, tracked};
 
 /// The quantised products as backend operations.
 #[backend_extension(Flex, Autodiff)]
@@ -57,63 +54,22 @@ impl QuantLinearBackend for Flex {
     }
 }
 
-/// The backward of `x·Wᵀ` is `dy·W` and the backward of that is `x·Wᵀ` again.
-#[derive(Debug)]
-struct QuantLinearGrad {
-    /// Whether the forward was `dy·W` (the backward product).
-    transposed: bool,
-}
-
-fn product<B: QuantLinearBackend>(
-    transposed: bool,
-    input: FloatTensor<B>,
-    weight: Arc<QMatrix>,
-) -> FloatTensor<B> {
-    if transposed {
-        B::quant_linear_backward(input, weight)
-    } else {
-        B::quant_linear(input, weight)
-    }
-}
-
-impl<B: QuantLinearBackend> Backward<B, 1> for QuantLinearGrad {
-    type State = Arc<QMatrix>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let weight = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            product::<B>(!self.transposed, grad, weight)
-        });
-    }
-}
-
-fn tracked<B: QuantLinearBackend, C: CheckpointStrategy>(
-    transposed: bool,
-    input: FloatTensor<Autodiff<B, C>>,
-    weight: Arc<QMatrix>,
-) -> FloatTensor<Autodiff<B, C>> {
-    match (QuantLinearGrad { transposed })
-        .prepare::<C>([input.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let out = product::<B>(transposed, input.into_primitive(), weight.clone());
-            prep.finish(weight, out)
-        }
-        OpsKind::UnTracked(prep) => {
-            prep.finish(product::<B>(transposed, input.into_primitive(), weight))
+impl<B: QuantLinearBackend> FrozenMatrix<B> for Arc<QMatrix> {
+    fn product(&self, input: FloatTensor<B>, transposed: bool) -> FloatTensor<B> {
+        match transposed {
+            true => B::quant_linear_backward(input, self.clone()),
+            false => B::quant_linear(input, self.clone()),
         }
     }
 }
 
 impl<B: QuantLinearBackend, C: CheckpointStrategy> QuantLinearBackend for Autodiff<B, C> {
     fn quant_linear(x: FloatTensor<Self>, weight: Arc<QMatrix>) -> FloatTensor<Self> {
-        tracked::<B, C>(false, x, weight)
+        tracked::<B, C, _>(false, x, weight)
     }
 
     fn quant_linear_backward(dy: FloatTensor<Self>, weight: Arc<QMatrix>) -> FloatTensor<Self> {
-        tracked::<B, C>(true, dy, weight)
+        tracked::<B, C, _>(true, dy, weight)
     }
 }
 

@@ -15,7 +15,7 @@ use super::op::quant_linear;
 use crate::rng::SplitMix64;
 use crate::weights::dequant::{GgmlType, OFFSET_GROUP, SCALE_GROUP, decode_row_int};
 
-const QUANTISED: [GgmlType; 5] = [
+pub(crate) const QUANTISED: [GgmlType; 5] = [
     GgmlType::Q4_0,
     GgmlType::Q5_0,
     GgmlType::Q8_0,
@@ -32,7 +32,7 @@ fn scale(rng: &mut SplitMix64) -> [u8; 2] {
 }
 
 /// Random blocks of `kind` for a `[rows, cols]` matrix: random quants, sane f16 scales.
-fn random_matrix(kind: GgmlType, rows: usize, cols: usize, seed: u64) -> QMatrix {
+pub(crate) fn random_blocks(kind: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
     let mut rng = SplitMix64::new(seed);
     let (per_block, block_bytes) = kind.block();
     let mut bytes: Vec<u8> = (0..rows * cols / per_block * block_bytes)
@@ -48,10 +48,16 @@ fn random_matrix(kind: GgmlType, rows: usize, cols: usize, seed: u64) -> QMatrix
             block[at..at + 2].copy_from_slice(&scale(&mut rng));
         }
     }
-    QMatrix::new(kind, rows, cols, bytes).unwrap()
+    bytes
 }
 
-fn random_values(len: usize, seed: u64) -> Vec<f32> {
+/// [`random_blocks`] as a matrix.
+fn random_matrix(kind: GgmlType, rows: usize, cols: usize, seed: u64) -> QMatrix {
+    QMatrix::new(kind, rows, cols, random_blocks(kind, rows, cols, seed)).unwrap()
+}
+
+/// `len` values uniform in [-1, 1).
+pub(crate) fn random_values(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = SplitMix64::new(seed);
     (0..len)
         .map(|_| (rng.next_f64() * 2.0 - 1.0) as f32)
@@ -59,7 +65,13 @@ fn random_values(len: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Asserts `|got − exact| ≤ terms·ε·Σ|products|` for each output, `exact` in f64.
-fn assert_within(got: &[f32], exact: &[f64], magnitude: &[f64], terms: usize, what: &str) {
+pub(crate) fn assert_within(
+    got: &[f32],
+    exact: &[f64],
+    magnitude: &[f64],
+    terms: usize,
+    what: &str,
+) {
     let eps = f64::from(f32::EPSILON) / 2.0;
     for (i, ((&g, &e), &m)) in got.iter().zip(exact).zip(magnitude).enumerate() {
         // One more ε·|e| for rounding the result to f32.
@@ -72,14 +84,14 @@ fn assert_within(got: &[f32], exact: &[f64], magnitude: &[f64], terms: usize, wh
 }
 
 /// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
-fn transposed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transposed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     (0..cols)
         .flat_map(|c| (0..rows).map(move |r| w[r * cols + c]))
         .collect()
 }
 
 /// `(Σ wᵢxᵢ, Σ|wᵢxᵢ|)` for every `(row of x, row of w)`, `[n, rows]`.
-fn exact_products(w: &[f32], x: &[f32], cols: usize) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn exact_products(w: &[f32], x: &[f32], cols: usize) -> (Vec<f64>, Vec<f64>) {
     let (mut sums, mut magnitudes) = (Vec::new(), Vec::new());
     for x_row in x.chunks_exact(cols) {
         for w_row in w.chunks_exact(cols) {

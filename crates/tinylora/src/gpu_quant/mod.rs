@@ -1,0 +1,277 @@
+//! Linear-layer weights kept as GGUF blocks on the GPU (wgpu natively, WebGPU in the browser)
+//! and multiplied straight from them.
+//!
+//! A GGUF file's quantised matrices are uploaded as they are stored (the tensor's bytes as
+//! `u32` words), so a Q4_K_M Qwen2.5-0.5B takes its file's size in GPU memory instead of
+//! 1.98 GB of f32, and its largest buffer is its largest tensor's blocks. The kernels
+//! ([`kernels`]) decode each value where it is used: products of a few rows (decoding) read
+//! the blocks directly; products of many rows (prefill, log-probs, gradients) dequantise slices
+//! of rows into a transient f32 tile and let burn's matrix product do the work.
+
+mod kernels;
+pub mod op;
+
+use burn::backend::Dispatch;
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+
+use crate::weights::BlockTensor;
+use crate::weights::dequant::GgmlType;
+use op::BlocksBackend;
+
+/// Up to this many rows of activations, products read the blocks directly; above, they
+/// multiply dequantised tiles of rows.
+const DIRECT_MAX_ROWS: usize = 16;
+
+/// Bytes of f32 in one dequantised tile of rows (a transient buffer, within WebGPU's default
+/// 128 MiB binding limit).
+const TILE_BYTES: usize = 32 << 20;
+
+/// How a matrix's blocks are laid out in its words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockLayout {
+    /// The block type's GGML id (what the kernels are compiled for).
+    pub code: u32,
+    /// Values per block.
+    pub block_values: u32,
+    /// Bytes per block.
+    pub block_bytes: u32,
+    /// Rows (`out`).
+    pub rows: usize,
+    /// Columns (`in`).
+    pub cols: usize,
+    /// Bytes per row.
+    pub row_bytes: usize,
+}
+
+/// Most bytes of blocks in one GPU buffer: WebGPU's default `maxStorageBufferBindingSize`
+/// (128 MiB), which lavapipe and many browsers enforce.
+pub const MAX_BUFFER_BYTES: usize = 128 << 20;
+
+/// Consecutive rows of a matrix in one GPU buffer.
+#[derive(Debug, Clone)]
+struct Piece {
+    /// The rows' blocks as little-endian `u32` words (the last one zero-padded), `[words]`.
+    words: Tensor<1, Int>,
+    /// The layout of these rows (`rows` is the piece's).
+    layout: BlockLayout,
+    /// The matrix row of the piece's first row.
+    first_row: usize,
+}
+
+impl Piece {
+    /// `x·Wᵀ` of this piece's rows: `[n, cols]` → `[n, rows]`.
+    fn matmul<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        Tensor::from_dispatch(<Dispatch as BlocksBackend>::blocks_matmul(
+            x.into_dispatch(),
+            self.words.clone().into_dispatch(),
+            self.layout.clone(),
+            false,
+        ))
+    }
+
+    /// Rows `first..first + count` of the piece (piece-local), dequantised, `[count, cols]`.
+    fn dequantize(&self, first: usize, count: usize) -> Tensor<2> {
+        Tensor::from_dispatch(<Dispatch as BlocksBackend>::blocks_dequantize(
+            self.words.clone().into_dispatch(),
+            self.layout.clone(),
+            first,
+            count,
+        ))
+    }
+}
+
+/// A `[rows, cols]` matrix stored as GGUF blocks on the GPU, in pieces of whole rows of at
+/// most [`MAX_BUFFER_BYTES`] each.
+#[derive(Debug, Clone)]
+pub struct GpuBlocks {
+    pieces: Vec<Piece>,
+    kind: GgmlType,
+    rows: usize,
+    cols: usize,
+}
+
+impl GpuBlocks {
+    /// Uploads a checkpoint's blocks to `device`; an error names what the GPU kernels cannot
+    /// read (a block type they do not have, a shape the bytes do not make, a row larger than
+    /// one buffer).
+    pub fn from_blocks(blocks: &BlockTensor, device: &Device) -> Result<Self, String> {
+        Self::with_buffer_limit(blocks, device, MAX_BUFFER_BYTES)
+    }
+
+    /// [`from_blocks`](Self::from_blocks) with buffers of at most `limit` bytes.
+    fn with_buffer_limit(
+        blocks: &BlockTensor,
+        device: &Device,
+        limit: usize,
+    ) -> Result<Self, String> {
+        let kind = blocks.kind;
+        let code = match kind {
+            GgmlType::Q4_0 => kernels::Q4_0,
+            GgmlType::Q5_0 => kernels::Q5_0,
+            GgmlType::Q8_0 => kernels::Q8_0,
+            GgmlType::Q4K => kernels::Q4_K,
+            GgmlType::Q6K => kernels::Q6_K,
+            other => return Err(format!("the GPU kernels do not read {other:?} blocks")),
+        };
+        let [rows, cols] = match blocks.shape[..] {
+            [rows, cols] => [rows, cols],
+            _ => return Err(format!("{:?} is not a matrix", blocks.shape)),
+        };
+        let (block_values, block_bytes) = kind.block();
+        let row_bytes = cols / block_values * block_bytes;
+        if !cols.is_multiple_of(block_values) || rows * row_bytes != blocks.bytes.len() {
+            return Err(format!(
+                "{} bytes are not {rows} rows of {cols} {kind:?} values",
+                blocks.bytes.len()
+            ));
+        }
+        let rows_per_piece = limit / row_bytes.max(1);
+        if rows_per_piece == 0 {
+            return Err(format!(
+                "one row of {row_bytes} bytes exceeds a GPU buffer of {limit} bytes"
+            ));
+        }
+        let pieces = blocks
+            .bytes
+            .chunks(rows_per_piece * row_bytes)
+            .enumerate()
+            .map(|(i, bytes)| {
+                let words: Vec<u32> = bytes
+                    .chunks(4)
+                    .map(|c| {
+                        let mut w = [0u8; 4];
+                        w[..c.len()].copy_from_slice(c);
+                        u32::from_le_bytes(w)
+                    })
+                    .collect();
+                let len = words.len();
+                Piece {
+                    words: Tensor::from_data(TensorData::new(words, [len]), (device, DType::U32)),
+                    layout: BlockLayout {
+                        code,
+                        block_values: block_values as u32,
+                        block_bytes: block_bytes as u32,
+                        rows: bytes.len() / row_bytes,
+                        cols,
+                        row_bytes,
+                    },
+                    first_row: i * rows_per_piece,
+                }
+            })
+            .collect();
+        Ok(Self {
+            pieces,
+            kind,
+            rows,
+            cols,
+        })
+    }
+
+    /// `[rows, cols]`.
+    pub fn dims(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// The block type.
+    pub fn kind(&self) -> GgmlType {
+        self.kind
+    }
+
+    /// Bytes on the GPU.
+    pub fn size_bytes(&self) -> usize {
+        self.pieces.iter().map(|p| p.words.dims()[0] * 4).sum()
+    }
+
+    /// Bytes of the largest of the GPU buffers the matrix is split into.
+    pub fn largest_buffer_bytes(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|p| p.words.dims()[0] * 4)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `x·Wᵀ`; differentiable in `x` (the backward reads the same blocks).
+    ///
+    /// # Shapes
+    /// - `x`: `[..., cols]`; output `[..., rows]`
+    pub fn matmul<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dims = x.dims();
+        let n = dims[..D - 1].iter().product::<usize>();
+        // Under autodiff the direct product keeps only the blocks for backward, where a
+        // product with dequantised tiles would keep the tiles.
+        let outputs: Vec<Tensor<D>> = if n <= DIRECT_MAX_ROWS || x.is_require_grad() {
+            self.pieces.iter().map(|p| p.matmul(x.clone())).collect()
+        } else {
+            let x = x.reshape([n, self.cols]);
+            let step = (TILE_BYTES / (self.cols * 4)).max(1);
+            let mut out_dims = dims;
+            self.pieces
+                .iter()
+                .flat_map(|p| {
+                    (0..p.layout.rows)
+                        .step_by(step)
+                        .map(move |first| (p, first))
+                })
+                .map(|(p, first)| {
+                    let tile = p.dequantize(first, step.min(p.layout.rows - first));
+                    out_dims[D - 1] = tile.dims()[0];
+                    x.clone().matmul(tile.transpose()).reshape(out_dims)
+                })
+                .collect()
+        };
+        match outputs.len() {
+            1 => outputs.into_iter().next().expect("one output"),
+            _ => Tensor::cat(outputs, D - 1),
+        }
+    }
+
+    /// The rows `ids` (an embedding lookup): each piece writes the rows it holds and zeros
+    /// elsewhere, and the pieces' outputs add up (exactly: one term is nonzero).
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch][seq]`, each `< rows` (checked by the caller); output
+    ///   `[batch, seq, cols]`
+    pub fn rows(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<3> {
+        let batch = ids.len();
+        let seq = ids.first().map_or(0, Vec::len);
+        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let ids =
+            Tensor::<1, Int>::from_data(TensorData::new(flat, [batch * seq]), (device, DType::U32));
+        let out = self
+            .pieces
+            .iter()
+            .map(|p| {
+                Tensor::<2>::from_dispatch(<Dispatch as BlocksBackend>::blocks_rows(
+                    ids.clone().into_dispatch(),
+                    p.words.clone().into_dispatch(),
+                    p.layout.clone(),
+                    p.first_row,
+                ))
+            })
+            .reduce(|a, b| a + b)
+            .expect("at least one piece");
+        out.reshape([batch, seq, self.cols])
+    }
+
+    /// Rows `first..first + count`, dequantised to f32 on the GPU, `[count, cols]` (not
+    /// differentiable: the weight is frozen).
+    pub fn dequantize_rows(&self, first: usize, count: usize) -> Tensor<2> {
+        let end = first + count;
+        let parts: Vec<Tensor<2>> = self
+            .pieces
+            .iter()
+            .filter_map(|p| {
+                let (start, stop) = (first.max(p.first_row), end.min(p.first_row + p.layout.rows));
+                (start < stop).then(|| p.dequantize(start - p.first_row, stop - start))
+            })
+            .collect();
+        match parts.len() {
+            1 => parts.into_iter().next().expect("one part"),
+            _ => Tensor::cat(parts, 0),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "native"))]
+mod tests;

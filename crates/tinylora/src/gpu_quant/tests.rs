@@ -1,0 +1,201 @@
+//! The GPU kernels (on wgpu: lavapipe in CI) against the CPU's decoder (the one checked
+//! against the `gguf` package) and against f64 products of the decoded values, within bounds
+//! that hold for any summation order.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::GpuBlocks;
+use crate::device::{BackendKind, init};
+use crate::quant::tests::{
+    QUANTISED, assert_within, exact_products, random_blocks, random_values, transposed,
+};
+use crate::weights::BlockTensor;
+use crate::weights::dequant::{GgmlType, SCALE_GROUP, decode_row_int, dequantize};
+
+fn wgpu() -> Device {
+    init(BackendKind::Wgpu).expect("wgpu (lavapipe in CI)")
+}
+
+/// `bytes` of `kind` as a `[rows, cols]` matrix on the GPU, in buffers of at most
+/// `piece_rows` rows (all in one when `None`).
+fn upload(
+    kind: GgmlType,
+    bytes: &[u8],
+    [rows, cols]: [usize; 2],
+    piece_rows: Option<usize>,
+    device: &Device,
+) -> GpuBlocks {
+    let blocks = BlockTensor {
+        shape: vec![rows, cols],
+        kind,
+        bytes: bytes.to_vec(),
+    };
+    let limit = piece_rows.map_or(super::MAX_BUFFER_BYTES, |n| n * bytes.len() / rows);
+    let m = GpuBlocks::with_buffer_limit(&blocks, device, limit).unwrap();
+    let pieces = piece_rows.map_or(1, |n| rows.div_ceil(n));
+    assert_eq!(m.pieces.len(), pieces);
+    m
+}
+
+/// One buffer, and pieces of 7 rows (boundaries inside every range the tests read).
+const PIECES: [Option<usize>; 2] = [None, Some(7)];
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// `|scale·q|` of every value: what a fused multiply-add in the GPU's `scale·q + offset`
+/// (Q4_K) leaves unrounded, so the values may differ from the CPU's by `ε/2` of it.
+fn products(kind: GgmlType, bytes: &[u8], len: usize) -> Vec<f32> {
+    let mut q = vec![0i8; len];
+    let mut scales = vec![0.0f32; len / SCALE_GROUP];
+    let mut offsets = vec![0.0f32; kind.offsets(len)];
+    decode_row_int(kind, bytes, &mut q, &mut scales, &mut offsets);
+    q.iter()
+        .enumerate()
+        .map(|(i, &q)| (scales[i / SCALE_GROUP] * f32::from(q)).abs())
+        .collect()
+}
+
+#[test]
+fn decoded_values_and_rows_are_the_cpu_decoders() {
+    let device = wgpu();
+    let (rows, cols) = (40, 512);
+    for (seed, kind) in QUANTISED.into_iter().enumerate() {
+        let bytes = random_blocks(kind, rows, cols, seed as u64);
+        let cpu = dequantize(&bytes, kind);
+        let unrounded = products(kind, &bytes, rows * cols);
+        let eps = f32::EPSILON / 2.0;
+        let check = |got: &[f32], first_row: usize, what: &str| {
+            let at = first_row * cols;
+            for (i, &g) in got.iter().enumerate() {
+                let (c, p) = (cpu[at + i], unrounded[at + i]);
+                // Exact but for Q4_K's possibly fused `scale·q + offset`.
+                let bound = if kind == GgmlType::Q4K {
+                    eps * (p + 2.0 * c.abs())
+                } else {
+                    0.0
+                };
+                assert!(
+                    (g - c).abs() <= bound,
+                    "{kind:?} {what} value {i}: GPU {g} vs CPU {c}"
+                );
+            }
+        };
+        for pieces in PIECES {
+            let m = upload(kind, &bytes, [rows, cols], pieces, &device);
+            check(&values(m.dequantize_rows(0, rows)), 0, "all rows");
+            check(&values(m.dequantize_rows(5, 5)), 5, "rows 5..10");
+            let got = values(m.rows(&[vec![3, 39, 0], vec![3, 3, 12]], &device));
+            for (i, &row) in [3, 39, 0, 3, 3, 12].iter().enumerate() {
+                check(&got[i * cols..(i + 1) * cols], row, &format!("lookup {i}"));
+            }
+        }
+    }
+}
+
+/// `x·Wᵀ` for `n` rows of `x` against the f64 product of the CPU-decoded weights: within
+/// `terms·ε` of `Σ|x|·(|w| + |scale·q|)` (the second term for Q4_K's decoding, above).
+fn check_product(m: &GpuBlocks, bytes: &[u8], n: usize, seed: u64, device: &Device) {
+    let (kind, [rows, cols]) = (m.kind(), m.dims());
+    let w = dequantize(bytes, kind);
+    let slack = products(kind, bytes, rows * cols);
+    let x = random_values(n * cols, seed);
+    let (exact, _) = exact_products(&w, &x, cols);
+    let w_abs: Vec<f32> = w.iter().zip(&slack).map(|(w, p)| w.abs() + p).collect();
+    let x_abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let (magnitude, _) = exact_products(&w_abs, &x_abs, cols);
+    let xt = Tensor::<3>::from_data(TensorData::new(x, [1, n, cols]), device);
+    let got = values(m.matmul(xt));
+    assert_within(
+        &got,
+        &exact,
+        &magnitude,
+        cols,
+        &format!("{kind:?} x·Wᵀ n={n}"),
+    );
+}
+
+#[test]
+fn products_are_within_the_bound_of_the_decoded_product_for_every_type() {
+    let device = wgpu();
+    let (rows, cols) = (300, 512);
+    for (seed, kind) in QUANTISED.into_iter().enumerate() {
+        let bytes = random_blocks(kind, rows, cols, seed as u64);
+        for pieces in PIECES {
+            let m = upload(kind, &bytes, [rows, cols], pieces, &device);
+            // Read from the blocks directly (1, 5) and through dequantised tiles (40).
+            for n in [1, 5, 40] {
+                check_product(&m, &bytes, n, 100 + seed as u64, &device);
+            }
+        }
+    }
+}
+
+#[test]
+fn tiled_products_cover_every_row_across_tiles() {
+    let device = wgpu();
+    // More rows than one tile of `TILE_BYTES` holds at 256 columns.
+    let (rows, cols) = (super::TILE_BYTES / (256 * 4) + 300, 256);
+    let kind = GgmlType::Q8_0;
+    let bytes = random_blocks(kind, rows, cols, 7);
+    let m = upload(kind, &bytes, [rows, cols], None, &device);
+    check_product(&m, &bytes, 20, 8, &device);
+}
+
+#[test]
+fn the_gradient_through_the_blocks_is_dy_times_w() {
+    let device = wgpu().autodiff();
+    let (rows, cols) = (48, 512);
+    for (seed, kind) in [(1, GgmlType::Q4K), (2, GgmlType::Q6K)] {
+        let bytes = random_blocks(kind, rows, cols, seed);
+        let m = upload(kind, &bytes, [rows, cols], Some(20), &device);
+        let w = dequantize(&bytes, kind);
+        let slack = products(kind, &bytes, rows * cols);
+        // 3 rows (read directly) and 40 (past the direct limit, but tracked for a gradient).
+        for n in [3, 40] {
+            let x = Tensor::<2>::from_data(
+                TensorData::new(random_values(n * cols, seed + 10), [n, cols]),
+                &device,
+            )
+            .require_grad();
+            let g_values = random_values(n * rows, seed + 20);
+            let g = Tensor::<2>::from_data(TensorData::new(g_values.clone(), [n, rows]), &device);
+            let grads = (m.matmul(x.clone()) * g).sum().backward();
+            let got = values(x.grad(&grads).unwrap());
+            let w_t = transposed(&w, rows, cols);
+            let (exact, _) = exact_products(&w_t, &g_values, rows);
+            let abs_t: Vec<f32> = w.iter().zip(&slack).map(|(w, p)| w.abs() + p).collect();
+            let g_abs: Vec<f32> = g_values.iter().map(|v| v.abs()).collect();
+            let (magnitude, _) = exact_products(&transposed(&abs_t, rows, cols), &g_abs, rows);
+            assert_within(
+                &got,
+                &exact,
+                &magnitude,
+                rows,
+                &format!("{kind:?} dx n={n}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn unreadable_blocks_are_refused_with_the_reason() {
+    let device = wgpu();
+    let blocks = BlockTensor {
+        shape: vec![2, 256],
+        kind: GgmlType::Q4K,
+        bytes: vec![0; 144 * 3],
+    };
+    let err = GpuBlocks::from_blocks(&blocks, &device).unwrap_err();
+    assert!(err.contains("not 2 rows of 256 Q4K values"), "{err}");
+    let blocks = BlockTensor {
+        bytes: vec![0; 144 * 2],
+        ..blocks
+    };
+    let err = GpuBlocks::with_buffer_limit(&blocks, &device, 100).unwrap_err();
+    assert!(
+        err.contains("one row of 144 bytes exceeds a GPU buffer of 100 bytes"),
+        "{err}"
+    );
+}
