@@ -15,12 +15,14 @@ use tinylora::checkpoint::Checkpoint;
 use tinylora::evaluate::{EvalConfig, evaluate};
 use tinylora::generate::{GenerateConfig, Throughput, generate_until};
 use tinylora::gsm8k::{self, BadLines, Problem};
+use tinylora::model::load::{GpuFootprint, gpu_footprint};
 use tinylora::model::{CausalLm, KvCache, Mixes};
 use tinylora::readback::to_vec_f32;
 use tinylora::sampling::SamplingConfig;
 use tinylora::tokenizer::Tokenizer;
+use tinylora::weights::dequant::GgmlType;
 use tinylora::weights::safetensors::SafetensorsFile;
-use tinylora::weights::{HostTensor, TensorSource};
+use tinylora::weights::{BlockTensor, HostTensor, TensorSource};
 
 mod training;
 
@@ -82,6 +84,18 @@ struct Reporting {
     total: usize,
 }
 
+impl Reporting {
+    /// Reports one more tensor uploaded.
+    fn uploaded(&mut self, name: &str) {
+        self.done += 1;
+        post(&Event::Progress {
+            stage: format!("uploading tensors to the GPU ({name})"),
+            done: self.done as f64,
+            total: Some(self.total as f64),
+        });
+    }
+}
+
 impl TensorSource for Reporting {
     fn names(&self) -> Vec<String> {
         self.inner.names()
@@ -91,43 +105,47 @@ impl TensorSource for Reporting {
     }
     fn read(&mut self, name: &str) -> tinylora::Result<HostTensor> {
         let tensor = self.inner.read(name)?;
-        self.done += 1;
-        post(&Event::Progress {
-            stage: format!("uploading tensors to the GPU ({name})"),
-            done: self.done as f64,
-            total: Some(self.total as f64),
-        });
+        self.uploaded(name);
         Ok(tensor)
+    }
+    fn read_blocks(&mut self, name: &str) -> tinylora::Result<Option<BlockTensor>> {
+        let blocks = self.inner.read_blocks(name)?;
+        if blocks.is_some() {
+            self.uploaded(name);
+        }
+        Ok(blocks)
+    }
+    fn block_kind(&self, name: &str) -> Option<GgmlType> {
+        self.inner.block_kind(name)
     }
     fn origin(&self, name: &str) -> std::path::PathBuf {
         self.inner.origin(name)
     }
 }
 
-/// Refuses checkpoints with a tensor larger (as f32) than one GPU buffer may be.
-fn check_buffer_limit(checkpoint: &Checkpoint, max_buffer: Option<f64>) -> Result<(), String> {
-    let Some(limit) = max_buffer else {
-        return Ok(());
-    };
-    let largest = checkpoint
-        .source
-        .names()
-        .into_iter()
-        .filter_map(|n| {
-            let bytes = checkpoint.source.shape(&n)?.iter().product::<usize>() * 4;
-            Some((bytes, n))
-        })
-        .max();
-    match largest {
-        Some((bytes, name)) if bytes as f64 > limit => Err(format!(
-            "`{name}` needs a {:.0} MiB GPU buffer in f32, but this browser's WebGPU allows {:.0} MiB \
-             per buffer (maxStorageBufferBindingSize). Try a smaller model, or a browser/GPU with \
-             higher limits (Chrome on a discrete GPU usually allows 2 GiB or more).",
-            bytes as f64 / 1048576.0,
-            limit / 1048576.0
+/// Refuses a model whose largest GPU buffer ([`gpu_footprint`]: quantised matrices as blocks,
+/// matrices split into buffers of at most 128 MiB) exceeds what this browser allows.
+fn check_buffer_limit(
+    name: &str,
+    footprint: &GpuFootprint,
+    max_buffer: Option<f64>,
+) -> Result<(), String> {
+    let (tensor, bytes) = &footprint.largest;
+    match max_buffer {
+        Some(limit) if *bytes as f64 > limit => Err(format!(
+            "{name} cannot be loaded here: `{tensor}` needs a GPU buffer of {:.0} MiB, but this \
+             browser's WebGPU allows {:.0} MiB per buffer (maxStorageBufferBindingSize). Try a \
+             smaller model, or a browser/GPU with higher limits.",
+            mib(*bytes as f64),
+            mib(limit)
         )),
         _ => Ok(()),
     }
+}
+
+/// Bytes in MiB.
+fn mib(bytes: f64) -> f64 {
+    bytes / 1048576.0
 }
 
 impl WorkerState {
@@ -162,7 +180,17 @@ impl WorkerState {
         max_buffer: Option<f64>,
         started_ms: f64,
     ) -> Result<Event, String> {
-        check_buffer_limit(&checkpoint, max_buffer)?;
+        let footprint = gpu_footprint(&checkpoint.config, &*checkpoint.source);
+        check_buffer_limit(&name, &footprint, max_buffer)?;
+        // What the device could not allocate surfaces when the weights are first read back.
+        let too_big = |e: String| {
+            format!(
+                "{name} needs {:.0} MiB of GPU memory for its weights (largest buffer {:.0} MiB), \
+                 and this browser's WebGPU device failed while holding them: {e}",
+                mib(footprint.total_bytes as f64),
+                mib(footprint.largest.1 as f64)
+            )
+        };
         // Free the previous model's GPU memory before uploading the next one.
         self.loaded = None;
         self.training = None;
@@ -178,7 +206,7 @@ impl WorkerState {
         let targets: Vec<String> = ALL_TARGETS.iter().map(|t| t.to_string()).collect();
         let fingerprint = fingerprint(&model, &targets)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| too_big(e.to_string()))?;
         let parameters = model.parameter_count();
         let has_tokenizer = tokenizer.is_some();
         self.loaded = Some(PageModel {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::model::Mixes;
-use tinylora::model::load::LoadOptions;
+use tinylora::model::load::{LoadOptions, gpu_footprint};
 use tinylora::numerics::logits_tolerance;
 use tinylora::quant::Activations;
 use tinylora::readback::{block_on, to_vec_f32};
@@ -126,6 +126,7 @@ fn check_gguf_logits(backend: BackendKind) {
             activations: Activations::F32,
             ..LoadOptions::default()
         };
+        let footprint = gpu_footprint(&checkpoint.config, &*checkpoint.source);
         let model = checkpoint.load_with(&device, &options).unwrap();
         let mut cache = model.new_cache(vec![0]);
         let ours = block_on(to_vec_f32(model.forward_last(
@@ -152,6 +153,12 @@ fn check_gguf_logits(backend: BackendKind) {
             storage.bytes.keys().any(|k| k != "f32"),
             "{file}: the blocks stay blocks on {backend}: {storage:?}"
         );
+        if backend == BackendKind::Wgpu {
+            // What the page checks before uploading is what loading allocates.
+            let total: usize = storage.bytes.values().sum();
+            assert_eq!(footprint.total_bytes, total, "{file}");
+            assert_eq!(footprint.largest.1, storage.largest.1, "{file}");
+        }
         println!("{backend} {file}: max rel err {err:.2e}");
         assert!(
             err <= tol,

@@ -574,12 +574,7 @@ impl TensorSource for GgufSource {
     }
 
     fn read_blocks(&mut self, name: &str) -> Result<Option<BlockTensor>> {
-        let quantised = self
-            .names
-            .get(name)
-            .and_then(|g| self.file.tensors.get(g))
-            .is_some_and(|info| info.kind.is_quantised());
-        if !quantised {
+        if self.block_kind(name).is_none() {
             return Ok(None);
         }
         let (info, bytes) = self.bytes_of(name)?;
@@ -588,6 +583,14 @@ impl TensorSource for GgufSource {
             kind: info.kind,
             bytes,
         }))
+    }
+
+    fn block_kind(&self, name: &str) -> Option<GgmlType> {
+        self.names
+            .get(name)
+            .and_then(|g| self.file.tensors.get(g))
+            .map(|info| info.kind)
+            .filter(|kind| kind.is_quantised())
     }
 
     fn origin(&self, _name: &str) -> PathBuf {

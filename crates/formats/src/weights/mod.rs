@@ -45,6 +45,11 @@ pub trait TensorSource {
     fn read_blocks(&mut self, _name: &str) -> Result<Option<BlockTensor>> {
         Ok(None)
     }
+    /// The block type `name` is stored quantised in (what [`read_blocks`](Self::read_blocks)
+    /// would return), without reading it; `None` when it is not stored quantised.
+    fn block_kind(&self, _name: &str) -> Option<dequant::GgmlType> {
+        None
+    }
     /// The file that holds `name` (or the checkpoint itself), for error messages.
     fn origin(&self, name: &str) -> PathBuf;
 }

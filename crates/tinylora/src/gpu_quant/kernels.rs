@@ -1,8 +1,9 @@
 //! The GPU kernels: each reads weights straight from GGUF blocks held as `u32` words (the
-//! file's bytes, little-endian), decoding one value at a time with [`block_value`], the GPU's
-//! one definition of every block layout. They follow the CPU's `decode_row` float for float
-//! (`d·sc` then `·q`, then `+ (−dmin·m)` for Q4_K); a GPU compiler may fuse the last two into one
-//! multiply-add, which the tests' bounds allow.
+//! file's bytes, little-endian), through [`quant`], [`group_scale`] and [`q4_k_offset`], the
+//! GPU's one definition of every block layout. A value is `scale·q (+ offset)` as the CPU's
+//! `decode_row` computes it float for float (`d·sc` then `·q`, then `+ (−dmin·m)` for Q4_K; a
+//! GPU compiler may fuse the last two into one multiply-add, which the tests' bounds allow);
+//! the direct product sums `x·q` per group of 16 values and scales the sum once.
 
 use cubecl::prelude::*;
 
@@ -70,37 +71,26 @@ fn q4_k_scale_min(words: &Tensor<u32>, at: u32, j: u32, want_min: bool) -> u32 {
     }
 }
 
-/// Value `j` of the block of type `kind` starting at byte `base`.
+/// The integer `q` of value `j` of the block of type `kind` at byte `base`.
 #[cube]
-pub fn block_value(words: &Tensor<u32>, base: u32, j: u32, #[comptime] kind: u32) -> f32 {
+fn quant(words: &Tensor<u32>, base: u32, j: u32, #[comptime] kind: u32) -> i32 {
     if comptime!(kind == Q8_0) {
-        let d = half_at(words, base);
-        d * f32::cast_from(signed_byte_at(words, base + 2 + j))
+        signed_byte_at(words, base + 2 + j)
     } else if comptime!(kind == Q4_0) {
-        let d = half_at(words, base);
         let packed = byte_at(words, base + 2 + j % 16);
         let nibble = if j < 16 { packed & 0x0F } else { packed >> 4 };
-        d * f32::cast_from(i32::cast_from(nibble) - 8)
+        i32::cast_from(nibble) - 8
     } else if comptime!(kind == Q5_0) {
-        let d = half_at(words, base);
         let high = (byte_at(words, base + 2 + j / 8) >> (j % 8)) & 1;
         let packed = byte_at(words, base + 6 + j % 16);
         let nibble = if j < 16 { packed & 0x0F } else { packed >> 4 };
-        d * f32::cast_from(i32::cast_from(nibble | (high << 4)) - 16)
+        i32::cast_from(nibble | (high << 4)) - 16
     } else if comptime!(kind == Q4_K) {
-        let d = half_at(words, base);
-        let dmin = half_at(words, base + 2);
-        let sub = j / 32;
-        let scale = d * f32::cast_from(q4_k_scale_min(words, base + 4, sub, false));
-        let offset = -(dmin * f32::cast_from(q4_k_scale_min(words, base + 4, sub, true)));
         let l = j % 64;
         let packed = byte_at(words, base + 16 + (j / 64) * 32 + l % 32);
-        let nibble = if l < 32 { packed & 0x0F } else { packed >> 4 };
-        scale * f32::cast_from(nibble) + offset
+        i32::cast_from(if l < 32 { packed & 0x0F } else { packed >> 4 })
     } else {
-        // Q6_K: 128 low-nibble bytes, 64 high-bit bytes, 16 signed scales, f16 d.
-        let d = half_at(words, base + 208);
-        let scale = d * f32::cast_from(signed_byte_at(words, base + 192 + j / 16));
+        // Q6_K: 128 low-nibble bytes, then 64 bytes of high bit pairs.
         let (half, l) = (j / 128, j % 128);
         let (quarter, ll) = (l / 32, l % 32);
         let packed = byte_at(words, base + half * 64 + (quarter % 2) * 32 + ll);
@@ -110,7 +100,73 @@ pub fn block_value(words: &Tensor<u32>, base: u32, j: u32, #[comptime] kind: u32
             packed >> 4
         };
         let high = (byte_at(words, base + 128 + half * 32 + ll) >> (2 * quarter)) & 3;
-        scale * f32::cast_from(i32::cast_from(low | (high << 4)) - 32)
+        i32::cast_from(low | (high << 4)) - 32
+    }
+}
+
+/// The scale of values `16·g .. 16·g + 16` of the block at byte `base` (`d`, or `d·sc` for the
+/// K-quants).
+#[cube]
+fn group_scale(words: &Tensor<u32>, base: u32, g: u32, #[comptime] kind: u32) -> f32 {
+    if comptime!(kind == Q4_K) {
+        half_at(words, base) * f32::cast_from(q4_k_scale_min(words, base + 4, g / 2, false))
+    } else if comptime!(kind == Q6_K) {
+        half_at(words, base + 208) * f32::cast_from(signed_byte_at(words, base + 192 + g))
+    } else {
+        half_at(words, base)
+    }
+}
+
+/// Q4_K's offset `−dmin·m` of values `32·s .. 32·s + 32` of the block at byte `base`.
+#[cube]
+fn q4_k_offset(words: &Tensor<u32>, base: u32, s: u32) -> f32 {
+    -(half_at(words, base + 2) * f32::cast_from(q4_k_scale_min(words, base + 4, s, true)))
+}
+
+/// Value `j` of the block of type `kind` at byte `base`: `scale·q (+ offset)`.
+#[cube]
+pub fn block_value(words: &Tensor<u32>, base: u32, j: u32, #[comptime] kind: u32) -> f32 {
+    let scaled =
+        group_scale(words, base, j / 16, kind) * f32::cast_from(quant(words, base, j, kind));
+    if comptime!(kind == Q4_K) {
+        scaled + q4_k_offset(words, base, j / 32)
+    } else {
+        scaled
+    }
+}
+
+/// `Σ x[x_at + c] · W[row, c]` over group `g` (16 values) of the row at byte `row_base`:
+/// `scale·Σ x·q (+ offset·Σ x)`, the group's scale (and offset) read once.
+#[cube]
+fn group_dot(
+    x: &Tensor<f32>,
+    x_at: u32,
+    words: &Tensor<u32>,
+    row_base: u32,
+    g: u32,
+    #[comptime] kind: u32,
+    #[comptime] block_values: u32,
+    #[comptime] block_bytes: u32,
+) -> f32 {
+    let groups_per_block = comptime!(block_values / 16);
+    let (b, gb) = (g / groups_per_block, g % groups_per_block);
+    let base = row_base + b * block_bytes;
+    let x_group = x_at + g * 16;
+    let mut xq = 0.0f32;
+    let mut xs = 0.0f32;
+    #[unroll]
+    for t in 0..16u32 {
+        let xv = x[(x_group + t) as usize];
+        xq += xv * f32::cast_from(quant(words, base, gb * 16 + t, kind));
+        if comptime!(kind == Q4_K) {
+            xs += xv;
+        }
+    }
+    let scaled = group_scale(words, base, gb, kind) * xq;
+    if comptime!(kind == Q4_K) {
+        scaled + q4_k_offset(words, base, gb / 2) * xs
+    } else {
+        scaled
     }
 }
 
@@ -130,20 +186,74 @@ pub fn matrix_value(
     block_value(words, base, col % block_values, kind)
 }
 
-/// `out[i, r] = Σ_c x[i, c] · W[r, c]`, or with `transposed` the backward product
-/// `out[i, c] = Σ_r x[i, r] · W[r, c]`: one unit per output value.
+/// Units of one cube that share an output value of [`matvec_kernel`].
+pub const ROW_LANES: u32 = 32;
+
+/// `out[i, r] = Σ_c x[i, c] · W[r, c]`: one cube of [`ROW_LANES`] units per output value, the
+/// units taking the row's groups of 16 values in turn (neighbouring units read neighbouring
+/// bytes) and adding their sums in shared memory.
 ///
 /// # Shapes
-/// - `x`: `[n, cols]` (`[n, rows]` transposed), contiguous; `out`: `[n, rows]` (`[n, cols]`)
+/// - `x`: `[n, cols]` contiguous; `out`: `[n, rows]`
 #[cube(launch)]
-pub fn matmul_kernel(
+pub fn matvec_kernel(
     x: &Tensor<f32>,
     words: &Tensor<u32>,
     out: &mut Tensor<f32>,
     rows: u32,
     cols: u32,
     row_bytes: u32,
-    #[comptime] transposed: bool,
+    #[comptime] kind: u32,
+    #[comptime] block_values: u32,
+    #[comptime] block_bytes: u32,
+) {
+    let cube = CUBE_POS;
+    if cube >= out.len() {
+        terminate!();
+    }
+    let (i, r) = (cube as u32 / rows, cube as u32 % rows);
+    let lane = UNIT_POS;
+    let mut acc = 0.0f32;
+    let mut g = lane;
+    while g < cols / 16 {
+        acc += group_dot(
+            x,
+            i * cols,
+            words,
+            r * row_bytes,
+            g,
+            kind,
+            block_values,
+            block_bytes,
+        );
+        g += ROW_LANES;
+    }
+    let lanes = comptime!(ROW_LANES as usize);
+    let unit = UNIT_POS as usize;
+    let mut partial = Shared::<[f32]>::new_slice(lanes);
+    partial[unit] = acc;
+    sync_cube();
+    if unit == 0 {
+        let mut total = 0.0f32;
+        for k in 0..lanes {
+            total += partial[k];
+        }
+        out[cube] = total;
+    }
+}
+
+/// `out[i, c] = Σ_r dy[i, r] · W[r, c]` (the backward product): one unit per output value.
+///
+/// # Shapes
+/// - `dy`: `[n, rows]` contiguous; `out`: `[n, cols]`
+#[cube(launch)]
+pub fn matmul_t_kernel(
+    dy: &Tensor<f32>,
+    words: &Tensor<u32>,
+    out: &mut Tensor<f32>,
+    rows: u32,
+    cols: u32,
+    row_bytes: u32,
     #[comptime] kind: u32,
     #[comptime] block_values: u32,
     #[comptime] block_bytes: u32,
@@ -152,18 +262,11 @@ pub fn matmul_kernel(
     if pos >= out.len() {
         terminate!();
     }
-    let (outer, inner) = if transposed {
-        (cols, rows)
-    } else {
-        (rows, cols)
-    };
-    let (i, o) = (pos as u32 / outer, pos as u32 % outer);
-    let x_row = i * inner;
+    let (i, c) = (pos as u32 / cols, pos as u32 % cols);
     let mut acc = 0.0f32;
-    for k in 0..inner {
-        let (r, c) = if transposed { (k, o) } else { (o, k) };
+    for r in 0..rows {
         let w = matrix_value(words, r, c, row_bytes, kind, block_values, block_bytes);
-        acc += x[(x_row + k) as usize] * w;
+        acc += dy[(i * rows + r) as usize] * w;
     }
     out[pos] = acc;
 }

@@ -47,6 +47,29 @@ pub struct BlockLayout {
 /// (128 MiB), which lavapipe and many browsers enforce.
 pub const MAX_BUFFER_BYTES: usize = 128 << 20;
 
+/// The kernels' code for block type `kind`; `None` for types they do not read.
+fn kernel_code(kind: GgmlType) -> Option<u32> {
+    match kind {
+        GgmlType::Q4_0 => Some(kernels::Q4_0),
+        GgmlType::Q5_0 => Some(kernels::Q5_0),
+        GgmlType::Q8_0 => Some(kernels::Q8_0),
+        GgmlType::Q4K => Some(kernels::Q4_K),
+        GgmlType::Q6K => Some(kernels::Q6_K),
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
+    }
+}
+
+/// Whether the GPU keeps matrices of block type `kind` as blocks.
+pub fn reads_blocks(kind: GgmlType) -> bool {
+    kernel_code(kind).is_some()
+}
+
+/// Whole rows of `row_bytes` bytes that fit one buffer of `limit` bytes (0 when one row does
+/// not): how matrices are split into buffers.
+pub fn rows_per_buffer(row_bytes: usize, limit: usize) -> usize {
+    limit / row_bytes.max(1)
+}
+
 /// Consecutive rows of a matrix in one GPU buffer.
 #[derive(Debug, Clone)]
 struct Piece {
@@ -105,14 +128,8 @@ impl GpuBlocks {
         limit: usize,
     ) -> Result<Self, String> {
         let kind = blocks.kind;
-        let code = match kind {
-            GgmlType::Q4_0 => kernels::Q4_0,
-            GgmlType::Q5_0 => kernels::Q5_0,
-            GgmlType::Q8_0 => kernels::Q8_0,
-            GgmlType::Q4K => kernels::Q4_K,
-            GgmlType::Q6K => kernels::Q6_K,
-            other => return Err(format!("the GPU kernels do not read {other:?} blocks")),
-        };
+        let code = kernel_code(kind)
+            .ok_or_else(|| format!("the GPU kernels do not read {kind:?} blocks"))?;
         let [rows, cols] = match blocks.shape[..] {
             [rows, cols] => [rows, cols],
             _ => return Err(format!("{:?} is not a matrix", blocks.shape)),
@@ -125,7 +142,7 @@ impl GpuBlocks {
                 blocks.bytes.len()
             ));
         }
-        let rows_per_piece = limit / row_bytes.max(1);
+        let rows_per_piece = rows_per_buffer(row_bytes, limit);
         if rows_per_piece == 0 {
             return Err(format!(
                 "one row of {row_bytes} bytes exceeds a GPU buffer of {limit} bytes"

@@ -14,7 +14,7 @@ use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use super::BlockLayout;
-use super::kernels::{dequantize_kernel, matmul_kernel, rows_kernel};
+use super::kernels::{ROW_LANES, dequantize_kernel, matmul_t_kernel, matvec_kernel, rows_kernel};
 use crate::frozen_grad::{FrozenMatrix, tracked};
 
 /// Products with, and rows of, a matrix held as GGUF blocks in a `u32` tensor (`words`).
@@ -102,23 +102,53 @@ impl BlocksBackend for CubeBackend {
             false => (layout.cols, layout.rows),
         };
         let (input, out) = rows_in_out(input, d_in, d_out);
-        let (count, dim) = grid(&out);
         let (kind, values, bytes) = comptime_args(&layout);
-        matmul_kernel::launch(
-            &out.client,
-            count,
-            dim,
-            input.into_tensor_arg(),
-            words.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
+        let (rows, cols, row_bytes) = (
             layout.rows as u32,
             layout.cols as u32,
             layout.row_bytes as u32,
-            transposed,
-            kind,
-            values,
-            bytes,
         );
+        let (input, words, target) = (
+            input.into_tensor_arg(),
+            words.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+        if transposed {
+            let (count, dim) = grid(&out);
+            matmul_t_kernel::launch(
+                &out.client,
+                count,
+                dim,
+                input,
+                words,
+                target,
+                rows,
+                cols,
+                row_bytes,
+                kind,
+                values,
+                bytes,
+            );
+        } else {
+            // One cube per output value.
+            let dim = CubeDim::new_1d(ROW_LANES);
+            let units = out.meta.num_elements() * ROW_LANES as usize;
+            let count = calculate_cube_count_elemwise(&out.client, units, dim);
+            matvec_kernel::launch(
+                &out.client,
+                count,
+                dim,
+                input,
+                words,
+                target,
+                rows,
+                cols,
+                row_bytes,
+                kind,
+                values,
+                bytes,
+            );
+        }
         out
     }
 

@@ -28,10 +28,7 @@ impl TensorSupply for RandomSupply<'_> {
             .map(|x| (x * self.std) as f32)
             .collect();
         self.index += 1;
-        Ok(Weight::Dense(Tensor::from_data(
-            TensorData::new(values, [rows, cols]),
-            self.device,
-        )))
+        Ok(Weight::from_values(values, [rows, cols], self.device))
     }
 
     fn vector(&mut self, _: &str, len: usize, role: VectorRole) -> Result<Tensor<1>> {

@@ -9,6 +9,7 @@ use super::causal_lm::CausalLm;
 use super::config::{ModelConfig, RopeScaling};
 use super::tree::{TensorSupply, VectorRole};
 use super::weight::Weight;
+use crate::gpu_quant::{MAX_BUFFER_BYTES, reads_blocks, rows_per_buffer};
 #[cfg(feature = "native")]
 use crate::quant::{Activations, WeightFormat};
 use crate::weights::dequant::{GgmlType, quantize_q8_0};
@@ -56,6 +57,12 @@ pub(super) fn is_cpu(device: &Device) -> bool {
         device.clone().without_autodiff().as_dispatch(),
         burn::backend::DispatchDevice::Flex(_)
     )
+}
+
+/// No CPU backend in the browser build.
+#[cfg(not(feature = "native"))]
+pub(super) fn is_cpu(_: &Device) -> bool {
+    false
 }
 
 impl Loader<'_> {
@@ -109,10 +116,7 @@ impl TensorSupply for Loader<'_> {
                 .map_err(|reason| bad(&*self.source, reason)),
             None => {
                 let values = self.source.read(name)?.values;
-                Ok(Weight::Dense(Tensor::from_data(
-                    TensorData::new(values, [rows, cols]),
-                    self.device,
-                )))
+                Ok(Weight::from_values(values, [rows, cols], self.device))
             }
         }
     }
@@ -125,6 +129,61 @@ impl TensorSupply for Loader<'_> {
             self.device,
         ))
     }
+}
+
+/// Whether the loader skips tensor `name` of a checkpoint of `config` (RoPE tables it computes
+/// itself, an `lm_head` tied to the embedding).
+fn ignored(config: &ModelConfig, name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+        || (config.tie_word_embeddings && name == "lm_head.weight")
+        || (matches!(config.rope_scaling, Some(RopeScaling::Divisors(_))) && name == ROPE_DIVISORS)
+}
+
+/// What a checkpoint's weights take on a GPU ([`gpu_footprint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuFootprint {
+    /// Bytes of all weights.
+    pub total_bytes: usize,
+    /// The tensor with the largest single buffer: its name and that buffer's bytes.
+    pub largest: (String, usize),
+}
+
+/// What loading `source` onto a GPU will allocate for its weights (default [`LoadOptions`]),
+/// from the shapes and block types alone, before anything is read: quantised matrices stay
+/// blocks, everything else is f32, and matrices are split into buffers of at most
+/// [`MAX_BUFFER_BYTES`] (as [`Weight::from_blocks`] and [`Weight::from_values`] do).
+pub fn gpu_footprint(config: &ModelConfig, source: &dyn TensorSource) -> GpuFootprint {
+    let mut footprint = GpuFootprint {
+        total_bytes: 0,
+        largest: (String::new(), 0),
+    };
+    for name in source.names() {
+        let Some(shape) = source.shape(&name).filter(|_| !ignored(config, &name)) else {
+            continue;
+        };
+        let values = shape.iter().product::<usize>();
+        let (rows, cols) = match shape[..] {
+            [rows, cols] => (rows, cols),
+            _ => (1, values),
+        };
+        let row_bytes = match source.block_kind(&name).filter(|&k| reads_blocks(k)) {
+            Some(kind) => {
+                let (block_values, block_bytes) = kind.block();
+                cols / block_values * block_bytes
+            }
+            None => cols * 4,
+        };
+        let bytes = rows * row_bytes;
+        let buffer = match shape.len() {
+            2 => bytes.min(rows_per_buffer(row_bytes, MAX_BUFFER_BYTES).max(1) * row_bytes),
+            _ => bytes,
+        };
+        footprint.total_bytes += bytes;
+        if buffer > footprint.largest.1 {
+            footprint.largest = (name, buffer);
+        }
+    }
+    footprint
 }
 
 impl CausalLm {
@@ -157,17 +216,11 @@ impl CausalLm {
             used: BTreeSet::new(),
         };
         let model = Self::build(config, &mut loader, device)?;
-        let ignorable = |name: &str| {
-            name.ends_with("rotary_emb.inv_freq")
-                || (config.tie_word_embeddings && name == "lm_head.weight")
-                || (matches!(config.rope_scaling, Some(RopeScaling::Divisors(_)))
-                    && name == ROPE_DIVISORS)
-        };
         let unused: Vec<String> = loader
             .source
             .names()
             .into_iter()
-            .filter(|n| !loader.used.contains(n) && !ignorable(n))
+            .filter(|n| !loader.used.contains(n) && !ignored(config, n))
             .collect();
         if let Some(first) = unused.first() {
             return Err(Error::BadFile {

@@ -14,6 +14,7 @@ pub mod mlp;
 pub mod norm;
 pub mod pass;
 pub mod rope;
+pub mod split;
 pub mod tree;
 pub mod weight;
 

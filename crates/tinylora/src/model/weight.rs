@@ -1,6 +1,7 @@
 //! The frozen weight of a linear layer or an embedding, stored the way it was loaded: an f32
-//! tensor on the model's device, or the checkpoint's GGUF blocks (in host memory for the CPU
-//! backend, in a GPU buffer for wgpu/WebGPU).
+//! tensor on the model's device (in row pieces when it exceeds one GPU buffer), or the
+//! checkpoint's GGUF blocks (in host memory for the CPU backend, in GPU buffers for
+//! wgpu/WebGPU).
 
 #[cfg(feature = "native")]
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::load::LoadOptions;
-use crate::gpu_quant::GpuBlocks;
+use super::split::SplitDense;
+use crate::gpu_quant::{GpuBlocks, MAX_BUFFER_BYTES};
 use crate::weights::BlockTensor;
 
 #[cfg(feature = "native")]
@@ -28,12 +30,56 @@ pub enum Weight {
     /// GGUF blocks on the GPU, multiplied without being kept dequantised (see
     /// [`crate::gpu_quant`]).
     GpuBlocks(GpuBlocks),
+    /// f32 on a GPU, in row pieces within one buffer's limit each.
+    Split(SplitDense),
+}
+
+/// `x·Wᵀ` for a dense `[out, in]` weight, always as one 2-D product over the flattened rows.
+///
+/// Up to [`WEIGHT_LEFT_MAX_ROWS`] rows (decoding) it computes `(W·xᵀ)ᵀ`, with the contiguous
+/// matrix on the left: gemm then reads the weight in place (a matrix-vector product for one
+/// row) instead of packing a copy of all of it on every call; more rows (prefill, log-prob
+/// recomputation) are faster as `x·Wᵀ`. burn's `linear` is avoided on purpose: for a
+/// `[1, seq, in]` input it reshapes the weight to `[1, in, out]`, which copies the transposed
+/// view into a new contiguous matrix on every call.
+///
+/// # Shapes
+/// - `x`: `[..., in]`; output `[..., out]`
+pub(crate) fn dense_project<const D: usize>(w: &Tensor<2>, x: Tensor<D>) -> Tensor<D> {
+    let mut dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let [d_out, d_in] = w.dims();
+    let x = x.reshape([rows, d_in]);
+    let y = if rows <= WEIGHT_LEFT_MAX_ROWS {
+        w.clone().matmul(x.transpose()).transpose()
+    } else {
+        x.matmul(w.clone().transpose())
+    };
+    dims[D - 1] = d_out;
+    y.reshape(dims)
 }
 
 /// Up to this many rows, [`Weight::project`] computes `(W·xᵀ)ᵀ` instead of `x·Wᵀ`.
 const WEIGHT_LEFT_MAX_ROWS: usize = 32;
 
 impl Weight {
+    /// f32 `values` (`[rows, cols]`, row-major) on `device`: one tensor, or row pieces on a GPU
+    /// when they exceed one buffer ([`MAX_BUFFER_BYTES`]).
+    pub fn from_values(values: Vec<f32>, [rows, cols]: [usize; 2], device: &Device) -> Self {
+        if rows * cols * 4 > MAX_BUFFER_BYTES && !super::load::is_cpu(device) {
+            return Weight::Split(SplitDense::new(
+                &values,
+                [rows, cols],
+                device,
+                MAX_BUFFER_BYTES,
+            ));
+        }
+        Weight::Dense(Tensor::from_data(
+            TensorData::new(values, [rows, cols]),
+            device,
+        ))
+    }
+
     /// A checkpoint's quantised blocks, kept as they are: in host memory for the CPU backend
     /// (multiplied as `options` says), in a GPU buffer on other devices.
     pub fn from_blocks(
@@ -57,6 +103,7 @@ impl Weight {
             #[cfg(feature = "native")]
             Weight::Blocks(m) => m.dims(),
             Weight::GpuBlocks(m) => m.dims(),
+            Weight::Split(m) => m.dims(),
         }
     }
 
@@ -67,13 +114,14 @@ impl Weight {
             #[cfg(feature = "native")]
             Weight::Blocks(m) => format!("{:?}", m.kind()),
             Weight::GpuBlocks(m) => format!("{:?}", m.kind()),
+            Weight::Split(_) => "f32".into(),
         }
     }
 
     /// Bytes the weight occupies.
     pub fn size_bytes(&self) -> usize {
         match self {
-            Weight::Dense(w) => w.dims().iter().product::<usize>() * 4,
+            Weight::Dense(_) | Weight::Split(_) => self.dims().iter().product::<usize>() * 4,
             #[cfg(feature = "native")]
             Weight::Blocks(m) => m.size_bytes(),
             Weight::GpuBlocks(m) => m.size_bytes(),
@@ -85,39 +133,22 @@ impl Weight {
     pub fn largest_buffer_bytes(&self) -> usize {
         match self {
             Weight::GpuBlocks(m) => m.largest_buffer_bytes(),
+            Weight::Split(m) => m.largest_buffer_bytes(),
             _ => self.size_bytes(),
         }
     }
 
-    /// `x·Wᵀ + b`, always as one 2-D product over the flattened rows.
-    ///
-    /// For a dense weight up to [`WEIGHT_LEFT_MAX_ROWS`] rows (decoding) it computes
-    /// `(W·xᵀ)ᵀ`, with the contiguous matrix on the left: gemm then reads the weight in place (a
-    /// matrix-vector product for one row) instead of packing a copy of all of it on every call;
-    /// more rows (prefill, log-prob recomputation) are faster as `x·Wᵀ`. burn's `linear` is
-    /// avoided on purpose: for a `[1, seq, in]` input it reshapes the weight to `[1, in, out]`,
-    /// which copies the transposed view into a new contiguous matrix on every call.
+    /// `x·Wᵀ + b` (see [`dense_project`] for dense weights).
     ///
     /// # Shapes
     /// - `x`: `[..., in]`; `bias`: `[out]`; output `[..., out]`
     pub fn project<const D: usize>(&self, x: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
         let y = match self {
-            Weight::Dense(w) => {
-                let mut dims = x.dims();
-                let rows = dims[..D - 1].iter().product::<usize>();
-                let [d_out, d_in] = w.dims();
-                let x = x.reshape([rows, d_in]);
-                let y = if rows <= WEIGHT_LEFT_MAX_ROWS {
-                    w.clone().matmul(x.transpose()).transpose()
-                } else {
-                    x.matmul(w.clone().transpose())
-                };
-                dims[D - 1] = d_out;
-                y.reshape(dims)
-            }
+            Weight::Dense(w) => dense_project(w, x),
             #[cfg(feature = "native")]
             Weight::Blocks(m) => quant_linear(x, m),
             Weight::GpuBlocks(m) => m.matmul(x),
+            Weight::Split(m) => m.project(x),
         };
         match bias {
             Some(b) => y + b.unsqueeze::<D>(),
@@ -145,6 +176,7 @@ impl Weight {
                 Tensor::from_data(TensorData::new(m.gather(&flat), [batch, seq, d_in]), device)
             }
             Weight::GpuBlocks(m) => m.rows(ids, device),
+            Weight::Split(m) => m.rows(ids, device),
         }
     }
 
@@ -159,6 +191,7 @@ impl Weight {
                 Tensor::from_data(TensorData::new(m.dequantize(), m.dims()), device)
             }
             Weight::GpuBlocks(m) => m.dequantize_rows(0, m.dims()[0]),
+            Weight::Split(m) => m.to_dense(),
         }
     }
 
@@ -168,7 +201,7 @@ impl Weight {
             Weight::Dense(w) => Some(w),
             #[cfg(feature = "native")]
             Weight::Blocks(_) => None,
-            Weight::GpuBlocks(_) => None,
+            Weight::GpuBlocks(_) | Weight::Split(_) => None,
         }
     }
 }
