@@ -191,7 +191,7 @@ async function loadModel(request, files = []) {
     const ready = await call({ ...request, max_buffer: maxBuffer }, files);
     progressDone();
     lastModel = { request, files };
-    show('model-info', `${ready.name}: ${(ready.parameters / 1e6).toFixed(2)} M parameters, ${ready.layers} layers, hidden ${ready.hidden}, vocabulary ${ready.vocab}; ready in ${ready.seconds.toFixed(1)} s`, 'ready');
+    show('model-info', `${ready.name}: ${(ready.parameters / 1e6).toFixed(2)} M parameters, ${ready.layers} layers, hidden ${ready.hidden}, vocabulary ${ready.vocab}; weights on the GPU ${mib(ready.gpu_bytes)} as ${ready.weights} (largest buffer ${mib(ready.largest_buffer)}); ready in ${ready.seconds.toFixed(1)} s`, 'ready');
     await offerShippedAdapter(ready.fingerprint);
     const toy = request.cmd === 'load_bundled';
     if (toy !== modelIsToy || problems.length === 0) {

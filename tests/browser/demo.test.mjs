@@ -128,6 +128,32 @@ test('a model from the hub URL layout (sharded f16) gives the native logits, and
   });
 });
 
+test('a GGUF model from the hub stays quantised on the GPU and gives the native wgpu logits', { timeout: 600_000 }, async () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'tinylora-gguf-'));
+  const gguf = 'tests/fixtures/gguf/tiny-qwen2.gguf';
+  mkdirSync(join(tmp, 'gguf'));
+  copyFileSync(join(ROOT, gguf), join(tmp, 'gguf', 'tiny-qwen2.gguf'));
+  const ids = [3, 17, 42, 5, 99];
+  // The same kernels natively (wgpu: lavapipe in CI): the blocks are multiplied as they are.
+  const native = JSON.parse(trainer('logits', '--model', gguf, '--backend', 'wgpu', '--ids', ids.join(','), '--json')).last_logits;
+  const hub = await serveHub(tmp);
+  try {
+    await withPage(async ({ page, url }) => {
+      await page.goto(url(`?hub=http://127.0.0.1:${hub.address().port}&repo=tinylora/gguf&gguf=tiny-qwen2.gguf`));
+      const info = await waitState(page, '#model-info', 'ready');
+      console.log(info);
+      assert.match(info, /weights on the GPU [\d.]+ MiB as (Q\w+\+)+f32/);
+      const web = (await page.evaluate((ids) => window.tinylora.call({ cmd: 'logits', ids, adapted: false }), ids)).values;
+      assert.equal(web.length, native.length);
+      const diff = Math.max(...web.map((v, i) => Math.abs(v - native[i])));
+      console.log(`GGUF: max |wasm - native| logits = ${diff.toExponential(2)}`);
+      assert.ok(diff <= 1e-3, `wasm logits differ from native by ${diff}`);
+    });
+  } finally {
+    hub.close();
+  }
+});
+
 test('cut, altered and missing downloads are reported and the page stays usable', { timeout: 600_000 }, async () => {
   await withPage(async ({ page, url, hub }) => {
     await page.goto(url(`?hub=http://127.0.0.1:${hub.address().port}`));

@@ -212,6 +212,12 @@ pub enum Event {
         vocab: usize,
         /// Whether a tokenizer came with it (generation needs one).
         has_tokenizer: bool,
+        /// How its weights are held on the GPU: `f32`, GGUF block types (`Q4K+Q6K+f32`).
+        weights: String,
+        /// Bytes of its weights on the GPU.
+        gpu_bytes: usize,
+        /// Bytes of its largest GPU buffer.
+        largest_buffer: usize,
         /// Fingerprint of its seven projections (as in adapter files with all targets): the
         /// page offers the shipped adapters trained on this base model.
         fingerprint: String,

@@ -8,7 +8,6 @@ use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::linear::{Linear, Mixes};
 use super::pass::Pass;
-use super::rope::rope_tables;
 use super::tree::{TensorSupply, children};
 use super::weight::Weight;
 use crate::model::norm::rms_norm;
@@ -122,10 +121,7 @@ impl CausalLm {
     /// and new tokens): its buffers are allocated once and written in place, where a
     /// concatenation copies the whole cache for every token.
     pub fn new_generation_cache(&self, pads: Vec<usize>, positions: usize) -> KvCache {
-        KvCache {
-            capacity: Some(positions),
-            ..self.new_cache(pads)
-        }
+        KvCache::with_capacity(self.config.num_hidden_layers, pads, positions)
     }
 
     /// Runs the decoder over the next tokens of each row, with the adapter at `mixes`
@@ -143,11 +139,8 @@ impl CausalLm {
     ) -> Tensor<3> {
         let seq = tokens.first().map_or(0, Vec::len);
         let mut x = self.model.embed_tokens.rows(tokens, &self.device);
-        let pass = Pass {
-            rope: rope_tables(&cache.positions(seq), &self.config, &self.device),
-            mask: cache.mask(seq, &self.device),
-            mixes,
-        };
+        let (rope, mask) = cache.pass_tables(seq, &self.config, &self.device);
+        let pass = Pass { rope, mask, mixes };
         for (i, layer) in self.model.layers.iter().enumerate() {
             x = layer.forward(x, &pass, cache.layer(i));
         }

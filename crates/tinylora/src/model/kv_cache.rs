@@ -4,6 +4,9 @@ use std::collections::HashMap;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::config::ModelConfig;
+use super::rope::{RopeTables, rope_tables};
+
 /// Keys and values of every layer for the tokens seen so far.
 ///
 /// Rows are left-padded: row `b` starts with `pads[b]` padding tokens that no query attends
@@ -20,6 +23,57 @@ pub struct KvCache {
     /// `None`: each pass concatenates its keys and values to the cached ones (a copy of the
     /// whole cache per pass, which is also what autodiff differentiates through).
     pub capacity: Option<usize>,
+    /// With a capacity, the RoPE tables and mask of every slot, made at the first decode step
+    /// and sliced by the later ones.
+    slots: Option<SlotTables>,
+}
+
+/// RoPE tables and key mask of every slot `0..capacity` of each row of a generation.
+struct SlotTables {
+    /// `cos`, `sin`: `[batch, 1, capacity, head_dim]`.
+    rope: RopeTables,
+    /// 0 for the row's real slots, [`MASKED`] for its padding, `[batch, 1, 1, capacity]`.
+    keys: Tensor<4>,
+}
+
+impl SlotTables {
+    /// The tables of `pads`' rows over `capacity` slots (positions as [`KvCache::positions`]
+    /// gives them).
+    fn new(pads: &[usize], capacity: usize, config: &ModelConfig, device: &Device) -> Self {
+        let positions: Vec<Vec<usize>> = pads
+            .iter()
+            .map(|&pad| (0..capacity).map(|t| t.saturating_sub(pad)).collect())
+            .collect();
+        let keys: Vec<f32> = pads
+            .iter()
+            .flat_map(|&pad| (0..capacity).map(move |k| if k >= pad { 0.0 } else { MASKED }))
+            .collect();
+        Self {
+            rope: rope_tables(&positions, config, device),
+            keys: Tensor::from_data(TensorData::new(keys, [pads.len(), 1, 1, capacity]), device),
+        }
+    }
+
+    /// The RoPE tables of slot `at` (`[batch, 1, 1, head_dim]`) and the mask of a query there
+    /// against slots `0..=at` (`[batch, 1, 1, at + 1]`).
+    fn step(&self, at: usize) -> (RopeTables, Tensor<4>) {
+        let [b, _, _, d] = self.rope.cos.dims();
+        let slot = [0..b, 0..1, at..at + 1, 0..d];
+        (
+            RopeTables {
+                cos: self.rope.cos.clone().slice(slot.clone()),
+                sin: self.rope.sin.clone().slice(slot),
+            },
+            self.keys.clone().slice([0..b, 0..1, 0..1, 0..at + 1]),
+        )
+    }
+
+    /// Keeps rows `index` (as [`KvCache::keep_rows`]).
+    fn keep_rows(&mut self, index: Tensor<1, Int>) {
+        self.rope.cos = self.rope.cos.clone().select(0, index.clone());
+        self.rope.sin = self.rope.sin.clone().select(0, index.clone());
+        self.keys = self.keys.clone().select(0, index);
+    }
 }
 
 /// One layer's keys and values in a [`KvCache`], for one pass.
@@ -80,6 +134,45 @@ impl KvCache {
             pads,
             len: 0,
             capacity: None,
+            slots: None,
+        }
+    }
+
+    /// An empty cache like [`new`](Self::new) whose buffers hold `capacity` slots per row,
+    /// written in place.
+    pub fn with_capacity(layers: usize, pads: Vec<usize>, capacity: usize) -> Self {
+        Self {
+            capacity: Some(capacity),
+            ..Self::new(layers, pads)
+        }
+    }
+
+    /// The RoPE tables and attention mask of the next `seq` tokens. A decode step (one token
+    /// per row, none of them padding) of a cache with room left slices them from tables made
+    /// once per generation, so that it uploads nothing but its token ids; other passes build
+    /// them on the host ([`positions`](Self::positions), [`mask`](Self::mask)).
+    ///
+    /// # Shapes
+    /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`; mask `[batch, 1, seq, len + seq]`
+    pub fn pass_tables(
+        &mut self,
+        seq: usize,
+        config: &ModelConfig,
+        device: &Device,
+    ) -> (RopeTables, Tensor<4>) {
+        let at = self.len;
+        let step = seq == 1 && self.pads.iter().all(|&pad| pad <= at);
+        match self.capacity.filter(|&c| step && at < c) {
+            Some(capacity) => {
+                let pads = &self.pads;
+                self.slots
+                    .get_or_insert_with(|| SlotTables::new(pads, capacity, config, device))
+                    .step(at)
+            }
+            None => (
+                rope_tables(&self.positions(seq), config, device),
+                self.mask(seq, device),
+            ),
         }
     }
 
@@ -100,6 +193,10 @@ impl KvCache {
                 Tensor::<1, Int>::from_data(TensorData::new(ids.clone(), [ids.len()]), &k.device());
             *k = k.clone().select(0, index.clone());
             *v = v.clone().select(0, index);
+        }
+        if let Some(slots) = &mut self.slots {
+            let index = TensorData::new(ids.clone(), [ids.len()]);
+            slots.keep_rows(Tensor::from_data(index, &slots.keys.device()));
         }
         self.pads = rows.iter().map(|&r| self.pads[r]).collect();
     }
@@ -168,6 +265,34 @@ mod tests {
         let n = dims.iter().product();
         let data: Vec<f32> = (0..n).map(|i| ((i * 31 + seed * 17) % 97) as f32).collect();
         Tensor::from_data(TensorData::new(data, dims), device)
+    }
+
+    /// The tables a decode step slices are those built on the host for that step, bit for
+    /// bit, rows leaving half-way included; the prefill and a step past the capacity take the
+    /// host's.
+    #[test]
+    fn decode_steps_slice_the_tables_the_host_would_build() {
+        let device = Device::flex();
+        let config = ModelConfig::qwen2(40, 16, 24, 2, 4, 2, 10000.0, true);
+        let (pads, capacity) = (vec![0, 2, 1], 8);
+        let mut cache = KvCache::with_capacity(1, pads.clone(), capacity);
+        let mut host = KvCache::new(1, pads);
+        let read = |t: Tensor<4>| block_on(to_vec_f32(t)).unwrap();
+        for (pass, seq) in [4, 1, 1, 1, 1, 1].into_iter().enumerate() {
+            if pass == 3 {
+                cache.keep_rows(&[2, 0]);
+                host.keep_rows(&[2, 0]);
+            }
+            let (rope, mask) = cache.pass_tables(seq, &config, &device);
+            let want_rope = rope_tables(&host.positions(seq), &config, &device);
+            assert_eq!(read(rope.cos), read(want_rope.cos), "pass {pass}");
+            assert_eq!(read(rope.sin), read(want_rope.sin), "pass {pass}");
+            assert_eq!(read(mask), read(host.mask(seq, &device)), "pass {pass}");
+            assert_eq!(cache.slots.is_some(), pass >= 1, "pass {pass}");
+            cache.len += seq;
+            host.len += seq;
+        }
+        assert_eq!(cache.len, capacity + 1);
     }
 
     /// The same passes (a prefill of 5, then single tokens, rows leaving half-way) through a
