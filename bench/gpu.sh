@@ -6,7 +6,8 @@
 #   bash bench/gpu.sh run       # on the GPU machine, from the repository root
 #
 # `run` writes a random Qwen2.5-0.5B-shaped model, measures wgpu (and the CPU for reference),
-# and prints the table, then the same as one JSON object per backend. Never part of the tests.
+# and prints the table, then the same as one JSON object per backend (and wgpu with the
+# weights quantised to Q8_0 blocks). Never part of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=bench/gpu-bundle
@@ -31,6 +32,9 @@ case "${1:-}" in
     # The same per backend as JSON (weight memory, largest buffer, kernels per token).
     "$BUNDLE/trainer" bench --model "$model" --backends wgpu,cpu --prompt-len 256 \
       --decode-tokens 32 --batches 1,8 --json | tee "${OUT:-/tmp}/bench-gpu.jsonl"
+    # Quantised to Q8_0 at load: the GPU multiplies the blocks (the GGUF path's kernels).
+    "$BUNDLE/trainer" bench --model "$model" --backends wgpu --weights q8 --prompt-len 256 \
+      --decode-tokens 32 --batches 1,8 --json | tee -a "${OUT:-/tmp}/bench-gpu.jsonl"
     ;;
   *)
     echo "usage: bash bench/gpu.sh pack|run" >&2

@@ -19,7 +19,7 @@ use std::fmt;
 use crate::weights::BlockTensor;
 use crate::weights::dequant::{GgmlType, decode_row};
 
-/// How a checkpoint's matrices are held on the CPU.
+/// How a checkpoint's matrices are held (on the CPU and on a GPU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
     /// As the file stores them: GGUF blocks stay blocks, f16/bf16/f32 become f32.
@@ -28,6 +28,16 @@ pub enum WeightFormat {
     /// As stored when quantised; f16/bf16/f32 matrices are quantised to Q8_0 at load
     /// (`quantize_q8_0`): a quarter of f32's bytes, values within `d·(½ + 127·2⁻¹¹)`.
     Q8_0,
+}
+
+impl WeightFormat {
+    /// The name [`FromStr`](std::str::FromStr) reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::AsStored => "as-stored",
+            WeightFormat::Q8_0 => "q8",
+        }
+    }
 }
 
 impl std::str::FromStr for WeightFormat {

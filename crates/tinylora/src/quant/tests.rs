@@ -363,3 +363,10 @@ fn the_burn_operation_and_its_gradient_match_a_dense_matmul() {
         "x.grad",
     );
 }
+
+#[test]
+fn weight_format_names_parse_back() {
+    for format in [super::WeightFormat::AsStored, super::WeightFormat::Q8_0] {
+        assert_eq!(format.name().parse::<super::WeightFormat>(), Ok(format));
+    }
+}

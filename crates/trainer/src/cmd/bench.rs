@@ -40,7 +40,7 @@ pub struct Args {
     /// New tokens per decode measurement.
     #[arg(long, default_value_t = 16)]
     decode_tokens: usize,
-    /// On the CPU: `as-stored` or `q8` (f16/bf16/f32 matrices quantised to Q8_0 at load).
+    /// `as-stored` or `q8` (f16/bf16/f32 matrices quantised to Q8_0 at load).
     #[arg(long, default_value = "as-stored")]
     weights: WeightFormat,
     /// Batch sizes of the decode measurement.
@@ -66,7 +66,7 @@ pub struct Args {
 /// generations of this same program (2 and 10 new tokens from one prompt) with cubecl's
 /// profiler on (`CUBECL_DEBUG_OPTION=profile`, one `| duration | kernel` line per launch);
 /// the difference per token.
-fn dispatches_per_token(model: &Path, backend: BackendKind) -> Result<f64> {
+fn dispatches_per_token(model: &Path, backend: BackendKind, weights: WeightFormat) -> Result<f64> {
     const SHORT: usize = 2;
     const LONG: usize = 10;
     let dir = std::env::temp_dir().join(format!("tinylora-dispatches-{}", std::process::id()));
@@ -81,6 +81,8 @@ fn dispatches_per_token(model: &Path, backend: BackendKind) -> Result<f64> {
                 backend.name(),
                 "--ids",
                 "5,17,42,99,7,23,61,8",
+                "--weights",
+                weights.name(),
             ])
             .arg("--model")
             .arg(model)
@@ -101,15 +103,23 @@ fn dispatches_per_token(model: &Path, backend: BackendKind) -> Result<f64> {
         );
         let text = std::fs::read_to_string(&log)
             .with_context(|| format!("cubecl wrote no profile to {}", log.display()))?;
-        // A launch is `| DURATION | KERNEL`; the summary table's lines have more columns.
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("| ") && l.matches('|').count() == 2)
-            .count())
+        Ok(text.lines().filter(|l| is_launch(l)).count())
     };
     let (short, long) = (launches(SHORT)?, launches(LONG)?);
     let _ = std::fs::remove_dir_all(&dir);
     Ok((long as f64 - short as f64) / (LONG - SHORT) as f64)
+}
+
+/// Whether a line of cubecl's profile log is a kernel launch: `| DURATION | KERNEL`, where
+/// the kernel's name may itself hold `|` between its generic parts (burn's elementwise and
+/// matmul kernels: `| 407µs | KernelBinop | MulOp_6c21`).
+fn is_launch(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("| ") else {
+        return false;
+    };
+    let duration = rest.split('|').next().unwrap_or("").trim();
+    let number = duration.trim_end_matches(|c: char| c.is_alphabetic() || c == 'µ');
+    duration.ends_with('s') && !number.is_empty() && number.parse::<f64>().is_ok()
 }
 
 /// Bytes copied per second by a large `memcpy` (read + write), the best of three.
@@ -325,7 +335,7 @@ pub fn run(args: Args) -> Result<()> {
             let weight_bytes: usize = storage.bytes.values().sum();
             let gpu = backend != BackendKind::Cpu;
             let dispatches = if gpu {
-                Some(dispatches_per_token(&args.model, backend)?)
+                Some(dispatches_per_token(&args.model, backend, args.weights)?)
             } else {
                 None
             };
@@ -380,4 +390,20 @@ pub fn run(args: Args) -> Result<()> {
         println!("| {} | {} | {} |", r.what, r.value, r.note);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_launch;
+
+    #[test]
+    fn every_launch_line_of_the_profile_counts() {
+        let log = "| 38.234966ms | RowsKernel_bc32ff31\n\
+                   | 407.124µs  | KernelBinop | MulOp_6c217c5a\n\
+                   | 1.3s | MatmulEntry | TensorArgs | DynamicScalar | RowMajor_269a\n\
+                   | 950ns | Copy_1\n\
+                   | Kernel | Calls | Total |\n\
+                   name: tinylora::gpu_quant::kernels::rows_kernel\n";
+        assert_eq!(log.lines().filter(|l| is_launch(l.trim_start())).count(), 4);
+    }
 }

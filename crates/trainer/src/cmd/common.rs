@@ -26,8 +26,8 @@ pub struct ModelArgs {
     /// Compute backend: cpu (burn flex) or wgpu.
     #[arg(long, default_value = "cpu")]
     pub backend: BackendKind,
-    /// On the CPU: `as-stored` (GGUF blocks stay blocks, other matrices f32) or `q8`
-    /// (f16/bf16/f32 matrices quantised to Q8_0 at load).
+    /// `as-stored` (GGUF blocks stay blocks, on the CPU and on the GPU; other matrices f32)
+    /// or `q8` (f16/bf16/f32 matrices quantised to Q8_0 at load).
     #[arg(long, default_value = "as-stored")]
     pub weights: WeightFormat,
     /// A TinyLoRA adapter: our JSON or compact file, or a PEFT TinyLoRA directory.
