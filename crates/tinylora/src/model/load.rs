@@ -52,7 +52,7 @@ struct Loader<'a> {
 
 /// Whether `device` is burn's CPU backend (plain or autodiff), where [`Weight::Blocks`] run.
 #[cfg(feature = "native")]
-pub(super) fn is_cpu(device: &Device) -> bool {
+pub(crate) fn is_cpu(device: &Device) -> bool {
     matches!(
         device.clone().without_autodiff().as_dispatch(),
         burn::backend::DispatchDevice::Flex(_)
@@ -61,7 +61,7 @@ pub(super) fn is_cpu(device: &Device) -> bool {
 
 /// No CPU backend in the browser build.
 #[cfg(not(feature = "native"))]
-pub(super) fn is_cpu(_: &Device) -> bool {
+pub(crate) fn is_cpu(_: &Device) -> bool {
     false
 }
 
