@@ -14,7 +14,7 @@ pub mod device;
 pub mod evaluate;
 mod frozen_grad;
 pub mod generate;
-pub mod gpu_norm;
+pub mod gpu_fused;
 pub mod gpu_quant;
 pub mod grpo;
 pub mod hub;

@@ -5,6 +5,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{ModelConfig, RopeScaling};
+use super::load::is_cpu;
 
 /// Cosines and sines for a block of positions, ready to broadcast over heads.
 ///
@@ -79,12 +80,16 @@ pub fn rope_tables(positions: &[Vec<usize>], config: &ModelConfig, device: &Devi
     }
 }
 
-/// Rotates `x` by the tables.
+/// Rotates `x` by the tables. On a GPU, when `x` needs no gradient, one fused kernel
+/// ([`crate::gpu_fused`]); otherwise burn's differentiable operations.
 ///
 /// # Shapes
 /// - `x`: `[batch, heads, seq, head_dim]`
 /// - output: same as `x`
 pub fn apply_rope(x: Tensor<4>, tables: &RopeTables) -> Tensor<4> {
+    if !is_cpu(&x.device()) && !x.is_require_grad() {
+        return crate::gpu_fused::rope(x, tables.cos.clone(), tables.sin.clone());
+    }
     let [b, h, s, d] = x.dims();
     let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
     let x2 = x.clone().slice([0..b, 0..h, 0..s, d / 2..d]);

@@ -1,8 +1,12 @@
-//! RMSNorm in one GPU kernel for passes without gradients (generation, evaluation): burn's
-//! composition of it launches seven kernels (square, mean, add, square root, reciprocal and two
-//! products), which a GPU pays for per launch and a software one (lavapipe, SwiftShader) pays
-//! dearly for. Passes that need a gradient keep the differentiable composition
-//! ([`crate::model::norm::rms_norm`] chooses).
+//! RMSNorm and RoPE in one GPU kernel each, for passes without gradients (generation,
+//! evaluation): burn's compositions launch seven kernels for RMSNorm (square, mean, add, square
+//! root, reciprocal, two products) and about seven for RoPE (two slices, a negation, a
+//! concatenation, two products, a sum), which a GPU pays for per launch and a software one
+//! (lavapipe, SwiftShader) pays dearly for. Passes that need a gradient keep the
+//! differentiable compositions ([`crate::model::norm::rms_norm`] and
+//! [`crate::model::rope::apply_rope`] choose).
+
+mod kernels;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::tensor::FloatTensor;
@@ -17,71 +21,38 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
-/// Units of one cube, which normalises one row.
-const NORM_UNITS: u32 = 64;
+use kernels::{NORM_UNITS, rms_norm_kernel, rope_kernel};
 
-/// `out[row] = x[row] / sqrt(mean(x[row]²) + eps) · weight`, one cube per row of `d` values:
-/// each unit sums the squares of every [`NORM_UNITS`]-th value, one adds the partial sums, and
-/// all scale their values.
-///
-/// # Shapes
-/// - `x`, `out`: `[rows, d]` contiguous; `weight`: `[d]`
-#[cube(launch)]
-fn rms_norm_kernel(x: &Tensor<f32>, weight: &Tensor<f32>, out: &mut Tensor<f32>, d: u32, eps: f32) {
-    let base = CUBE_POS as u32 * d;
-    if base as usize >= out.len() {
-        terminate!();
-    }
-    let unit = UNIT_POS;
-    let mut acc = 0.0f32;
-    let mut i = unit;
-    while i < d {
-        let v = x[(base + i) as usize];
-        acc += v * v;
-        i += NORM_UNITS;
-    }
-    let lanes = comptime!(NORM_UNITS as usize);
-    let mut partial = Shared::<[f32]>::new_slice(lanes);
-    let mut total = Shared::<[f32]>::new_slice(1usize);
-    partial[unit as usize] = acc;
-    sync_cube();
-    if unit == 0 {
-        let mut sum = 0.0f32;
-        for k in 0..lanes {
-            sum += partial[k];
-        }
-        total[0usize] = sum;
-    }
-    sync_cube();
-    let inverse = 1.0f32 / (total[0usize] / f32::cast_from(d) + eps).sqrt();
-    let mut j = unit;
-    while j < d {
-        let at = (base + j) as usize;
-        out[at] = x[at] * inverse * weight[j as usize];
-        j += NORM_UNITS;
-    }
-}
-
-/// RMSNorm as one backend operation.
+/// The fused kernels as backend operations (not differentiable).
 #[backend_extension(Cube: cfg(any(feature = "native", feature = "webgpu")), Autodiff)]
-pub trait RmsNormBackend: Backend {
-    /// `x / sqrt(mean(x², last) + eps) · weight`: `x` `[..., d]`, `weight` `[d]`. Not
-    /// differentiable.
+pub trait FusedBackend: Backend {
+    /// `x / sqrt(mean(x², last) + eps) · weight`: `x` `[..., d]`, `weight` `[d]`.
     fn fused_rms_norm(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         eps: f32,
     ) -> FloatTensor<Self>;
+    /// `x·cos + rotate_half(x)·sin`: `x` `[batch, heads, seq, head_dim]`, `cos`, `sin`
+    /// `[batch, 1, seq, head_dim]`.
+    fn fused_rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
-impl RmsNormBackend for CubeBackend {
+/// A new contiguous f32 tensor of `x`'s shape beside it.
+fn empty_f32_like(x: &CubeTensor) -> CubeTensor {
+    assert_eq!(x.dtype, DType::F32, "the fused kernels take f32");
+    empty_device_dtype(x.client.clone(), x.device.clone(), x.shape(), DType::F32)
+}
+
+impl FusedBackend for CubeBackend {
     fn fused_rms_norm(x: CubeTensor, weight: CubeTensor, eps: f32) -> CubeTensor {
-        assert_eq!(x.dtype, DType::F32, "the fused RMSNorm takes f32");
         let x = into_contiguous(x);
         let weight = into_contiguous(weight);
-        let shape = x.shape();
-        let d = shape[shape.len() - 1];
-        let out = empty_device_dtype(x.client.clone(), x.device.clone(), shape, DType::F32);
+        let d = x.shape()[x.shape().len() - 1];
+        let out = empty_f32_like(&x);
         let rows = out.meta.num_elements() / d.max(1);
         let dim = CubeDim::new_1d(NORM_UNITS);
         let count = calculate_cube_count_elemwise(&out.client, rows * NORM_UNITS as usize, dim);
@@ -97,16 +68,45 @@ impl RmsNormBackend for CubeBackend {
         );
         out
     }
+
+    fn fused_rope(x: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
+        let out = empty_f32_like(&x);
+        let dim = CubeDim::new_1d(256);
+        let count = calculate_cube_count_elemwise(&out.client, out.meta.num_elements(), dim);
+        rope_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            cos.into_tensor_arg(),
+            sin.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+        out
+    }
 }
 
-/// Untracked: [`rms_norm`] calls it only for inputs that need no gradient.
-impl<B: RmsNormBackend, C: CheckpointStrategy> RmsNormBackend for Autodiff<B, C> {
+/// Untracked: [`rms_norm`] and [`rope`] are called only for inputs that need no gradient.
+impl<B: FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff<B, C> {
     fn fused_rms_norm(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         eps: f32,
     ) -> FloatTensor<Self> {
         let out = B::fused_rms_norm(x.into_primitive(), weight.into_primitive(), eps);
+        <Self as AutodiffBackend>::from_inner(out)
+    }
+
+    fn fused_rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let out = B::fused_rope(
+            x.into_primitive(),
+            cos.into_primitive(),
+            sin.into_primitive(),
+        );
         <Self as AutodiffBackend>::from_inner(out)
     }
 }
@@ -121,10 +121,24 @@ pub fn rms_norm<const D: usize>(
     eps: f64,
 ) -> BurnTensor<D> {
     debug_assert!(!x.is_require_grad(), "the fused RMSNorm has no gradient");
-    BurnTensor::from_dispatch(<Dispatch as RmsNormBackend>::fused_rms_norm(
+    BurnTensor::from_dispatch(<Dispatch as FusedBackend>::fused_rms_norm(
         x.into_dispatch(),
         weight.into_dispatch(),
         eps as f32,
+    ))
+}
+
+/// RoPE in one launch, for an `x` on a GPU that needs no gradient.
+///
+/// # Shapes
+/// - `x`: `[batch, heads, seq, head_dim]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`; output:
+///   same as `x`
+pub fn rope(x: BurnTensor<4>, cos: BurnTensor<4>, sin: BurnTensor<4>) -> BurnTensor<4> {
+    debug_assert!(!x.is_require_grad(), "the fused RoPE has no gradient");
+    BurnTensor::from_dispatch(<Dispatch as FusedBackend>::fused_rope(
+        x.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
     ))
 }
 
@@ -174,6 +188,58 @@ mod tests {
                         assert!(
                             err <= bound * exact.abs() + 1e-30,
                             "{dims:?} row {row} value {i}: {g} vs {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fused RoPE against an f64 rotation of the same values, reading the heads' strided
+    /// view of a projection and a slice of larger tables: within two roundings of each product
+    /// and one of the sum.
+    #[test]
+    fn the_fused_rope_is_the_rotation_within_its_bound() {
+        let device = init(BackendKind::Wgpu).unwrap();
+        let (b, h, s, d, cap, at) = (2, 3, 4, 8, 9, 3);
+        // The projection's layout `[b, s, h, d]`, seen as `[b, h, s, d]`.
+        let proj = random_values(b * s * h * d, 7);
+        let x = Tensor::<4>::from_data(TensorData::new(proj.clone(), [b, s, h, d]), &device)
+            .swap_dims(1, 2);
+        let (cos, sin) = (random_values(b * cap * d, 8), random_values(b * cap * d, 9));
+        let table = |v: &Vec<f32>| {
+            Tensor::<4>::from_data(TensorData::new(v.clone(), [b, 1, cap, d]), &device).slice([
+                0..b,
+                0..1,
+                at..at + s,
+                0..d,
+            ])
+        };
+        let got = super::rope(x, table(&cos), table(&sin))
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let u = F32_UNIT_ROUNDOFF;
+        for bi in 0..b {
+            for hi in 0..h {
+                for si in 0..s {
+                    for di in 0..d {
+                        let xv = |k: usize| f64::from(proj[((bi * s + si) * h + hi) * d + k]);
+                        let t = (bi * cap + at + si) * d + di;
+                        let (c, sn) = (f64::from(cos[t]), f64::from(sin[t]));
+                        let partner = if di < d / 2 {
+                            -xv(di + d / 2)
+                        } else {
+                            xv(di - d / 2)
+                        };
+                        let (p1, p2) = (xv(di) * c, partner * sn);
+                        let exact = p1 + p2;
+                        let g = f64::from(got[((bi * h + hi) * s + si) * d + di]);
+                        let bound = 2.0 * u * (p1.abs() + p2.abs()) + u * exact.abs();
+                        assert!(
+                            (g - exact).abs() <= bound,
+                            "[{bi}, {hi}, {si}, {di}]: {g} vs {exact}"
                         );
                     }
                 }
