@@ -14,19 +14,18 @@ use tinylora::readback::block_on;
 use tinylora::sampling::SamplingConfig;
 use tinylora::tokenizer::{ChatTemplate, chat_prompt};
 
-#[test]
-fn real_qwen_answers_12_times_7() {
-    let Some(dir) = std::env::var_os("TINYLORA_REAL_QWEN").map(PathBuf::from) else {
-        eprintln!("TINYLORA_REAL_QWEN not set: skipping the real-model check");
-        return;
-    };
-    let device = init(BackendKind::Cpu).unwrap();
+/// The greedy answer of the real model on `backend` to "What is 12*7?": its tokens and text.
+fn answer_12_times_7(dir: &std::path::Path, backend: BackendKind) -> (Vec<u32>, String) {
+    let device = init(backend).unwrap();
     let started = Instant::now();
     let checkpoint =
         Checkpoint::open(&dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")).unwrap();
     let tokenizer = checkpoint.tokenizer(&dir.join("tokenizer.json")).unwrap();
     let model = checkpoint.load(&device).unwrap();
-    eprintln!("loaded in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{backend}: loaded in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     // The file's own template (Jinja, from its metadata) writes what the built-in one writes.
     let question = "What is 12*7? Answer with a number.";
     let text = tokenizer.chat_template().render(None, question).unwrap();
@@ -54,11 +53,38 @@ fn real_qwen_answers_12_times_7() {
     let seconds = started.elapsed().as_secs_f64();
     let text = tokenizer.decode(&out[0].tokens).unwrap();
     eprintln!(
-        "prompt {} tokens, {} new tokens in {seconds:.2} s: {text:?}",
+        "{backend}: prompt {} tokens, {} new tokens in {seconds:.2} s: {text:?}",
         prompt.len(),
         out[0].tokens.len()
     );
+    (out[0].tokens.clone(), text)
+}
+
+/// The directory of the real model, if the opt-in variable names one.
+fn real_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("TINYLORA_REAL_QWEN").map(PathBuf::from);
+    if dir.is_none() {
+        eprintln!("TINYLORA_REAL_QWEN not set: skipping the real-model check");
+    }
+    dir
+}
+
+#[test]
+fn real_qwen_answers_12_times_7() {
+    let Some(dir) = real_dir() else { return };
+    let (_, text) = answer_12_times_7(&dir, BackendKind::Cpu);
     assert!(text.contains("84"), "{text:?}");
+}
+
+/// The GPU multiplies the same blocks with its own kernels (f32 activations, where the CPU
+/// rounds decoding's to 8 bits): the same greedy tokens for this answer.
+#[test]
+fn real_qwen_on_wgpu_gives_the_cpus_tokens() {
+    let Some(dir) = real_dir() else { return };
+    let (cpu, _) = answer_12_times_7(&dir, BackendKind::Cpu);
+    let (gpu, text) = answer_12_times_7(&dir, BackendKind::Wgpu);
+    assert!(text.contains("84"), "{text:?}");
+    assert_eq!(gpu, cpu);
 }
 
 /// Opt-in: time of the TinyLoRA basis (168 SVDs of the 0.5B model's projections) on this CPU,
@@ -67,10 +93,7 @@ fn real_qwen_answers_12_times_7() {
 fn real_qwen_basis_time() {
     use tinylora::adapter::TinyLora;
     use tinylora::adapter::config::TinyLoraConfig;
-    let Some(dir) = std::env::var_os("TINYLORA_REAL_QWEN").map(PathBuf::from) else {
-        eprintln!("TINYLORA_REAL_QWEN not set: skipping the real-model basis timing");
-        return;
-    };
+    let Some(dir) = real_dir() else { return };
     let device = init(BackendKind::Cpu).unwrap();
     let mut model = Checkpoint::open(&dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
         .unwrap()
@@ -96,10 +119,7 @@ fn real_qwen_basis_time() {
 fn real_qwen_shipped_adapter_reproduces_its_answer() {
     use tinylora::adapter::TinyLora;
     use tinylora::adapter::file::AdapterFile;
-    let Some(dir) = std::env::var_os("TINYLORA_REAL_QWEN").map(PathBuf::from) else {
-        eprintln!("TINYLORA_REAL_QWEN not set: skipping the shipped adapter check");
-        return;
-    };
+    let Some(dir) = real_dir() else { return };
     let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../assets/adapters/qwen2.5-coder-0.5b-instruct");
     let expected: serde_json::Value =

@@ -217,7 +217,7 @@ impl GpuBlocks {
         let n = dims[..D - 1].iter().product::<usize>();
         // Under autodiff the direct product keeps only the blocks for backward, where a
         // product with dequantised tiles would keep the tiles.
-        let outputs: Vec<Tensor<D>> = if n <= DIRECT_MAX_ROWS || x.is_require_grad() {
+        let outputs: Vec<Tensor<D>> = if n <= DIRECT_MAX_ROWS || x.is_tracked() {
             self.pieces.iter().map(|p| p.matmul(x.clone())).collect()
         } else {
             let x = x.reshape([n, self.cols]);

@@ -5,15 +5,15 @@ use burn::tensor::Tensor;
 use super::load::is_cpu;
 
 /// Root-mean-square normalisation over the last dimension, as in Qwen2's `Qwen2RMSNorm`:
-/// `x / sqrt(mean(x²) + eps) * weight`. On a GPU, when neither input needs a gradient, one
-/// fused kernel ([`crate::gpu_fused`]); otherwise burn's differentiable operations.
+/// `x / sqrt(mean(x²) + eps) * weight`. On a GPU, when neither input is part of an autodiff
+/// graph, one fused kernel ([`crate::gpu_fused`]); otherwise burn's differentiable operations.
 ///
 /// # Shapes
 /// - `x`: `[..., d]`
 /// - `weight`: `[d]`
 /// - output: same as `x`
 pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
-    if !is_cpu(&x.device()) && !x.is_require_grad() && !weight.is_require_grad() {
+    if !is_cpu(&x.device()) && !x.is_tracked() && !weight.is_tracked() {
         return crate::gpu_fused::rms_norm(x, weight, eps);
     }
     let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1);

@@ -80,14 +80,14 @@ pub fn rope_tables(positions: &[Vec<usize>], config: &ModelConfig, device: &Devi
     }
 }
 
-/// Rotates `x` by the tables. On a GPU, when `x` needs no gradient, one fused kernel
-/// ([`crate::gpu_fused`]); otherwise burn's differentiable operations.
+/// Rotates `x` by the tables. On a GPU, when `x` is not part of an autodiff graph, one fused
+/// kernel ([`crate::gpu_fused`]); otherwise burn's differentiable operations.
 ///
 /// # Shapes
 /// - `x`: `[batch, heads, seq, head_dim]`
 /// - output: same as `x`
 pub fn apply_rope(x: Tensor<4>, tables: &RopeTables) -> Tensor<4> {
-    if !is_cpu(&x.device()) && !x.is_require_grad() {
+    if !is_cpu(&x.device()) && !x.is_tracked() {
         return crate::gpu_fused::rope(x, tables.cos.clone(), tables.sin.clone());
     }
     let [b, h, s, d] = x.dims();
