@@ -3,9 +3,10 @@
 //!
 //! A GGUF file's quantised matrices are uploaded as they are stored (the tensor's bytes as
 //! `u32` words), so a Q4_K_M Qwen2.5-0.5B takes its file's size in GPU memory instead of
-//! 1.98 GB of f32, and its largest buffer is its largest tensor's blocks. The kernels
-//! ([`kernels`]) decode each value where it is used: products of a few rows (decoding) read
-//! the blocks directly; products of many rows (prefill, log-probs, gradients) dequantise slices
+//! 1.98 GB of f32, split into buffers of at most [`MAX_BUFFER_BYTES`]. The kernels
+//! ([`kernels`]) decode each value where it is used: products of a few rows (decoding), and
+//! every product inside an autodiff graph (whose backward reads the blocks again), read the
+//! blocks directly; products of many rows outside one (prefill, evaluation) dequantise slices
 //! of rows into a transient f32 tile and let burn's matrix product do the work.
 
 mod kernels;
