@@ -209,8 +209,7 @@ impl WorkerState {
             .map_err(|e| too_big(e.to_string()))?;
         let parameters = model.parameter_count();
         let storage = model.weight_storage();
-        let weights = storage.bytes.keys().cloned().collect::<Vec<_>>().join("+");
-        let gpu_bytes = storage.bytes.values().sum();
+
         let has_tokenizer = tokenizer.is_some();
         self.loaded = Some(PageModel {
             name: name.clone(),
@@ -225,8 +224,8 @@ impl WorkerState {
             hidden: config.hidden_size,
             vocab: config.vocab_size,
             has_tokenizer,
-            weights,
-            gpu_bytes,
+            weights: storage.kinds(),
+            gpu_bytes: storage.total_bytes(),
             largest_buffer: storage.largest.1,
             fingerprint,
             seconds: (now_ms() - started_ms) / 1000.0,

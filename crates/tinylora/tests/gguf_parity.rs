@@ -155,8 +155,7 @@ fn check_gguf_logits(backend: BackendKind) {
         );
         if backend == BackendKind::Wgpu {
             // What the page checks before uploading is what loading allocates.
-            let total: usize = storage.bytes.values().sum();
-            assert_eq!(footprint.total_bytes, total, "{file}");
+            assert_eq!(footprint.total_bytes, storage.total_bytes(), "{file}");
             assert_eq!(footprint.largest.1, storage.largest.1, "{file}");
         }
         println!("{backend} {file}: max rel err {err:.2e}");

@@ -1,14 +1,35 @@
 //! The fused kernels: RMSNorm (one cube per row) and RoPE (one unit per value, reading strided
-//! inputs in place).
+//! inputs in place), and the sum over a cube's units that RMSNorm and the quantised product
+//! share.
 
 use cubecl::prelude::*;
+
+/// The sum of `value` over the `units` units of a cube, given to every unit: partial sums in
+/// shared memory, added in unit order by the first unit.
+#[cube]
+pub fn sum_over_cube(value: f32, #[comptime] units: u32) -> f32 {
+    let lanes = comptime!(units as usize);
+    let mut partial = Shared::<[f32]>::new_slice(lanes);
+    let mut total = Shared::<[f32]>::new_slice(1usize);
+    partial[UNIT_POS as usize] = value;
+    sync_cube();
+    if UNIT_POS == 0 {
+        let mut sum = 0.0f32;
+        for k in 0..lanes {
+            sum += partial[k];
+        }
+        total[0usize] = sum;
+    }
+    sync_cube();
+    total[0usize]
+}
 
 /// Units of one cube, which normalises one row.
 pub const NORM_UNITS: u32 = 64;
 
 /// `out[row] = x[row] / sqrt(mean(x[row]²) + eps) · weight`, one cube per row of `d` values:
-/// each unit sums the squares of every [`NORM_UNITS`]-th value, one adds the partial sums, and
-/// all scale their values.
+/// each unit sums the squares of every [`NORM_UNITS`]-th value, [`sum_over_cube`] adds the
+/// partial sums, and all scale their values.
 ///
 /// # Shapes
 /// - `x`, `out`: `[rows, d]` contiguous; `weight`: `[d]`
@@ -32,20 +53,8 @@ pub fn rms_norm_kernel(
         acc += v * v;
         i += NORM_UNITS;
     }
-    let lanes = comptime!(NORM_UNITS as usize);
-    let mut partial = Shared::<[f32]>::new_slice(lanes);
-    let mut total = Shared::<[f32]>::new_slice(1usize);
-    partial[unit as usize] = acc;
-    sync_cube();
-    if unit == 0 {
-        let mut sum = 0.0f32;
-        for k in 0..lanes {
-            sum += partial[k];
-        }
-        total[0usize] = sum;
-    }
-    sync_cube();
-    let inverse = 1.0f32 / (total[0usize] / f32::cast_from(d) + eps).sqrt();
+    let sum = sum_over_cube(acc, NORM_UNITS);
+    let inverse = 1.0f32 / (sum / f32::cast_from(d) + eps).sqrt();
     let mut j = unit;
     while j < d {
         let at = (base + j) as usize;

@@ -6,7 +6,7 @@
 //! that requires a gradient or anything computed from one) keep the differentiable compositions ([`crate::model::norm::rms_norm`] and
 //! [`crate::model::rope::apply_rope`] choose).
 
-mod kernels;
+pub(crate) mod kernels;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::tensor::FloatTensor;

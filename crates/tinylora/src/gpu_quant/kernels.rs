@@ -7,6 +7,8 @@
 
 use cubecl::prelude::*;
 
+use crate::gpu_fused::kernels::sum_over_cube;
+
 /// Block type codes (GGML's type ids), passed to the kernels at compile time.
 pub const Q4_0: u32 = 2;
 /// GGML's Q5_0.
@@ -191,7 +193,7 @@ pub const ROW_LANES: u32 = 32;
 
 /// `out[i, r] = Σ_c x[i, c] · W[r, c]`: one cube of [`ROW_LANES`] units per output value, the
 /// units taking the row's groups of 16 values in turn (neighbouring units read neighbouring
-/// bytes) and adding their sums in shared memory.
+/// bytes), their sums added by [`sum_over_cube`].
 ///
 /// # Shapes
 /// - `x`: `[n, cols]` contiguous; `out`: `[n, rows]`
@@ -228,16 +230,8 @@ pub fn matvec_kernel(
         );
         g += ROW_LANES;
     }
-    let lanes = comptime!(ROW_LANES as usize);
-    let unit = UNIT_POS as usize;
-    let mut partial = Shared::<[f32]>::new_slice(lanes);
-    partial[unit] = acc;
-    sync_cube();
-    if unit == 0 {
-        let mut total = 0.0f32;
-        for k in 0..lanes {
-            total += partial[k];
-        }
+    let total = sum_over_cube(acc, ROW_LANES);
+    if lane == 0 {
         out[cube] = total;
     }
 }

@@ -27,21 +27,31 @@ const DIRECT_MAX_ROWS: usize = 16;
 /// 128 MiB binding limit).
 const TILE_BYTES: usize = 32 << 20;
 
-/// How a matrix's blocks are laid out in its words.
+/// How a matrix's blocks are laid out in its words: `rows` rows of `cols` values of `kind`
+/// blocks, row after row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockLayout {
-    /// The block type's GGML id (what the kernels are compiled for).
-    pub code: u32,
-    /// Values per block.
-    pub block_values: u32,
-    /// Bytes per block.
-    pub block_bytes: u32,
+    /// The block type (one the kernels read).
+    pub kind: GgmlType,
     /// Rows (`out`).
     pub rows: usize,
     /// Columns (`in`).
     pub cols: usize,
+}
+
+impl BlockLayout {
     /// Bytes per row.
-    pub row_bytes: usize,
+    pub fn row_bytes(&self) -> usize {
+        let (values, bytes) = self.kind.block();
+        self.cols / values * bytes
+    }
+
+    /// What the kernels are compiled for: the block type's code, values and bytes per block.
+    pub fn comptime_args(&self) -> (u32, u32, u32) {
+        let code = kernel_code(self.kind).expect("a block type the kernels read");
+        let (values, bytes) = self.kind.block();
+        (code, values as u32, bytes as u32)
+    }
 }
 
 /// Most bytes of blocks in one GPU buffer: WebGPU's default `maxStorageBufferBindingSize`
@@ -84,7 +94,7 @@ struct Piece {
 
 impl Piece {
     /// `x·Wᵀ` of this piece's rows: `[n, cols]` → `[n, rows]`.
-    fn matmul<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
         Tensor::from_dispatch(<Dispatch as BlocksBackend>::blocks_matmul(
             x.into_dispatch(),
             self.words.clone().into_dispatch(),
@@ -129,8 +139,9 @@ impl GpuBlocks {
         limit: usize,
     ) -> Result<Self, String> {
         let kind = blocks.kind;
-        let code = kernel_code(kind)
-            .ok_or_else(|| format!("the GPU kernels do not read {kind:?} blocks"))?;
+        if !reads_blocks(kind) {
+            return Err(format!("the GPU kernels do not read {kind:?} blocks"));
+        }
         let [rows, cols] = match blocks.shape[..] {
             [rows, cols] => [rows, cols],
             _ => return Err(format!("{:?} is not a matrix", blocks.shape)),
@@ -166,12 +177,9 @@ impl GpuBlocks {
                 Piece {
                     words: Tensor::from_data(TensorData::new(words, [len]), (device, DType::U32)),
                     layout: BlockLayout {
-                        code,
-                        block_values: block_values as u32,
-                        block_bytes: block_bytes as u32,
+                        kind,
                         rows: bytes.len() / row_bytes,
                         cols,
-                        row_bytes,
                     },
                     first_row: i * rows_per_piece,
                 }
@@ -214,16 +222,16 @@ impl GpuBlocks {
     /// # Shapes
     /// - `x`: `[..., cols]`; output `[..., rows]`
     pub fn matmul<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let dims = x.dims();
+        let mut dims = x.dims();
         let n = dims[..D - 1].iter().product::<usize>();
+        let tracked = x.is_tracked();
+        let x = x.reshape([n, self.cols]);
         // Under autodiff the direct product keeps only the blocks for backward, where a
         // product with dequantised tiles would keep the tiles.
-        let outputs: Vec<Tensor<D>> = if n <= DIRECT_MAX_ROWS || x.is_tracked() {
+        let outputs: Vec<Tensor<2>> = if n <= DIRECT_MAX_ROWS || tracked {
             self.pieces.iter().map(|p| p.matmul(x.clone())).collect()
         } else {
-            let x = x.reshape([n, self.cols]);
-            let step = (TILE_BYTES / (self.cols * 4)).max(1);
-            let mut out_dims = dims;
+            let step = rows_per_buffer(self.cols * 4, TILE_BYTES).max(1);
             self.pieces
                 .iter()
                 .flat_map(|p| {
@@ -233,15 +241,16 @@ impl GpuBlocks {
                 })
                 .map(|(p, first)| {
                     let tile = p.dequantize(first, step.min(p.layout.rows - first));
-                    out_dims[D - 1] = tile.dims()[0];
-                    x.clone().matmul(tile.transpose()).reshape(out_dims)
+                    x.clone().matmul(tile.transpose())
                 })
                 .collect()
         };
-        match outputs.len() {
+        let out = match outputs.len() {
             1 => outputs.into_iter().next().expect("one output"),
-            _ => Tensor::cat(outputs, D - 1),
-        }
+            _ => Tensor::cat(outputs, 1),
+        };
+        dims[D - 1] = self.rows;
+        out.reshape(dims)
     }
 
     /// The rows `ids` (an embedding lookup): each piece writes the rows it holds and zeros

@@ -85,11 +85,6 @@ fn rows_in_out(input: CubeTensor, d_in: usize, d_out: usize) -> (CubeTensor, Cub
     (input, out)
 }
 
-/// The comptime arguments every kernel takes: block type, values and bytes per block.
-fn comptime_args(layout: &BlockLayout) -> (u32, u32, u32) {
-    (layout.code, layout.block_values, layout.block_bytes)
-}
-
 impl BlocksBackend for CubeBackend {
     fn blocks_matmul(
         input: CubeTensor,
@@ -102,11 +97,11 @@ impl BlocksBackend for CubeBackend {
             false => (layout.cols, layout.rows),
         };
         let (input, out) = rows_in_out(input, d_in, d_out);
-        let (kind, values, bytes) = comptime_args(&layout);
+        let (kind, values, bytes) = layout.comptime_args();
         let (rows, cols, row_bytes) = (
             layout.rows as u32,
             layout.cols as u32,
-            layout.row_bytes as u32,
+            layout.row_bytes() as u32,
         );
         let (input, words, target) = (
             input.into_tensor_arg(),
@@ -168,7 +163,7 @@ impl BlocksBackend for CubeBackend {
             DType::F32,
         );
         let (count, dim) = grid(&out);
-        let (kind, values, bytes) = comptime_args(&layout);
+        let (kind, values, bytes) = layout.comptime_args();
         rows_kernel::launch(
             &out.client,
             count,
@@ -179,7 +174,7 @@ impl BlocksBackend for CubeBackend {
             first_row as u32,
             layout.rows as u32,
             layout.cols as u32,
-            layout.row_bytes as u32,
+            layout.row_bytes() as u32,
             kind,
             values,
             bytes,
@@ -200,7 +195,7 @@ impl BlocksBackend for CubeBackend {
             DType::F32,
         );
         let (cubes, dim) = grid(&out);
-        let (kind, values, bytes) = comptime_args(&layout);
+        let (kind, values, bytes) = layout.comptime_args();
         dequantize_kernel::launch(
             &out.client,
             cubes,
@@ -209,7 +204,7 @@ impl BlocksBackend for CubeBackend {
             out.clone().into_tensor_arg(),
             first as u32,
             layout.cols as u32,
-            layout.row_bytes as u32,
+            layout.row_bytes() as u32,
             kind,
             values,
             bytes,

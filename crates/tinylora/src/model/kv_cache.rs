@@ -28,6 +28,12 @@ pub struct KvCache {
     slots: Option<SlotTables>,
 }
 
+/// The positions of cache slots `slots` of a row with `pad` padding slots: its real tokens
+/// count from 0, padding gets 0.
+fn slot_positions(pad: usize, slots: std::ops::Range<usize>) -> Vec<usize> {
+    slots.map(|t| t.saturating_sub(pad)).collect()
+}
+
 /// RoPE tables and key mask of every slot `0..capacity` of each row of a generation.
 struct SlotTables {
     /// `cos`, `sin`: `[batch, 1, capacity, head_dim]`.
@@ -37,12 +43,11 @@ struct SlotTables {
 }
 
 impl SlotTables {
-    /// The tables of `pads`' rows over `capacity` slots (positions as [`KvCache::positions`]
-    /// gives them).
+    /// The tables of `pads`' rows over `capacity` slots.
     fn new(pads: &[usize], capacity: usize, config: &ModelConfig, device: &Device) -> Self {
         let positions: Vec<Vec<usize>> = pads
             .iter()
-            .map(|&pad| (0..capacity).map(|t| t.saturating_sub(pad)).collect())
+            .map(|&pad| slot_positions(pad, 0..capacity))
             .collect();
         let keys: Vec<f32> = pads
             .iter()
@@ -225,11 +230,7 @@ impl KvCache {
     pub fn positions(&self, seq: usize) -> Vec<Vec<usize>> {
         self.pads
             .iter()
-            .map(|&pad| {
-                (self.len..self.len + seq)
-                    .map(|t| t.saturating_sub(pad))
-                    .collect()
-            })
+            .map(|&pad| slot_positions(pad, self.len..self.len + seq))
             .collect()
     }
 

@@ -200,6 +200,18 @@ pub struct WeightStorage {
     pub largest: (String, usize),
 }
 
+impl WeightStorage {
+    /// Bytes of all weights.
+    pub fn total_bytes(&self) -> usize {
+        self.bytes.values().sum()
+    }
+
+    /// The storage kinds joined by `+` (`Q4K+Q6K+f32`).
+    pub fn kinds(&self) -> String {
+        self.bytes.keys().cloned().collect::<Vec<_>>().join("+")
+    }
+}
+
 /// One trainable tensor: a vector (norm weight, bias) or a matrix (embedding, linear `W`).
 pub enum ParamMut<'a> {
     /// `[n]`.

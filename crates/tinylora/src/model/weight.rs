@@ -82,6 +82,7 @@ impl Weight {
 
     /// A checkpoint's quantised blocks, kept as they are: in host memory for the CPU backend
     /// (multiplied as `options` says), in a GPU buffer on other devices.
+    #[cfg_attr(not(feature = "native"), allow(unused_variables))]
     pub fn from_blocks(
         blocks: BlockTensor,
         options: &LoadOptions,
@@ -92,7 +93,6 @@ impl Weight {
             return QMatrix::from_blocks(blocks)
                 .map(|m| Weight::Blocks(Arc::new(m.with_activations(options.activations))));
         }
-        let _ = options;
         GpuBlocks::from_blocks(&blocks, device).map(Weight::GpuBlocks)
     }
 

@@ -332,17 +332,16 @@ pub fn run(args: Args) -> Result<()> {
         }
         if args.json {
             let storage = model.weight_storage();
-            let weight_bytes: usize = storage.bytes.values().sum();
+            let weight_bytes = storage.total_bytes();
             let gpu = backend != BackendKind::Cpu;
             let dispatches = if gpu {
                 Some(dispatches_per_token(&args.model, backend, args.weights)?)
             } else {
                 None
             };
-            let kinds: Vec<&str> = storage.bytes.keys().map(String::as_str).collect();
             objects.push(serde_json::json!({
                 "backend": b,
-                "weights": kinds.join("+"),
+                "weights": storage.kinds(),
                 "weight_bytes": weight_bytes,
                 "weight_bytes_by_kind": storage.bytes,
                 "gpu_weight_bytes": gpu.then_some(weight_bytes),
