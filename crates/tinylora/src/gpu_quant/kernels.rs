@@ -7,7 +7,7 @@
 
 use cubecl::prelude::*;
 
-use crate::gpu_fused::kernels::sum_over_cube;
+use crate::gpu_fused::kernels::{silu_times, sum_over_cube};
 
 /// Block type codes (GGML's type ids), passed to the kernels at compile time.
 pub const Q4_0: u32 = 2;
@@ -19,6 +19,9 @@ pub const Q8_0: u32 = 8;
 pub const Q4_K: u32 = 12;
 /// GGML's Q6_K.
 pub const Q6_K: u32 = 14;
+/// Plain f32 values (a dense matrix's own buffer, its bits read as words): read by the
+/// row products ([`lane_dot`]) only.
+pub const F32: u32 = 0;
 
 /// Byte `at` of the words.
 #[cube]
@@ -188,19 +191,54 @@ pub fn matrix_value(
     block_value(words, base, col % block_values, kind)
 }
 
+/// This unit's share of `Σ_c x[x_at + c] · W[row, c]` for the row at byte `row_base`: the
+/// row's groups of 16 values `UNIT_POS, UNIT_POS + ROW_LANES, ...` (neighbouring units read
+/// neighbouring bytes; `cols` a multiple of 16); [`sum_over_cube`] adds the shares.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn lane_dot(
+    x: &Tensor<f32>,
+    x_at: u32,
+    words: &Tensor<u32>,
+    row_base: u32,
+    cols: u32,
+    #[comptime] kind: u32,
+    #[comptime] block_values: u32,
+    #[comptime] block_bytes: u32,
+) -> f32 {
+    let mut acc = 0.0f32;
+    let mut g = UNIT_POS;
+    while g < cols / 16 {
+        if comptime!(kind == F32) {
+            let (x_group, w_group) = (x_at + g * 16, row_base / 4 + g * 16);
+            let mut sum = 0.0f32;
+            #[unroll]
+            for t in 0..16u32 {
+                sum += x[(x_group + t) as usize] * f32::reinterpret(words[(w_group + t) as usize]);
+            }
+            acc += sum;
+        } else {
+            acc += group_dot(x, x_at, words, row_base, g, kind, block_values, block_bytes);
+        }
+        g += ROW_LANES;
+    }
+    acc
+}
+
 /// Units of one cube that share an output value of [`matvec_kernel`].
 pub const ROW_LANES: u32 = 32;
 
-/// `out[i, r] = Σ_c x[i, c] · W[r, c]`: one cube of [`ROW_LANES`] units per output value, the
-/// units taking the row's groups of 16 values in turn (neighbouring units read neighbouring
-/// bytes), their sums added by [`sum_over_cube`].
+/// `out[i, r] = Σ_c x[i, c] · W[r, c] (+ bias[r])`: one cube of [`ROW_LANES`] units per output
+/// value, each unit's [`lane_dot`] added by [`sum_over_cube`], the bias added last (with
+/// `has_bias`; `bias` is unread otherwise).
 ///
 /// # Shapes
-/// - `x`: `[n, cols]` contiguous; `out`: `[n, rows]`
+/// - `x`: `[n, cols]` contiguous; `bias`: `[rows]`; `out`: `[n, rows]`
 #[cube(launch)]
 pub fn matvec_kernel(
     x: &Tensor<f32>,
     words: &Tensor<u32>,
+    bias: &Tensor<f32>,
     out: &mut Tensor<f32>,
     rows: u32,
     cols: u32,
@@ -208,6 +246,7 @@ pub fn matvec_kernel(
     #[comptime] kind: u32,
     #[comptime] block_values: u32,
     #[comptime] block_bytes: u32,
+    #[comptime] has_bias: bool,
 ) {
     let cube = CUBE_POS;
     if cube >= out.len() {
@@ -215,24 +254,78 @@ pub fn matvec_kernel(
     }
     let (i, r) = (cube as u32 / rows, cube as u32 % rows);
     let lane = UNIT_POS;
-    let mut acc = 0.0f32;
-    let mut g = lane;
-    while g < cols / 16 {
-        acc += group_dot(
-            x,
-            i * cols,
-            words,
-            r * row_bytes,
-            g,
-            kind,
-            block_values,
-            block_bytes,
-        );
-        g += ROW_LANES;
-    }
+    let acc = lane_dot(
+        x,
+        i * cols,
+        words,
+        r * row_bytes,
+        cols,
+        kind,
+        block_values,
+        block_bytes,
+    );
     let total = sum_over_cube(acc, ROW_LANES);
     if lane == 0 {
-        out[cube] = total;
+        if has_bias {
+            out[cube] = total + bias[r as usize];
+        } else {
+            out[cube] = total;
+        }
+    }
+}
+
+/// SwiGLU's hidden values straight from two matrices' blocks: `out[i, r] = silu(Σ_c x[i, c] ·
+/// G[r, c]) · Σ_c x[i, c] · U[r, c]` (`gate_proj`, `up_proj`), one cube of [`ROW_LANES`] units
+/// per output value, both sums as [`matvec_kernel`] forms them.
+///
+/// # Shapes
+/// - `x`: `[n, cols]` contiguous; `out`: `[n, rows]`
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn gate_up_kernel(
+    x: &Tensor<f32>,
+    gate: &Tensor<u32>,
+    up: &Tensor<u32>,
+    out: &mut Tensor<f32>,
+    rows: u32,
+    cols: u32,
+    gate_row_bytes: u32,
+    up_row_bytes: u32,
+    #[comptime] gate_kind: u32,
+    #[comptime] gate_values: u32,
+    #[comptime] gate_bytes: u32,
+    #[comptime] up_kind: u32,
+    #[comptime] up_values: u32,
+    #[comptime] up_bytes: u32,
+) {
+    let cube = CUBE_POS;
+    if cube >= out.len() {
+        terminate!();
+    }
+    let (i, r) = (cube as u32 / rows, cube as u32 % rows);
+    let g = lane_dot(
+        x,
+        i * cols,
+        gate,
+        r * gate_row_bytes,
+        cols,
+        gate_kind,
+        gate_values,
+        gate_bytes,
+    );
+    let u = lane_dot(
+        x,
+        i * cols,
+        up,
+        r * up_row_bytes,
+        cols,
+        up_kind,
+        up_values,
+        up_bytes,
+    );
+    let (g, u) = (sum_over_cube(g, ROW_LANES), sum_over_cube(u, ROW_LANES));
+    if UNIT_POS == 0 {
+        out[cube] = silu_times(g, u);
     }
 }
 

@@ -13,6 +13,7 @@ mod kernels;
 pub mod op;
 
 use burn::backend::Dispatch;
+use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::weights::BlockTensor;
@@ -46,8 +47,12 @@ impl BlockLayout {
         self.cols / values * bytes
     }
 
-    /// What the kernels are compiled for: the block type's code, values and bytes per block.
+    /// What the kernels are compiled for: the block type's code, values and bytes per block
+    /// (f32: a dense matrix, which only the row products read, in groups of 16).
     pub fn comptime_args(&self) -> (u32, u32, u32) {
+        if self.kind == GgmlType::F32 {
+            return (kernels::F32, 16, 64);
+        }
         let code = kernel_code(self.kind).expect("a block type the kernels read");
         let (values, bytes) = self.kind.block();
         (code, values as u32, bytes as u32)
@@ -79,6 +84,79 @@ pub fn reads_blocks(kind: GgmlType) -> bool {
 /// not): how matrices are split into buffers.
 pub fn rows_per_buffer(row_bytes: usize, limit: usize) -> usize {
     limit / row_bytes.max(1)
+}
+
+/// The rows of `x` (`[..., in]`) when a product of them may read its matrix directly in one
+/// launch: at most `max_rows` rows on a GPU, outside any autodiff graph.
+fn direct_rows<const D: usize>(x: &Tensor<D>, max_rows: usize) -> Option<usize> {
+    let n = x.dims()[..D - 1].iter().product::<usize>();
+    (n <= max_rows && crate::gpu_fused::serves(x)).then_some(n)
+}
+
+/// Up to this many rows, products of dense f32 matrices read them directly in one launch;
+/// above, burn's matrix product, which reads the matrix once for all rows, is faster (toy
+/// model on lavapipe, batch 8: 65 against 50 tok/s).
+const DENSE_DIRECT_MAX_ROWS: usize = 1;
+
+/// `x` (`[..., in]`) as `[n, in]` through `launch`, whose output `[n, out]` comes back as
+/// `[..., out]`.
+fn direct<const D: usize>(
+    x: Tensor<D>,
+    out: usize,
+    launch: impl FnOnce(FloatTensor<Dispatch>) -> FloatTensor<Dispatch>,
+) -> Tensor<D> {
+    let mut dims = x.dims();
+    let n = dims[..D - 1].iter().product::<usize>();
+    let x = x.reshape([n, dims[D - 1]]);
+    dims[D - 1] = out;
+    Tensor::<2>::from_dispatch(launch(x.into_dispatch())).reshape(dims)
+}
+
+/// `x·Wᵀ + bias` of a dense f32 matrix `W` (`[out, in]`) in one launch of the blocks' row
+/// product, where one serves (one row, see [`DENSE_DIRECT_MAX_ROWS`], on a GPU outside any
+/// autodiff graph; `in` a multiple of 16, `W` frozen); `None` otherwise.
+///
+/// # Shapes
+/// - `x`: `[..., in]`; `bias`: `[out]`; output `[..., out]`
+pub fn dense_project_bias<const D: usize>(
+    w: &Tensor<2>,
+    x: &Tensor<D>,
+    bias: &Tensor<1>,
+) -> Option<Tensor<D>> {
+    let [rows, cols] = w.dims();
+    direct_rows(x, DENSE_DIRECT_MAX_ROWS)?;
+    (cols.is_multiple_of(16) && !w.is_tracked()).then(|| {
+        direct(x.clone(), rows, |x| {
+            <Dispatch as BlocksBackend>::dense_matvec_bias(
+                x,
+                w.clone().into_dispatch(),
+                bias.clone().into_dispatch(),
+            )
+        })
+    })
+}
+
+/// [`GpuBlocks::gate_up`] of two dense f32 matrices (`in` a multiple of 16, both frozen).
+///
+/// # Shapes
+/// - `gate`, `up`: `[out, in]`; `x`: `[..., in]`; output `[..., out]`
+pub fn dense_gate_up<const D: usize>(
+    gate: &Tensor<2>,
+    up: &Tensor<2>,
+    x: &Tensor<D>,
+) -> Option<Tensor<D>> {
+    let [rows, cols] = gate.dims();
+    direct_rows(x, DENSE_DIRECT_MAX_ROWS)?;
+    let frozen = !gate.is_tracked() && !up.is_tracked();
+    (cols.is_multiple_of(16) && frozen && gate.dims() == up.dims()).then(|| {
+        direct(x.clone(), rows, |x| {
+            <Dispatch as BlocksBackend>::dense_gate_up(
+                x,
+                gate.clone().into_dispatch(),
+                up.clone().into_dispatch(),
+            )
+        })
+    })
 }
 
 /// Consecutive rows of a matrix in one GPU buffer.
@@ -217,6 +295,52 @@ impl GpuBlocks {
             .unwrap_or(0)
     }
 
+    /// `x·Wᵀ + bias`: the bias is added by the product's own kernel when one launch reads the
+    /// blocks directly (a few rows, one piece, outside any autodiff graph), after it otherwise.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., cols]`; `bias`: `[rows]`; output `[..., rows]`
+    pub fn project<const D: usize>(&self, x: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
+        match (bias, &self.pieces[..]) {
+            (Some(bias), [piece]) if direct_rows(&x, DIRECT_MAX_ROWS).is_some() => {
+                direct(x, self.rows, |x| {
+                    <Dispatch as BlocksBackend>::blocks_matvec_bias(
+                        x,
+                        piece.words.clone().into_dispatch(),
+                        bias.into_dispatch(),
+                        piece.layout.clone(),
+                    )
+                })
+            }
+            (Some(bias), _) => self.matmul(x) + bias.unsqueeze::<D>(),
+            (None, _) => self.matmul(x),
+        }
+    }
+
+    /// SwiGLU's hidden values `silu(x·Gᵀ)·(x·Uᵀ)` with `self` as `G` (`gate_proj`) and `up` as
+    /// `U` in one launch, where one launch can read both directly (a few rows, one piece
+    /// each, outside any autodiff graph); `None` otherwise.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., cols]`; output `[..., rows]`
+    pub fn gate_up<const D: usize>(&self, up: &GpuBlocks, x: &Tensor<D>) -> Option<Tensor<D>> {
+        let ([gate_piece], [up_piece]) = (&self.pieces[..], &up.pieces[..]) else {
+            return None;
+        };
+        direct_rows(x, DIRECT_MAX_ROWS)?;
+        (self.dims() == up.dims()).then(|| {
+            direct(x.clone(), self.rows, |x| {
+                <Dispatch as BlocksBackend>::blocks_gate_up(
+                    x,
+                    gate_piece.words.clone().into_dispatch(),
+                    gate_piece.layout.clone(),
+                    up_piece.words.clone().into_dispatch(),
+                    up_piece.layout.clone(),
+                )
+            })
+        })
+    }
+
     /// `x·Wᵀ`; differentiable in `x` (the backward reads the same blocks).
     ///
     /// # Shapes
@@ -253,8 +377,9 @@ impl GpuBlocks {
         out.reshape(dims)
     }
 
-    /// The rows `ids` (an embedding lookup): each piece writes the rows it holds and zeros
-    /// elsewhere, and the pieces' outputs add up (exactly: one term is nonzero).
+    /// The rows `ids` (an embedding lookup): each piece holding one of the ids writes the rows
+    /// it holds and zeros elsewhere, and those pieces' outputs add up (exactly: one term is
+    /// nonzero); a decode step of one row launches one piece.
     ///
     /// # Shapes
     /// - `ids`: `[batch][seq]`, each `< rows` (checked by the caller); output
@@ -263,11 +388,20 @@ impl GpuBlocks {
         let batch = ids.len();
         let seq = ids.first().map_or(0, Vec::len);
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
-        let ids =
-            Tensor::<1, Int>::from_data(TensorData::new(flat, [batch * seq]), (device, DType::U32));
-        let out = self
-            .pieces
-            .iter()
+        let ids = Tensor::<1, Int>::from_data(
+            TensorData::new(flat.clone(), [batch * seq]),
+            (device, DType::U32),
+        );
+        let holds = |p: &&Piece| {
+            let held = p.first_row..p.first_row + p.layout.rows;
+            flat.iter().any(|&id| held.contains(&(id as usize)))
+        };
+        let mut used: Vec<&Piece> = self.pieces.iter().filter(holds).collect();
+        if used.is_empty() {
+            used.push(&self.pieces[0]);
+        }
+        let out = used
+            .into_iter()
             .map(|p| {
                 Tensor::<2>::from_dispatch(<Dispatch as BlocksBackend>::blocks_rows(
                     ids.clone().into_dispatch(),

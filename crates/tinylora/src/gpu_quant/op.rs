@@ -14,8 +14,11 @@ use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use super::BlockLayout;
-use super::kernels::{ROW_LANES, dequantize_kernel, matmul_t_kernel, matvec_kernel, rows_kernel};
+use super::kernels::{
+    ROW_LANES, dequantize_kernel, gate_up_kernel, matmul_t_kernel, matvec_kernel, rows_kernel,
+};
 use crate::frozen_grad::{FrozenMatrix, tracked};
+use crate::weights::dequant::GgmlType;
 
 /// Products with, and rows of, a matrix held as GGUF blocks in a `u32` tensor (`words`).
 #[backend_extension(Cube: cfg(any(feature = "native", feature = "webgpu")), Autodiff)]
@@ -27,6 +30,35 @@ pub trait BlocksBackend: Backend {
         words: IntTensor<Self>,
         layout: BlockLayout,
         transposed: bool,
+    ) -> FloatTensor<Self>;
+    /// `x·Wᵀ + bias` (`[..., cols]` → `[..., rows]`, `bias` `[rows]`), not differentiable.
+    fn blocks_matvec_bias(
+        input: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        bias: FloatTensor<Self>,
+        layout: BlockLayout,
+    ) -> FloatTensor<Self>;
+    /// `silu(x·Gᵀ)·(x·Uᵀ)` (`[..., cols]` → `[..., rows]`) of two matrices of the same shape,
+    /// not differentiable.
+    fn blocks_gate_up(
+        input: FloatTensor<Self>,
+        gate: IntTensor<Self>,
+        gate_layout: BlockLayout,
+        up: IntTensor<Self>,
+        up_layout: BlockLayout,
+    ) -> FloatTensor<Self>;
+    /// `x·Wᵀ + bias` for a dense f32 `W` (`[rows, cols]`, `cols` a multiple of 16), not
+    /// differentiable.
+    fn dense_matvec_bias(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// [`blocks_gate_up`](Self::blocks_gate_up) of two dense f32 matrices.
+    fn dense_gate_up(
+        input: FloatTensor<Self>,
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
     /// Rows `ids` (`[n]`, `u32`) of a piece of `W` whose first row is `first_row`: `[n, cols]`,
     /// zeros for ids outside the piece.
@@ -85,6 +117,94 @@ fn rows_in_out(input: CubeTensor, d_in: usize, d_out: usize) -> (CubeTensor, Cub
     (input, out)
 }
 
+/// [`matvec_kernel`]: `x·Wᵀ (+ bias)`, `[..., cols]` → `[..., rows]`.
+fn launch_matvec(
+    input: CubeTensor,
+    words: CubeTensor,
+    bias: Option<CubeTensor>,
+    layout: &BlockLayout,
+) -> CubeTensor {
+    let (input, out) = rows_in_out(input, layout.cols, layout.rows);
+    let (kind, values, bytes) = layout.comptime_args();
+    // One cube per output value.
+    let dim = CubeDim::new_1d(ROW_LANES);
+    let units = out.meta.num_elements() * ROW_LANES as usize;
+    let count = calculate_cube_count_elemwise(&out.client, units, dim);
+    let has_bias = bias.is_some();
+    // Without a bias the kernel reads none: the input stands in for the argument.
+    let bias = bias.unwrap_or_else(|| input.clone());
+    matvec_kernel::launch(
+        &out.client,
+        count,
+        dim,
+        input.into_tensor_arg(),
+        words.into_tensor_arg(),
+        bias.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        layout.rows as u32,
+        layout.cols as u32,
+        layout.row_bytes() as u32,
+        kind,
+        values,
+        bytes,
+        has_bias,
+    );
+    out
+}
+
+/// [`gate_up_kernel`]: `silu(x·Gᵀ)·(x·Uᵀ)`, `[..., cols]` → `[..., rows]`.
+fn launch_gate_up(
+    input: CubeTensor,
+    gate: CubeTensor,
+    gate_layout: &BlockLayout,
+    up: CubeTensor,
+    up_layout: &BlockLayout,
+) -> CubeTensor {
+    assert_eq!(
+        (gate_layout.rows, gate_layout.cols),
+        (up_layout.rows, up_layout.cols),
+        "gate and up projections of one shape"
+    );
+    let (input, out) = rows_in_out(input, gate_layout.cols, gate_layout.rows);
+    let (gate_kind, gate_values, gate_bytes) = gate_layout.comptime_args();
+    let (up_kind, up_values, up_bytes) = up_layout.comptime_args();
+    let dim = CubeDim::new_1d(ROW_LANES);
+    let units = out.meta.num_elements() * ROW_LANES as usize;
+    let count = calculate_cube_count_elemwise(&out.client, units, dim);
+    gate_up_kernel::launch(
+        &out.client,
+        count,
+        dim,
+        input.into_tensor_arg(),
+        gate.into_tensor_arg(),
+        up.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        gate_layout.rows as u32,
+        gate_layout.cols as u32,
+        gate_layout.row_bytes() as u32,
+        up_layout.row_bytes() as u32,
+        gate_kind,
+        gate_values,
+        gate_bytes,
+        up_kind,
+        up_values,
+        up_bytes,
+    );
+    out
+}
+
+/// A dense f32 `[rows, cols]` matrix as the row products read it (its own buffer, the values'
+/// bits as words).
+fn dense_layout(weight: &CubeTensor) -> BlockLayout {
+    let shape = weight.shape();
+    assert_eq!(weight.dtype, DType::F32, "dense products take f32 weights");
+    BlockLayout {
+        kind: GgmlType::F32,
+        rows: shape[0],
+        cols: shape[1],
+    }
+}
+
 impl BlocksBackend for CubeBackend {
     fn blocks_matmul(
         input: CubeTensor,
@@ -92,59 +212,67 @@ impl BlocksBackend for CubeBackend {
         layout: BlockLayout,
         transposed: bool,
     ) -> CubeTensor {
-        let (d_in, d_out) = match transposed {
-            true => (layout.rows, layout.cols),
-            false => (layout.cols, layout.rows),
-        };
-        let (input, out) = rows_in_out(input, d_in, d_out);
+        if !transposed {
+            return launch_matvec(input, words, None, &layout);
+        }
+        let (input, out) = rows_in_out(input, layout.rows, layout.cols);
         let (kind, values, bytes) = layout.comptime_args();
-        let (rows, cols, row_bytes) = (
-            layout.rows as u32,
-            layout.cols as u32,
-            layout.row_bytes() as u32,
-        );
-        let (input, words, target) = (
+        let (count, dim) = grid(&out);
+        matmul_t_kernel::launch(
+            &out.client,
+            count,
+            dim,
             input.into_tensor_arg(),
             words.into_tensor_arg(),
             out.clone().into_tensor_arg(),
+            layout.rows as u32,
+            layout.cols as u32,
+            layout.row_bytes() as u32,
+            kind,
+            values,
+            bytes,
         );
-        if transposed {
-            let (count, dim) = grid(&out);
-            matmul_t_kernel::launch(
-                &out.client,
-                count,
-                dim,
-                input,
-                words,
-                target,
-                rows,
-                cols,
-                row_bytes,
-                kind,
-                values,
-                bytes,
-            );
-        } else {
-            // One cube per output value.
-            let dim = CubeDim::new_1d(ROW_LANES);
-            let units = out.meta.num_elements() * ROW_LANES as usize;
-            let count = calculate_cube_count_elemwise(&out.client, units, dim);
-            matvec_kernel::launch(
-                &out.client,
-                count,
-                dim,
-                input,
-                words,
-                target,
-                rows,
-                cols,
-                row_bytes,
-                kind,
-                values,
-                bytes,
-            );
-        }
         out
+    }
+
+    fn blocks_matvec_bias(
+        input: CubeTensor,
+        words: CubeTensor,
+        bias: CubeTensor,
+        layout: BlockLayout,
+    ) -> CubeTensor {
+        launch_matvec(input, words, Some(into_contiguous(bias)), &layout)
+    }
+
+    fn blocks_gate_up(
+        input: CubeTensor,
+        gate: CubeTensor,
+        gate_layout: BlockLayout,
+        up: CubeTensor,
+        up_layout: BlockLayout,
+    ) -> CubeTensor {
+        launch_gate_up(input, gate, &gate_layout, up, &up_layout)
+    }
+
+    fn dense_matvec_bias(input: CubeTensor, weight: CubeTensor, bias: CubeTensor) -> CubeTensor {
+        let layout = dense_layout(&weight);
+        launch_matvec(
+            input,
+            into_contiguous(weight),
+            Some(into_contiguous(bias)),
+            &layout,
+        )
+    }
+
+    fn dense_gate_up(input: CubeTensor, gate: CubeTensor, up: CubeTensor) -> CubeTensor {
+        let (gate_layout, up_layout) = (dense_layout(&gate), dense_layout(&up));
+        launch_gate_up(
+            input,
+            into_contiguous(gate),
+            &gate_layout,
+            into_contiguous(up),
+            &up_layout,
+        )
     }
 
     fn blocks_rows(
@@ -234,6 +362,54 @@ impl<B: BlocksBackend, C: CheckpointStrategy> BlocksBackend for Autodiff<B, C> {
         transposed: bool,
     ) -> FloatTensor<Self> {
         tracked::<B, C, _>(transposed, input, DeviceBlocks::<B> { words, layout })
+    }
+
+    fn blocks_matvec_bias(
+        input: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        bias: FloatTensor<Self>,
+        layout: BlockLayout,
+    ) -> FloatTensor<Self> {
+        let out =
+            B::blocks_matvec_bias(input.into_primitive(), words, bias.into_primitive(), layout);
+        <Self as AutodiffBackend>::from_inner(out)
+    }
+
+    fn blocks_gate_up(
+        input: FloatTensor<Self>,
+        gate: IntTensor<Self>,
+        gate_layout: BlockLayout,
+        up: IntTensor<Self>,
+        up_layout: BlockLayout,
+    ) -> FloatTensor<Self> {
+        let out = B::blocks_gate_up(input.into_primitive(), gate, gate_layout, up, up_layout);
+        <Self as AutodiffBackend>::from_inner(out)
+    }
+
+    fn dense_matvec_bias(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let out = B::dense_matvec_bias(
+            input.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        <Self as AutodiffBackend>::from_inner(out)
+    }
+
+    fn dense_gate_up(
+        input: FloatTensor<Self>,
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let out = B::dense_gate_up(
+            input.into_primitive(),
+            gate.into_primitive(),
+            up.into_primitive(),
+        );
+        <Self as AutodiffBackend>::from_inner(out)
     }
 
     fn blocks_rows(

@@ -132,6 +132,137 @@ fn products_are_within_the_bound_of_the_decoded_product_for_every_type() {
     }
 }
 
+/// The bias added inside the product's kernel (a few rows, one piece) is the same one f32
+/// addition as adding it after: equal bit for bit, also where the addition stays outside
+/// (40 rows, several pieces).
+#[test]
+fn a_bias_added_by_the_product_is_the_bias_added_after_it() {
+    let device = wgpu();
+    let (rows, cols) = (30, 256);
+    for (seed, kind) in QUANTISED.into_iter().enumerate() {
+        let bytes = random_blocks(kind, rows, cols, 40 + seed as u64);
+        let bias = Tensor::<1>::from_data(
+            TensorData::new(random_values(rows, 50 + seed as u64), [rows]),
+            &device,
+        );
+        for pieces in PIECES {
+            let m = upload(kind, &bytes, [rows, cols], pieces, &device);
+            for n in [1, 5, 40] {
+                let x = Tensor::<3>::from_data(
+                    TensorData::new(random_values(n * cols, 60 + n as u64), [1, n, cols]),
+                    &device,
+                );
+                let fused = values(m.project(x.clone(), Some(bias.clone())));
+                let after = values(m.matmul(x) + bias.clone().unsqueeze::<3>());
+                assert_eq!(fused, after, "{kind:?}, {n} rows, pieces {pieces:?}");
+            }
+        }
+    }
+}
+
+/// SwiGLU's hidden values read from two matrices of different block types in one launch
+/// equal the two products followed by the fused `silu(g)·u` (the same sums in the same order,
+/// the same formula): within one rounding of the result, for any compiler's contraction.
+/// Several pieces, many rows or a tracked input decline (`None`).
+#[test]
+fn gate_and_up_in_one_launch_are_the_two_products_and_swiglu() {
+    let device = wgpu();
+    let (rows, cols) = (30, 256);
+    let pairs = [
+        (GgmlType::Q4K, GgmlType::Q6K),
+        (GgmlType::Q5_0, GgmlType::Q8_0),
+    ];
+    for (seed, (gate_kind, up_kind)) in pairs.into_iter().enumerate() {
+        let seed = seed as u64;
+        let gate_bytes = random_blocks(gate_kind, rows, cols, 70 + seed);
+        let up_bytes = random_blocks(up_kind, rows, cols, 80 + seed);
+        let gate = upload(gate_kind, &gate_bytes, [rows, cols], None, &device);
+        let up = upload(up_kind, &up_bytes, [rows, cols], None, &device);
+        for n in [1, 5] {
+            let x = Tensor::<3>::from_data(
+                TensorData::new(random_values(n * cols, 90 + n as u64), [1, n, cols]),
+                &device,
+            );
+            let fused = values(gate.gate_up(&up, &x).expect("one launch serves"));
+            let apart = values(crate::gpu_fused::swiglu(
+                gate.matmul(x.clone()),
+                up.matmul(x),
+            ));
+            for (i, (&a, &b)) in fused.iter().zip(&apart).enumerate() {
+                assert!(
+                    (a - b).abs() <= f32::EPSILON * b.abs(),
+                    "{gate_kind:?}/{up_kind:?} n={n} value {i}: {a} vs {b}"
+                );
+            }
+        }
+        let x = Tensor::<3>::from_data(
+            TensorData::new(random_values(40 * cols, 99), [1, 40, cols]),
+            &device,
+        );
+        assert!(gate.gate_up(&up, &x).is_none(), "40 rows take the tiles");
+        let pieces = upload(gate_kind, &gate_bytes, [rows, cols], Some(7), &device);
+        assert!(
+            pieces
+                .gate_up(&up, &x.slice([0..1, 0..1, 0..cols]))
+                .is_none()
+        );
+    }
+}
+
+/// Dense f32 matrices through the same row products: `x·Wᵀ + b` within the bound of its
+/// `cols + 1` terms of the f64 product, and SwiGLU's hidden values from two of them equal to
+/// those two products followed by the fused `silu(g)·u` (within one rounding). Columns not a
+/// multiple of 16, more than one row or a tracked input decline (`None`).
+#[test]
+fn dense_matrices_take_the_same_row_products() {
+    let device = wgpu();
+    let (rows, cols) = (37, 96);
+    let matrix = |seed| {
+        let w = random_values(rows * cols, seed);
+        let t = Tensor::<2>::from_data(TensorData::new(w.clone(), [rows, cols]), &device);
+        (w, t)
+    };
+    let ((w, wt), (_, ut)) = (matrix(1), matrix(2));
+    let b = random_values(rows, 3);
+    let bt = Tensor::<1>::from_data(TensorData::new(b.clone(), [rows]), &device);
+    {
+        let n = 1;
+        let x = random_values(n * cols, 10 + n as u64);
+        let xt = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, n, cols]), &device);
+        let got = values(super::dense_project_bias(&wt, &xt, &bt).expect("one launch serves"));
+        let (mut exact, mut magnitude) = exact_products(&w, &x, cols);
+        for (i, (e, m)) in exact.iter_mut().zip(&mut magnitude).enumerate() {
+            *e += f64::from(b[i % rows]);
+            *m += f64::from(b[i % rows]).abs();
+        }
+        assert_within(&got, &exact, &magnitude, cols + 1, &format!("dense n={n}"));
+        let zero = Tensor::<1>::zeros([rows], &device);
+        let fused = values(super::dense_gate_up(&wt, &ut, &xt).expect("one launch serves"));
+        let apart = values(crate::gpu_fused::swiglu(
+            super::dense_project_bias(&wt, &xt, &zero).unwrap(),
+            super::dense_project_bias(&ut, &xt, &zero).unwrap(),
+        ));
+        for (i, (&a, &b)) in fused.iter().zip(&apart).enumerate() {
+            assert!(
+                (a - b).abs() <= f32::EPSILON * b.abs(),
+                "dense gate/up n={n} value {i}: {a} vs {b}"
+            );
+        }
+    }
+    let many = Tensor::<3>::zeros([1, 2, cols], &device);
+    assert!(super::dense_project_bias(&wt, &many, &bt).is_none());
+    let odd = Tensor::<2>::zeros([rows, 40], &device);
+    let x = Tensor::<3>::zeros([1, 1, 40], &device);
+    assert!(super::dense_gate_up(&odd, &odd, &x).is_none());
+    let graph = device.autodiff();
+    let tracked = Tensor::<3>::zeros([1, 1, cols], &graph).require_grad();
+    let (wa, ba) = (
+        Tensor::<2>::zeros([rows, cols], &graph),
+        Tensor::<1>::zeros([rows], &graph),
+    );
+    assert!(super::dense_project_bias(&wa, &tracked, &ba).is_none());
+}
+
 #[test]
 fn tiled_products_cover_every_row_across_tiles() {
     let device = wgpu();

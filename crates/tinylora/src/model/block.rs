@@ -9,7 +9,7 @@ use super::mlp::Mlp;
 use super::pass::Pass;
 use super::tree::{TensorSupply, children};
 use crate::Result;
-use crate::model::norm::rms_norm;
+use crate::model::norm::{add_rms_norm, rms_norm};
 
 /// `model.layers.N`.
 #[derive(Debug, Clone)]
@@ -51,12 +51,39 @@ impl DecoderLayer {
     }
 
     /// # Shapes
-    /// - `x`: `[batch, seq, hidden]`
-    /// - output: `[batch, seq, hidden]`
-    pub fn forward(&self, x: Tensor<3>, pass: &Pass, cache: LayerKv<'_>) -> Tensor<3> {
-        let normed = rms_norm(x.clone(), self.input_layernorm.clone(), self.eps);
-        let x = x + self.self_attn.forward(normed, pass, cache);
-        let normed = rms_norm(x.clone(), self.post_attention_layernorm.clone(), self.eps);
-        x + self.mlp.forward(normed, pass.mixes)
+    /// - `x`: the residual stream `[batch, seq, hidden]`
+    /// - output: the stream with this layer's attention added and its MLP output pending
+    pub fn forward(&self, x: Residual, pass: &Pass, cache: LayerKv<'_>) -> Residual {
+        let (x, normed) = x.normed(self.input_layernorm.clone(), self.eps);
+        let attended = self.self_attn.forward(normed, pass, cache);
+        let (x, normed) =
+            add_rms_norm(x, attended, self.post_attention_layernorm.clone(), self.eps);
+        Residual {
+            stream: x,
+            pending: Some(self.mlp.forward(normed, pass.mixes)),
+        }
+    }
+}
+
+/// The decoder's residual stream, with the last block's output not yet added: the next
+/// RMSNorm adds it ([`add_rms_norm`], one kernel on a GPU where burn needs an addition and the
+/// norm's own launches).
+pub struct Residual {
+    /// The stream so far, `[batch, seq, hidden]`.
+    pub stream: Tensor<3>,
+    /// A block's output to add to it, `[batch, seq, hidden]`.
+    pub pending: Option<Tensor<3>>,
+}
+
+impl Residual {
+    /// The stream with its pending output added, and its RMSNorm with `weight`.
+    ///
+    /// # Shapes
+    /// - `weight`: `[hidden]`; outputs: `[batch, seq, hidden]` each
+    pub fn normed(self, weight: Tensor<1>, eps: f64) -> (Tensor<3>, Tensor<3>) {
+        match self.pending {
+            Some(pending) => add_rms_norm(self.stream, pending, weight, eps),
+            None => (self.stream.clone(), rms_norm(self.stream, weight, eps)),
+        }
     }
 }

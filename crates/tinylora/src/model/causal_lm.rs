@@ -3,14 +3,13 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::block::DecoderLayer;
+use super::block::{DecoderLayer, Residual};
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::linear::{Linear, Mixes};
 use super::pass::Pass;
 use super::tree::{TensorSupply, children};
 use super::weight::Weight;
-use crate::model::norm::rms_norm;
 use crate::{Error, Result};
 
 /// `model`: embeddings, decoder layers and the final norm.
@@ -138,14 +137,18 @@ impl CausalLm {
         mixes: &Mixes,
     ) -> Tensor<3> {
         let seq = tokens.first().map_or(0, Vec::len);
-        let mut x = self.model.embed_tokens.rows(tokens, &self.device);
+        let mut x = Residual {
+            stream: self.model.embed_tokens.rows(tokens, &self.device),
+            pending: None,
+        };
         let (rope, mask) = cache.pass_tables(seq, &self.config, &self.device);
         let pass = Pass { rope, mask, mixes };
         for (i, layer) in self.model.layers.iter().enumerate() {
             x = layer.forward(x, &pass, cache.layer(i));
         }
         cache.len += seq;
-        rms_norm(x, self.model.norm.clone(), self.config.rms_norm_eps)
+        x.normed(self.model.norm.clone(), self.config.rms_norm_eps)
+            .1
     }
 
     /// [`hidden_states`](Self::hidden_states) run once per distinct row (tokens and left

@@ -84,6 +84,12 @@ impl Linear {
         }
     }
 
+    /// The weight, when the layer at `mixes` is `x·Wᵀ` alone (no bias, no unmerged adapter
+    /// active): what a kernel fusing this product with another may read in its place.
+    pub fn bare_weight(&self, mixes: &Mixes) -> Option<&Weight> {
+        (self.bias.is_none() && self.active(mixes).is_none()).then_some(&self.weight)
+    }
+
     /// The unmerged adapter and its mix in `mixes`: what adds to this layer's output.
     fn active<'a>(&'a self, mixes: &'a Mixes) -> Option<(&'a LinearAdapter, &'a Tensor<2>)> {
         let ad = self.adapter.as_ref().filter(|ad| ad.merged.is_none())?;

@@ -1,4 +1,5 @@
-//! The SwiGLU feed-forward block (`Qwen2MLP`): `down(silu(gate(x)) · up(x))`.
+//! The SwiGLU feed-forward block (`Qwen2MLP`): `down(silu(gate(x)) · up(x))`; on a GPU,
+//! `silu(gate(x)) · up(x)` in one launch reading both weights, or one after the products.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
@@ -44,8 +45,19 @@ impl Mlp {
     /// - `x`: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<3>, mixes: &Mixes) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone(), mixes));
-        self.down_proj
-            .forward(gate * self.up_proj.forward(x, mixes), mixes)
+        if let (Some(gate), Some(up)) = (
+            self.gate_proj.bare_weight(mixes),
+            self.up_proj.bare_weight(mixes),
+        ) && let Some(hidden) = gate.gate_up(up, &x)
+        {
+            return self.down_proj.forward(hidden, mixes);
+        }
+        let gate = self.gate_proj.forward(x.clone(), mixes);
+        let up = self.up_proj.forward(x, mixes);
+        let hidden = match crate::gpu_fused::serves(&gate) {
+            true => crate::gpu_fused::swiglu(gate, up),
+            false => silu(gate) * up,
+        };
+        self.down_proj.forward(hidden, mixes)
     }
 }

@@ -5,7 +5,6 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{ModelConfig, RopeScaling};
-use super::load::is_cpu;
 
 /// Cosines and sines for a block of positions, ready to broadcast over heads.
 ///
@@ -87,7 +86,7 @@ pub fn rope_tables(positions: &[Vec<usize>], config: &ModelConfig, device: &Devi
 /// - `x`: `[batch, heads, seq, head_dim]`
 /// - output: same as `x`
 pub fn apply_rope(x: Tensor<4>, tables: &RopeTables) -> Tensor<4> {
-    if !is_cpu(&x.device()) && !x.is_tracked() {
+    if crate::gpu_fused::serves(&x) {
         return crate::gpu_fused::rope(x, tables.cos.clone(), tables.sin.clone());
     }
     let [b, h, s, d] = x.dims();

@@ -138,21 +138,45 @@ impl Weight {
         }
     }
 
-    /// `x·Wᵀ + b` (see [`dense_project`] for dense weights).
+    /// `x·Wᵀ + b` (see [`dense_project`] for dense weights, [`GpuBlocks::project`] for blocks
+    /// on a GPU).
     ///
     /// # Shapes
     /// - `x`: `[..., in]`; `bias`: `[out]`; output `[..., out]`
     pub fn project<const D: usize>(&self, x: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
         let y = match self {
-            Weight::Dense(w) => dense_project(w, x),
+            Weight::Dense(w) => {
+                if let Some(b) = &bias
+                    && let Some(y) = crate::gpu_quant::dense_project_bias(w, &x, b)
+                {
+                    return y;
+                }
+                dense_project(w, x)
+            }
             #[cfg(feature = "native")]
             Weight::Blocks(m) => quant_linear(x, m),
-            Weight::GpuBlocks(m) => m.matmul(x),
+            Weight::GpuBlocks(m) => return m.project(x, bias),
             Weight::Split(m) => m.project(x),
         };
         match bias {
             Some(b) => y + b.unsqueeze::<D>(),
             None => y,
+        }
+    }
+
+    /// SwiGLU's hidden values `silu(x·Gᵀ)·(x·Uᵀ)` with `self` as `G` (`gate_proj`) and `up` as
+    /// `U` in one launch, where one serves (both dense or both GPU blocks, a few rows on a GPU
+    /// outside any autodiff graph); `None` otherwise.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., in]`; output `[..., out]`
+    pub fn gate_up<const D: usize>(&self, up: &Weight, x: &Tensor<D>) -> Option<Tensor<D>> {
+        match (self, up) {
+            (Weight::GpuBlocks(gate), Weight::GpuBlocks(up)) => gate.gate_up(up, x),
+            (Weight::Dense(gate), Weight::Dense(up)) => {
+                crate::gpu_quant::dense_gate_up(gate, up, x)
+            }
+            _ => None,
         }
     }
 
