@@ -1,12 +1,13 @@
-//! RMSNorm, RoPE, attention and SwiGLU's gate in one GPU kernel each, for passes without
-//! gradients (generation, evaluation): burn's compositions launch seven kernels for RMSNorm
-//! (square, mean, add, square root, reciprocal, two products), about seven for RoPE (two
-//! slices, a negation, a concatenation, two products, a sum), ten or more for attention (the
-//! heads' copies, two products, the scaling, the mask, the softmax's four, the output's copy)
-//! and three for `silu(gate)·up`, which a GPU pays for per launch and a software one
-//! (lavapipe, SwiftShader) pays dearly for. Tensors in an autodiff graph (`is_tracked`: a leaf
-//! that requires a gradient or anything computed from one) keep the differentiable compositions ([`crate::model::norm::rms_norm`] and
-//! [`crate::model::rope::apply_rope`] choose).
+//! RMSNorm (alone or with the residual add before it), RoPE, a decode step's attention and
+//! SwiGLU's `silu(gate)·up` in one GPU kernel each, for passes without gradients (generation,
+//! evaluation): burn's compositions launch seven kernels for RMSNorm (square, mean, add, square
+//! root, reciprocal, two products), about seven for RoPE (two slices, a negation, a
+//! concatenation, two products, a sum), ten or more for attention (the heads' copies, two
+//! products, the scaling, the mask, the softmax's four, the output's copy) and three for
+//! `silu(gate)·up`, which a GPU pays for per launch and a software one (lavapipe, SwiftShader)
+//! pays dearly for. Tensors in an autodiff graph (`is_tracked`: a leaf that requires a gradient
+//! or anything computed from one) keep the differentiable compositions (the model's callers
+//! choose, through [`serves`]).
 
 pub(crate) mod kernels;
 

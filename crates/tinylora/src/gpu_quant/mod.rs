@@ -7,7 +7,10 @@
 //! ([`kernels`]) decode each value where it is used: products of a few rows (decoding), and
 //! every product inside an autodiff graph (whose backward reads the blocks again), read the
 //! blocks directly; products of many rows outside one (prefill, evaluation) dequantise slices
-//! of rows into a transient f32 tile and let burn's matrix product do the work.
+//! of rows into a transient f32 tile and let burn's matrix product do the work. Outside
+//! autodiff, a few rows' product also adds the layer's bias, and SwiGLU's `gate_proj` and
+//! `up_proj` are read in one launch; the same row products serve dense f32 matrices for one
+//! row (a decode step of an f32 model).
 
 mod kernels;
 pub mod op;
