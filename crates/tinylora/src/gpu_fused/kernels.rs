@@ -123,11 +123,12 @@ pub const ATTENTION_UNITS: u32 = 32;
 const NO_SCORE: f32 = -3.0e38;
 
 /// Scaled dot-product attention of one query row, rotated by RoPE on loading, against its
-/// key/value head, with the softmax computed online (as flash-decoding does): the keys are taken [`ATTENTION_UNITS`] at
-/// a time, each unit scores one key of the chunk (`q·k / sqrt(d) + mask`), every unit updates
-/// the running maximum `m` and sum `l` of `exp(score − m)` the same way, and each unit keeps
-/// the weighted sum of the values for its own dimensions (`i ≡ unit mod ATTENTION_UNITS`),
-/// rescaled by `exp(m_old − m_new)` when the maximum grows. Query head `h` reads key/value head
+/// key/value head, with the softmax computed online (as flash-decoding does): the keys are
+/// taken [`ATTENTION_UNITS`] at a time, each unit scores one key of the chunk
+/// (`q·k / sqrt(d) + mask`), every unit updates the running maximum `m` and sum `l` of
+/// `exp(score − m)` the same way, and each unit keeps the weighted sum of the values for its
+/// own dimensions (`i ≡ unit mod ATTENTION_UNITS`), rescaled by `exp(m_old − m_new)` when the
+/// maximum grows. Query head `h` reads key/value head
 /// `h / (heads / kv_heads)` (grouped-query attention without repeated keys and values).
 ///
 /// # Shapes
