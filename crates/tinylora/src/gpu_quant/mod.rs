@@ -89,11 +89,11 @@ pub fn rows_per_buffer(row_bytes: usize, limit: usize) -> usize {
     limit / row_bytes.max(1)
 }
 
-/// The rows of `x` (`[..., in]`) when a product of them may read its matrix directly in one
-/// launch: at most `max_rows` rows on a GPU, outside any autodiff graph.
-fn direct_rows<const D: usize>(x: &Tensor<D>, max_rows: usize) -> Option<usize> {
+/// Whether a product of `x`'s rows (`[..., in]`) may read its matrix directly in one launch:
+/// at most `max_rows` rows on a GPU, outside any autodiff graph.
+fn reads_directly<const D: usize>(x: &Tensor<D>, max_rows: usize) -> bool {
     let n = x.dims()[..D - 1].iter().product::<usize>();
-    (n <= max_rows && crate::gpu_fused::serves(x)).then_some(n)
+    n <= max_rows && crate::gpu_fused::serves(x)
 }
 
 /// Up to this many rows, products of dense f32 matrices read them directly in one launch;
@@ -127,8 +127,8 @@ pub fn dense_project_bias<const D: usize>(
     bias: &Tensor<1>,
 ) -> Option<Tensor<D>> {
     let [rows, cols] = w.dims();
-    direct_rows(x, DENSE_DIRECT_MAX_ROWS)?;
-    (cols.is_multiple_of(16) && !w.is_tracked()).then(|| {
+    let serves = reads_directly(x, DENSE_DIRECT_MAX_ROWS) && cols.is_multiple_of(16);
+    (serves && !w.is_tracked()).then(|| {
         direct(x.clone(), rows, |x| {
             <Dispatch as BlocksBackend>::dense_matvec_bias(
                 x,
@@ -149,9 +149,9 @@ pub fn dense_gate_up<const D: usize>(
     x: &Tensor<D>,
 ) -> Option<Tensor<D>> {
     let [rows, cols] = gate.dims();
-    direct_rows(x, DENSE_DIRECT_MAX_ROWS)?;
+    let serves = reads_directly(x, DENSE_DIRECT_MAX_ROWS) && cols.is_multiple_of(16);
     let frozen = !gate.is_tracked() && !up.is_tracked();
-    (cols.is_multiple_of(16) && frozen && gate.dims() == up.dims()).then(|| {
+    (serves && frozen && gate.dims() == up.dims()).then(|| {
         direct(x.clone(), rows, |x| {
             <Dispatch as BlocksBackend>::dense_gate_up(
                 x,
@@ -305,7 +305,7 @@ impl GpuBlocks {
     /// - `x`: `[..., cols]`; `bias`: `[rows]`; output `[..., rows]`
     pub fn project<const D: usize>(&self, x: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
         match (bias, &self.pieces[..]) {
-            (Some(bias), [piece]) if direct_rows(&x, DIRECT_MAX_ROWS).is_some() => {
+            (Some(bias), [piece]) if reads_directly(&x, DIRECT_MAX_ROWS) => {
                 direct(x, self.rows, |x| {
                     <Dispatch as BlocksBackend>::blocks_matvec_bias(
                         x,
@@ -330,8 +330,7 @@ impl GpuBlocks {
         let ([gate_piece], [up_piece]) = (&self.pieces[..], &up.pieces[..]) else {
             return None;
         };
-        direct_rows(x, DIRECT_MAX_ROWS)?;
-        (self.dims() == up.dims()).then(|| {
+        (reads_directly(x, DIRECT_MAX_ROWS) && self.dims() == up.dims()).then(|| {
             direct(x.clone(), self.rows, |x| {
                 <Dispatch as BlocksBackend>::blocks_gate_up(
                     x,

@@ -87,6 +87,13 @@ fn grid(out: &CubeTensor) -> (CubeCount, CubeDim) {
     (count, dim)
 }
 
+/// A launch of one cube of [`ROW_LANES`] units per value of `out` (the row products).
+fn row_grid(out: &CubeTensor) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new_1d(ROW_LANES);
+    let units = out.meta.num_elements() * ROW_LANES as usize;
+    (calculate_cube_count_elemwise(&out.client, units, dim), dim)
+}
+
 /// A new f32 tensor beside `like`, `[dims…]`.
 fn empty_like(like: &CubeTensor, dims: Vec<usize>) -> CubeTensor {
     let dtype = like.dtype;
@@ -126,10 +133,7 @@ fn launch_matvec(
 ) -> CubeTensor {
     let (input, out) = rows_in_out(input, layout.cols, layout.rows);
     let (kind, values, bytes) = layout.comptime_args();
-    // One cube per output value.
-    let dim = CubeDim::new_1d(ROW_LANES);
-    let units = out.meta.num_elements() * ROW_LANES as usize;
-    let count = calculate_cube_count_elemwise(&out.client, units, dim);
+    let (count, dim) = row_grid(&out);
     let has_bias = bias.is_some();
     // Without a bias the kernel reads none: the input stands in for the argument.
     let bias = bias.unwrap_or_else(|| input.clone());
@@ -168,9 +172,7 @@ fn launch_gate_up(
     let (input, out) = rows_in_out(input, gate_layout.cols, gate_layout.rows);
     let (gate_kind, gate_values, gate_bytes) = gate_layout.comptime_args();
     let (up_kind, up_values, up_bytes) = up_layout.comptime_args();
-    let dim = CubeDim::new_1d(ROW_LANES);
-    let units = out.meta.num_elements() * ROW_LANES as usize;
-    let count = calculate_cube_count_elemwise(&out.client, units, dim);
+    let (count, dim) = row_grid(&out);
     gate_up_kernel::launch(
         &out.client,
         count,
