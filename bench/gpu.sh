@@ -7,7 +7,8 @@
 #
 # `run` writes a random Qwen2.5-0.5B-shaped model, measures wgpu (and the CPU for reference),
 # and prints the table, then the same as one JSON object per backend (and wgpu with the
-# weights quantised to Q8_0 blocks). Never part of the tests.
+# weights quantised to Q8_0 blocks, and a bf16 copy whose matrices stay 16-bit on the GPU).
+# Never part of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=bench/gpu-bundle
@@ -34,6 +35,10 @@ case "${1:-}" in
       --decode-tokens 32 --batches 1,8 --json | tee "${OUT:-/tmp}/bench-gpu.jsonl"
     # Quantised to Q8_0 at load: the GPU multiplies the blocks (the GGUF path's kernels).
     "$BUNDLE/trainer" bench --model "$model" --backends wgpu --weights q8 --prompt-len 256 \
+      --decode-tokens 32 --batches 1,8 --json | tee -a "${OUT:-/tmp}/bench-gpu.jsonl"
+    # bf16, as Qwen's checkpoints are published: 2 bytes a matrix value on the GPU.
+    "$BUNDLE/trainer" random-model --shape 0.5b --dtype bf16 --out "$model-bf16"
+    "$BUNDLE/trainer" bench --model "$model-bf16" --backends wgpu --prompt-len 256 \
       --decode-tokens 32 --batches 1,8 --json | tee -a "${OUT:-/tmp}/bench-gpu.jsonl"
     ;;
   *)

@@ -123,8 +123,8 @@ impl TensorSource for Reporting {
     }
 }
 
-/// Refuses a model whose largest GPU buffer ([`gpu_footprint`]: quantised matrices as blocks,
-/// matrices split into buffers of at most 128 MiB) exceeds what this browser allows.
+/// Refuses a model whose largest GPU buffer ([`gpu_footprint`]: matrices as stored or as f32,
+/// split into buffers of at most 128 MiB) exceeds what this browser allows.
 fn check_buffer_limit(
     name: &str,
     footprint: &GpuFootprint,

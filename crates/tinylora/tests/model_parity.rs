@@ -10,6 +10,7 @@ use tinylora::checkpoint::Checkpoint;
 use tinylora::device::{BackendKind, init};
 use tinylora::generate::{GenerateConfig, generate};
 use tinylora::model::config::ModelConfig;
+use tinylora::model::load::gpu_footprint;
 use tinylora::model::{CausalLm, Mixes};
 use tinylora::numerics::logits_tolerance;
 use tinylora::readback::{block_on, to_vec_f32};
@@ -118,6 +119,43 @@ fn check_logits(kind: BackendKind, tolerance: impl Fn(&ModelConfig, usize) -> f6
                 case.ids
             );
         }
+    }
+}
+
+/// On a GPU the f16/bf16 checkpoints' matrices stay 16-bit (2 bytes a value; norms and biases
+/// f32), and the footprint the page checks before uploading is what loading allocates; on the
+/// CPU they are f32. (Their logits are checked against transformers' above.)
+#[test]
+fn sixteen_bit_matrices_stay_16_bit_on_a_gpu() {
+    let (wgpu, cpu) = (
+        init(BackendKind::Wgpu).unwrap(),
+        init(BackendKind::Cpu).unwrap(),
+    );
+    for (name, kind) in [
+        ("qwen2/untied_bf16_tf5", "BF16"),
+        ("qwen2/untied_f16_sharded_hub", "F16"),
+        ("qwen3/tied_bf16_tf5", "BF16"),
+    ] {
+        let checkpoint = Checkpoint::open(&fixture(name)).unwrap();
+        let footprint = gpu_footprint(&checkpoint.config, &*checkpoint.source);
+        let model = checkpoint.load(&wgpu).unwrap();
+        let storage = model.weight_storage();
+        let kinds: Vec<&str> = storage.bytes.keys().map(String::as_str).collect();
+        assert_eq!(kinds, [kind, "f32"], "{name}");
+        let values = storage.bytes[kind] / 2 + storage.bytes["f32"] / 4;
+        assert_eq!(values, model.parameter_count(), "{name}");
+        assert!(
+            storage.bytes[kind] > storage.bytes["f32"],
+            "{name}: {storage:?}"
+        );
+        assert_eq!(footprint.total_bytes, storage.total_bytes(), "{name}");
+        assert_eq!(footprint.largest.1, storage.largest.1, "{name}");
+        let on_cpu = Checkpoint::open(&fixture(name))
+            .unwrap()
+            .load(&cpu)
+            .unwrap();
+        let kinds: Vec<String> = on_cpu.weight_storage().bytes.into_keys().collect();
+        assert_eq!(kinds, ["f32"], "{name} on the CPU");
     }
 }
 

@@ -16,6 +16,7 @@ use tinylora::model::{CausalLm, Mixes};
 use tinylora::numerics::logits_tolerance;
 use tinylora::readback::{block_on, to_vec_f32};
 use tinylora::weights::TensorSource;
+use tinylora::weights::safetensors::Dtype;
 use tinylora::weights::safetensors::SafetensorsFile;
 
 /// The largest max |ours − PEFT| / max |PEFT| for `ids` on `model`: the summation-order bound
@@ -149,7 +150,7 @@ fn merged_export_is_a_loadable_checkpoint_with_the_same_logits() {
     adapter.attach(&mut model).unwrap();
     let dir = temp_dir("merged");
     let mixes = adapter.current_mixes(&model).unwrap();
-    block_on(export_merged(&model, &mixes, &dir)).unwrap();
+    block_on(export_merged(&model, &mixes, &dir, Dtype::F32)).unwrap();
     let merged = Checkpoint::open(&dir).unwrap().load(&device).unwrap();
     let tol = tolerance(&model, &exp.ids);
     let merged_logits = last_logits(&merged, &Mixes::none(), &exp.ids);

@@ -52,6 +52,30 @@ fn a_random_model_loads_and_benches() {
     }
 }
 
+/// `trainer bench --json` of the model in `dir` on the CPU and wgpu, decoding `batches`: one
+/// object per backend.
+fn bench_json(dir: &std::path::Path, batches: &str) -> Vec<serde_json::Value> {
+    let out = run(&[
+        "bench",
+        "--model",
+        s(dir),
+        "--backends",
+        "cpu,wgpu",
+        "--prompt-len",
+        "8",
+        "--decode-tokens",
+        "2",
+        "--batches",
+        batches,
+        "--json",
+    ]);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn bench_json_gives_one_object_per_backend_with_the_weight_sizes_of_the_model() {
     let dir = std::env::temp_dir().join(format!("tinylora-bench-json-{}", std::process::id()));
@@ -60,25 +84,7 @@ fn bench_json_gives_one_object_per_backend_with_the_weight_sizes_of_the_model() 
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let embedding =
         4 * config["vocab_size"].as_u64().unwrap() * config["hidden_size"].as_u64().unwrap();
-    let out = run(&[
-        "bench",
-        "--model",
-        s(&dir),
-        "--backends",
-        "cpu,wgpu",
-        "--prompt-len",
-        "8",
-        "--decode-tokens",
-        "2",
-        "--batches",
-        "1,8",
-        "--json",
-    ]);
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = bench_json(&dir, "1,8");
     assert_eq!(lines.len(), 2);
     for (json, backend) in lines.iter().zip(["cpu", "wgpu"]) {
         assert_eq!(json["backend"], backend);
@@ -109,5 +115,43 @@ fn bench_json_gives_one_object_per_backend_with_the_weight_sizes_of_the_model() 
             );
         }
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A bf16 checkpoint (as Qwen's are published) keeps its matrices 16-bit on the GPU: half the
+/// f32 bytes but for the f32 norms, the embedding's buffer half its f32 size; the CPU holds f32.
+#[test]
+fn a_bf16_model_takes_two_bytes_a_matrix_value_on_the_gpu() {
+    let dir = std::env::temp_dir().join(format!("tinylora-bench-bf16-{}", std::process::id()));
+    run(&[
+        "random-model",
+        "--shape",
+        "toy",
+        "--dtype",
+        "bf16",
+        "--out",
+        s(&dir),
+    ]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let hidden = config["hidden_size"].as_u64().unwrap();
+    let layers = config["num_hidden_layers"].as_u64().unwrap();
+    let embedding = 2 * config["vocab_size"].as_u64().unwrap() * hidden;
+    let lines = bench_json(&dir, "1");
+    let (cpu, gpu) = (&lines[0], &lines[1]);
+    assert_eq!(cpu["weights"], "f32", "{cpu}");
+    assert_eq!(gpu["weights"], "BF16+f32", "{gpu}");
+    // The f32 vectors: two norms a layer and the final one (the toy Qwen2 has q/k/v biases).
+    let parameters = gpu["parameters"].as_u64().unwrap();
+    let bias = config["num_key_value_heads"].as_u64().unwrap()
+        * (hidden / config["num_attention_heads"].as_u64().unwrap());
+    let vectors = (2 * layers + 1) * hidden + layers * (hidden + 2 * bias);
+    assert_eq!(
+        gpu["gpu_weight_bytes"],
+        2 * (parameters - vectors) + 4 * vectors,
+        "{gpu}"
+    );
+    assert_eq!(gpu["largest_buffer_bytes"], embedding, "{gpu}");
+    assert!(gpu["decode_tok_s_b1"].as_f64().unwrap() > 0.0, "{gpu}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

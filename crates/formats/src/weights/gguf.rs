@@ -590,7 +590,7 @@ impl TensorSource for GgufSource {
             .get(name)
             .and_then(|g| self.file.tensors.get(g))
             .map(|info| info.kind)
-            .filter(|kind| kind.is_quantised())
+            .filter(|&kind| kind != GgmlType::F32)
     }
 
     fn origin(&self, _name: &str) -> PathBuf {

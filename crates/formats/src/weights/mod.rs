@@ -21,14 +21,14 @@ pub struct HostTensor {
     pub values: Vec<f32>,
 }
 
-/// A tensor as the file stores it: GGML blocks, not converted.
+/// A tensor as the file stores it, not converted: GGML blocks, or 16-bit floats.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockTensor {
     /// Dimensions, outermost first (`[out, in]` for linear weights); blocks run along the last.
     pub shape: Vec<usize>,
-    /// The block type.
+    /// The block type (`F16`/`BF16` for 16-bit floats).
     pub kind: dequant::GgmlType,
-    /// The blocks, row-major, as in the file.
+    /// The blocks (or values), row-major, little-endian, as in the file.
     pub bytes: Vec<u8>,
 }
 
@@ -40,13 +40,14 @@ pub trait TensorSource {
     fn shape(&self, name: &str) -> Option<Vec<usize>>;
     /// Reads and converts one tensor.
     fn read(&mut self, name: &str) -> Result<HostTensor>;
-    /// Reads one tensor as its quantised blocks, without converting them; `None` when the
-    /// source does not store `name` quantised (the default: only GGUF does).
+    /// Reads one tensor as it is stored, without converting it: quantised blocks (GGUF), or
+    /// f16/bf16 values (GGUF, safetensors); `None` when the source stores `name` otherwise (as
+    /// f32, or the default: in a form it does not hand out).
     fn read_blocks(&mut self, _name: &str) -> Result<Option<BlockTensor>> {
         Ok(None)
     }
-    /// The block type `name` is stored quantised in (what [`read_blocks`](Self::read_blocks)
-    /// would return), without reading it; `None` when it is not stored quantised.
+    /// The type `name` is stored in when [`read_blocks`](Self::read_blocks) returns it,
+    /// without reading it; `None` otherwise.
     fn block_kind(&self, _name: &str) -> Option<dequant::GgmlType> {
         None
     }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{BoxedReader, HostTensor, TensorSource};
+use super::dequant::GgmlType;
+use super::{BlockTensor, BoxedReader, HostTensor, TensorSource};
 use crate::{Error, Result};
 
 /// Headers larger than this are refused (the format's own limit is 100 MB).
@@ -26,11 +27,53 @@ pub enum Dtype {
     BF16,
 }
 
+impl std::str::FromStr for Dtype {
+    type Err = String;
+
+    /// `f32`, `f16` or `bf16` (any case).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Dtype::F32),
+            "f16" => Ok(Dtype::F16),
+            "bf16" => Ok(Dtype::BF16),
+            _ => Err(format!("unknown dtype `{s}`: use f32, bf16 or f16")),
+        }
+    }
+}
+
 impl Dtype {
     fn size(self) -> usize {
         match self {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
+        }
+    }
+
+    /// The name the header gives the type.
+    fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+        }
+    }
+
+    /// `v` in this type (rounded to nearest, ties to even), little-endian.
+    fn encode(self, v: f32, out: &mut Vec<u8>) {
+        match self {
+            Dtype::F32 => out.extend(v.to_le_bytes()),
+            Dtype::F16 => out.extend(half::f16::from_f32(v).to_le_bytes()),
+            Dtype::BF16 => out.extend(half::bf16::from_f32(v).to_le_bytes()),
+        }
+    }
+
+    /// The GGML type of the same 16-bit values (what [`TensorSource::read_blocks`] hands
+    /// out); `None` for f32.
+    fn half_kind(self) -> Option<GgmlType> {
+        match self {
+            Dtype::F32 => None,
+            Dtype::F16 => Some(GgmlType::F16),
+            Dtype::BF16 => Some(GgmlType::BF16),
         }
     }
 }
@@ -165,6 +208,27 @@ impl<R: Read + Seek> SafetensorsFile<R> {
     pub fn dtype(&self, name: &str) -> Option<Dtype> {
         self.entries.get(name).map(|e| e.dtype)
     }
+
+    /// The entry of tensor `name` and its stored bytes.
+    fn bytes_of(&mut self, name: &str) -> Result<(Entry, Vec<u8>)> {
+        let entry = self
+            .entries
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::BadFile {
+                path: self.path.clone(),
+                reason: format!("no tensor `{name}`"),
+            })?;
+        let mut bytes = vec![0u8; (entry.end - entry.start) as usize];
+        self.reader
+            .seek(SeekFrom::Start(self.data_start + entry.start))
+            .and_then(|_| self.reader.read_exact(&mut bytes))
+            .map_err(|source| Error::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok((entry, bytes))
+    }
 }
 
 /// Converts little-endian bytes of `dtype` to f32.
@@ -195,22 +259,27 @@ impl<R: Read + Seek> TensorSource for SafetensorsFile<R> {
     }
 
     fn read(&mut self, name: &str) -> Result<HostTensor> {
-        let entry = self.entries.get(name).ok_or_else(|| Error::BadFile {
-            path: self.path.clone(),
-            reason: format!("no tensor `{name}`"),
-        })?;
-        let mut bytes = vec![0u8; (entry.end - entry.start) as usize];
-        self.reader
-            .seek(SeekFrom::Start(self.data_start + entry.start))
-            .and_then(|_| self.reader.read_exact(&mut bytes))
-            .map_err(|source| Error::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        let (entry, bytes) = self.bytes_of(name)?;
         Ok(HostTensor {
-            shape: entry.shape.clone(),
+            shape: entry.shape,
             values: convert_to_f32(&bytes, entry.dtype),
         })
+    }
+
+    fn read_blocks(&mut self, name: &str) -> Result<Option<BlockTensor>> {
+        let Some(kind) = self.block_kind(name) else {
+            return Ok(None);
+        };
+        let (entry, bytes) = self.bytes_of(name)?;
+        Ok(Some(BlockTensor {
+            shape: entry.shape,
+            kind,
+            bytes,
+        }))
+    }
+
+    fn block_kind(&self, name: &str) -> Option<GgmlType> {
+        self.entries.get(name)?.dtype.half_kind()
     }
 
     fn origin(&self, _name: &str) -> PathBuf {
@@ -315,6 +384,17 @@ impl TensorSource for ShardedSafetensors {
         self.shards[*self.by_name.get(name)?].shape(name)
     }
 
+    fn read_blocks(&mut self, name: &str) -> Result<Option<BlockTensor>> {
+        match self.by_name.get(name) {
+            Some(&shard) => self.shards[shard].read_blocks(name),
+            None => Ok(None),
+        }
+    }
+
+    fn block_kind(&self, name: &str) -> Option<GgmlType> {
+        self.shards[*self.by_name.get(name)?].block_kind(name)
+    }
+
     fn read(&mut self, name: &str) -> Result<HostTensor> {
         match self.by_name.get(name) {
             Some(&shard) => self.shards[shard].read(name),
@@ -348,6 +428,15 @@ pub fn to_bytes_with_metadata(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
+    to_bytes_as(tensors, metadata, Dtype::F32)
+}
+
+/// [`to_bytes_with_metadata`] with the values stored as `dtype` (rounded to nearest).
+pub fn to_bytes_as(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &BTreeMap<String, String>,
+    dtype: Dtype,
+) -> Result<Vec<u8>> {
     let mut sorted: Vec<&(String, Vec<usize>, Vec<f32>)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut header = serde_json::Map::new();
@@ -362,10 +451,10 @@ pub fn to_bytes_with_metadata(
                 values.len()
             )));
         }
-        let end = offset + 4 * values.len();
+        let end = offset + dtype.size() * values.len();
         header.insert(
             name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+            serde_json::json!({"dtype": dtype.name(), "shape": shape, "data_offsets": [offset, end]}),
         );
         offset = end;
     }
@@ -376,14 +465,26 @@ pub fn to_bytes_with_metadata(
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);
     for (_, _, values) in sorted {
-        out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        for &v in values {
+            dtype.encode(v, &mut out);
+        }
     }
     Ok(out)
 }
 
 /// Writes f32 tensors to a `.safetensors` file atomically (temporary file, then rename).
 pub fn write(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
-    crate::fsutil::write_atomic(path, &to_bytes(tensors)?)
+    write_as(path, tensors, Dtype::F32)
+}
+
+/// [`write`] with the values stored as `dtype` (rounded to nearest).
+pub fn write_as(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    dtype: Dtype,
+) -> Result<()> {
+    let bytes = to_bytes_as(tensors, &BTreeMap::new(), dtype)?;
+    crate::fsutil::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]
@@ -419,6 +520,53 @@ mod tests {
         let st = open(to_bytes_with_metadata(&tensors, &metadata).unwrap()).unwrap();
         assert_eq!(st.metadata(), &metadata);
         assert_eq!(st.names(), ["a", "b"]);
+    }
+
+    /// 16-bit files hold the values rounded to nearest (ties to even), and hand out their
+    /// stored bytes as F16/BF16 values; f32 tensors are not handed out as stored.
+    #[test]
+    fn writes_16_bit_values_and_hands_them_out_as_stored() {
+        // 1 + 2⁻¹¹ is a tie for f16 (kept at 1: even), 1 + 3·2⁻¹¹ a tie rounded up to
+        // 1 + 2⁻⁹ (even), the other two exact; 1 + 2⁻⁸ is a tie for bf16 (kept at 1),
+        // 1 + 3·2⁻⁸ a tie rounded up to 1 + 2⁻⁶.
+        let values = [
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            1.0 + 2f32.powi(-8),
+            1.0 + 3.0 * 2f32.powi(-8),
+        ];
+        let tensors = vec![("w".to_string(), vec![2, 2], values.to_vec())];
+        for (dtype, kind, read) in [
+            (
+                Dtype::F16,
+                GgmlType::F16,
+                [
+                    1.0,
+                    1.0 + 2f32.powi(-9),
+                    1.0 + 2f32.powi(-8),
+                    1.0 + 3.0 * 2f32.powi(-8),
+                ],
+            ),
+            (
+                Dtype::BF16,
+                GgmlType::BF16,
+                [1.0, 1.0, 1.0, 1.0 + 2f32.powi(-6)],
+            ),
+        ] {
+            let mut st = open(to_bytes_as(&tensors, &BTreeMap::new(), dtype).unwrap()).unwrap();
+            assert_eq!(st.dtype("w"), Some(dtype));
+            assert_eq!(st.read("w").unwrap().values, read, "{dtype:?}");
+            assert_eq!(st.block_kind("w"), Some(kind));
+            let stored = st.read_blocks("w").unwrap().unwrap();
+            assert_eq!((stored.kind, stored.shape), (kind, vec![2, 2]));
+            assert_eq!(
+                crate::weights::dequant::dequantize(&stored.bytes, kind),
+                read
+            );
+        }
+        let mut st = open(to_bytes(&tensors).unwrap()).unwrap();
+        assert_eq!(st.block_kind("w"), None);
+        assert_eq!(st.read_blocks("w").unwrap(), None);
     }
 
     #[test]

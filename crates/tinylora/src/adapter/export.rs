@@ -10,7 +10,7 @@ use super::config::Convention;
 use crate::model::CausalLm;
 use crate::model::linear::Mixes;
 use crate::readback::to_vec_f32;
-use crate::weights::safetensors;
+use crate::weights::safetensors::{self, Dtype};
 use crate::{Error, Result};
 
 /// `mixᵀ` of one module on the host, `[r, r]` row-major, so that `ΔW = B·mixᵀ·A`.
@@ -86,9 +86,14 @@ pub fn export_peft_lora(adapter: &TinyLora, dir: &Path) -> Result<()> {
 }
 
 /// Writes the model's weights with the adapter at `mixes` merged ([`Mixes::none`]: the base
-/// weights) as `dir/model.safetensors` (f32) and `dir/config.json`, a checkpoint
-/// transformers reads with the model's own class.
-pub async fn export_merged(model: &CausalLm, mixes: &Mixes, dir: &Path) -> Result<()> {
+/// weights) as `dir/model.safetensors` (values as `dtype`, rounded to nearest) and
+/// `dir/config.json`, a checkpoint transformers reads with the model's own class.
+pub async fn export_merged(
+    model: &CausalLm,
+    mixes: &Mixes,
+    dir: &Path,
+    dtype: Dtype,
+) -> Result<()> {
     let config_json = model.config.to_hf_json().map_err(|reason| Error::BadFile {
         path: dir.join("config.json"),
         reason,
@@ -101,6 +106,6 @@ pub async fn export_merged(model: &CausalLm, mixes: &Mixes, dir: &Path) -> Resul
         path: dir.to_path_buf(),
         source,
     })?;
-    safetensors::write(&dir.join("model.safetensors"), &tensors)?;
+    safetensors::write_as(&dir.join("model.safetensors"), &tensors, dtype)?;
     crate::fsutil::write_atomic(&dir.join("config.json"), config_json.as_bytes())
 }

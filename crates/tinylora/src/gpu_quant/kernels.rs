@@ -1,9 +1,10 @@
 //! The GPU kernels: each reads weights straight from GGUF blocks held as `u32` words (the
 //! file's bytes, little-endian), through [`quant`], [`group_scale`] and [`q4_k_offset`], the
-//! GPU's one definition of every block layout. A value is `scale·q (+ offset)` as the CPU's
-//! `decode_row` computes it float for float (`d·sc` then `·q`, then `+ (−dmin·m)` for Q4_K; a
-//! GPU compiler may fuse the last two into one multiply-add, which the tests' bounds allow);
-//! the direct product sums `x·q` per group of 16 values and scales the sum once.
+//! GPU's one definition of every block layout, and [`half_from_bits`] for f16/bf16 values.
+//! A value is `scale·q (+ offset)` as the CPU's `decode_row` computes it float for float
+//! (`d·sc` then `·q`, then `+ (−dmin·m)` for Q4_K; a GPU compiler may fuse the last two into
+//! one multiply-add, which the tests' bounds allow); the direct product sums `x·q` per group
+//! of 16 values and scales the sum once.
 
 use cubecl::prelude::*;
 
@@ -22,6 +23,16 @@ pub const Q6_K: u32 = 14;
 /// Plain f32 values (a dense matrix's own buffer, its bits read as words): read by the
 /// row products ([`lane_dot`]) only.
 pub const F32: u32 = 0;
+/// GGML's F16: IEEE half-precision values, 2 bytes each, read in groups of 16 (32 bytes)
+/// as if blocks of 16 values with no scale.
+pub const F16: u32 = 1;
+/// GGML's BF16: bfloat16 values (an f32's upper 16 bits), grouped as [`F16`].
+pub const BF16: u32 = 30;
+
+/// Whether `kind` is a plain 16-bit float ([`F16`] or [`BF16`]).
+fn is_half(kind: u32) -> bool {
+    kind == F16 || kind == BF16
+}
 
 /// Byte `at` of the words.
 #[cube]
@@ -36,27 +47,44 @@ fn signed_byte_at(words: &Tensor<u32>, at: u32) -> i32 {
     if b >= 128 { b - 256 } else { b }
 }
 
-/// The f16 at byte `at` as f32 (exact: subnormals, infinities and NaNs included).
+/// The 16 bits at byte `at` (even: every half in a block and every value of an F16/BF16 row
+/// starts on an even byte).
+#[cube]
+fn bits16_at(words: &Tensor<u32>, at: u32) -> u32 {
+    (words[(at / 4) as usize] >> ((at % 4) * 8)) & 0xFFFF
+}
+
+/// The 16-bit float of `kind` ([`F16`] or [`BF16`]) with bits `h` as f32 (exact: subnormals,
+/// infinities and NaNs included).
+#[cube]
+fn half_from_bits(h: u32, #[comptime] kind: u32) -> f32 {
+    if comptime!(kind == BF16) {
+        f32::reinterpret(h << 16)
+    } else {
+        let sign = (h & 0x8000) << 16;
+        let exponent = (h >> 10) & 0x1F;
+        let mantissa = h & 0x3FF;
+        if exponent == 0 {
+            // ±0 and subnormals: mantissa · 2⁻²⁴.
+            let magnitude = f32::cast_from(mantissa) * f32::reinterpret(0x3380_0000u32);
+            if sign == 0 { magnitude } else { -magnitude }
+        } else if exponent == 0x1F {
+            let bits = if mantissa == 0 {
+                0x7F80_0000u32
+            } else {
+                0x7FC0_0000u32 | (mantissa << 13)
+            };
+            f32::reinterpret(sign | bits)
+        } else {
+            f32::reinterpret(sign | ((exponent + 112) << 23) | (mantissa << 13))
+        }
+    }
+}
+
+/// The f16 at byte `at` (even) as f32.
 #[cube]
 fn half_at(words: &Tensor<u32>, at: u32) -> f32 {
-    let h = byte_at(words, at) | (byte_at(words, at + 1) << 8);
-    let sign = (h & 0x8000) << 16;
-    let exponent = (h >> 10) & 0x1F;
-    let mantissa = h & 0x3FF;
-    if exponent == 0 {
-        // ±0 and subnormals: mantissa · 2⁻²⁴.
-        let magnitude = f32::cast_from(mantissa) * f32::reinterpret(0x3380_0000u32);
-        if sign == 0 { magnitude } else { -magnitude }
-    } else if exponent == 0x1F {
-        let bits = if mantissa == 0 {
-            0x7F80_0000u32
-        } else {
-            0x7FC0_0000u32 | (mantissa << 13)
-        };
-        f32::reinterpret(sign | bits)
-    } else {
-        f32::reinterpret(sign | ((exponent + 112) << 23) | (mantissa << 13))
-    }
+    half_from_bits(bits16_at(words, at), F16)
 }
 
 /// The 6-bit scale (`want_min` false) or min of Q4_K sub-block `j`, from the 12 packed bytes
@@ -128,15 +156,20 @@ fn q4_k_offset(words: &Tensor<u32>, base: u32, s: u32) -> f32 {
     -(half_at(words, base + 2) * f32::cast_from(q4_k_scale_min(words, base + 4, s, true)))
 }
 
-/// Value `j` of the block of type `kind` at byte `base`: `scale·q (+ offset)`.
+/// Value `j` of the block of type `kind` at byte `base`: `scale·q (+ offset)`, or the 16-bit
+/// float itself.
 #[cube]
 pub fn block_value(words: &Tensor<u32>, base: u32, j: u32, #[comptime] kind: u32) -> f32 {
-    let scaled =
-        group_scale(words, base, j / 16, kind) * f32::cast_from(quant(words, base, j, kind));
-    if comptime!(kind == Q4_K) {
-        scaled + q4_k_offset(words, base, j / 32)
+    if comptime!(is_half(kind)) {
+        half_from_bits(bits16_at(words, base + 2 * j), kind)
     } else {
-        scaled
+        let scaled =
+            group_scale(words, base, j / 16, kind) * f32::cast_from(quant(words, base, j, kind));
+        if comptime!(kind == Q4_K) {
+            scaled + q4_k_offset(words, base, j / 32)
+        } else {
+            scaled
+        }
     }
 }
 
@@ -215,6 +248,18 @@ fn lane_dot(
             #[unroll]
             for t in 0..16u32 {
                 sum += x[(x_group + t) as usize] * f32::reinterpret(words[(w_group + t) as usize]);
+            }
+            acc += sum;
+        } else if comptime!(is_half(kind)) {
+            // Two values per word: the group's 32 bytes are 8 aligned words.
+            let (x_group, w_word) = (x_at + g * 16, (row_base + g * 32) / 4);
+            let mut sum = 0.0f32;
+            #[unroll]
+            for t in 0..8u32 {
+                let word = words[(w_word + t) as usize];
+                let at = (x_group + 2 * t) as usize;
+                sum += x[at] * half_from_bits(word & 0xFFFF, kind);
+                sum += x[at + 1] * half_from_bits(word >> 16, kind);
             }
             acc += sum;
         } else {

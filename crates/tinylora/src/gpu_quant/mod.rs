@@ -1,16 +1,17 @@
-//! Linear-layer weights kept as GGUF blocks on the GPU (wgpu natively, WebGPU in the browser)
-//! and multiplied straight from them.
+//! Linear-layer weights kept on the GPU as the checkpoint stores them (wgpu natively, WebGPU
+//! in the browser) and multiplied straight from them.
 //!
 //! A GGUF file's quantised matrices are uploaded as they are stored (the tensor's bytes as
 //! `u32` words), so a Q4_K_M Qwen2.5-0.5B takes its file's size in GPU memory instead of
-//! 1.98 GB of f32, split into buffers of at most [`MAX_BUFFER_BYTES`]. The kernels
-//! ([`kernels`]) decode each value where it is used: products of a few rows (decoding), and
-//! every product inside an autodiff graph (whose backward reads the blocks again), read the
-//! blocks directly; products of many rows outside one (prefill, evaluation) dequantise slices
-//! of rows into a transient f32 tile and let burn's matrix product do the work. Outside
-//! autodiff, a few rows' product also adds the layer's bias, and SwiGLU's `gate_proj` and
-//! `up_proj` are read in one launch; the same row products serve dense f32 matrices for one
-//! row (a decode step of an f32 model).
+//! 1.98 GB of f32; f16/bf16 matrices (safetensors or GGUF) stay 16-bit the same way (0.99 GB
+//! for a bf16 0.5B), every matrix split into buffers of at most [`MAX_BUFFER_BYTES`]. The
+//! kernels ([`kernels`]) decode each value where it is used: products of a few rows
+//! (decoding), and every product inside an autodiff graph (whose backward reads the blocks
+//! again), read the blocks directly; products of many rows outside one (prefill, evaluation)
+//! dequantise slices of rows into a transient f32 tile and let burn's matrix product do the
+//! work. Outside autodiff, a few rows' product also adds the layer's bias, and SwiGLU's
+//! `gate_proj` and `up_proj` are read in one launch; the same row products serve dense f32
+//! matrices for one row (a decode step of an f32 model).
 
 mod kernels;
 pub mod op;
@@ -51,14 +52,18 @@ impl BlockLayout {
     }
 
     /// What the kernels are compiled for: the block type's code, values and bytes per block
-    /// (f32: a dense matrix, which only the row products read, in groups of 16).
+    /// (plain floats in groups of 16 values: f32 is a dense matrix, which only the row
+    /// products read).
     pub fn comptime_args(&self) -> (u32, u32, u32) {
-        if self.kind == GgmlType::F32 {
-            return (kernels::F32, 16, 64);
+        let code = kernel_code(self.kind);
+        match self.kind {
+            GgmlType::F32 => (code, 16, 64),
+            GgmlType::F16 | GgmlType::BF16 => (code, 16, 32),
+            kind => {
+                let (values, bytes) = kind.block();
+                (code, values as u32, bytes as u32)
+            }
         }
-        let code = kernel_code(self.kind).expect("a block type the kernels read");
-        let (values, bytes) = self.kind.block();
-        (code, values as u32, bytes as u32)
     }
 }
 
@@ -66,21 +71,30 @@ impl BlockLayout {
 /// (128 MiB), which lavapipe and many browsers enforce.
 pub const MAX_BUFFER_BYTES: usize = 128 << 20;
 
-/// The kernels' code for block type `kind`; `None` for types they do not read.
-fn kernel_code(kind: GgmlType) -> Option<u32> {
+/// The kernels' code for type `kind`.
+fn kernel_code(kind: GgmlType) -> u32 {
     match kind {
-        GgmlType::Q4_0 => Some(kernels::Q4_0),
-        GgmlType::Q5_0 => Some(kernels::Q5_0),
-        GgmlType::Q8_0 => Some(kernels::Q8_0),
-        GgmlType::Q4K => Some(kernels::Q4_K),
-        GgmlType::Q6K => Some(kernels::Q6_K),
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
+        GgmlType::Q4_0 => kernels::Q4_0,
+        GgmlType::Q5_0 => kernels::Q5_0,
+        GgmlType::Q8_0 => kernels::Q8_0,
+        GgmlType::Q4K => kernels::Q4_K,
+        GgmlType::Q6K => kernels::Q6_K,
+        GgmlType::F16 => kernels::F16,
+        GgmlType::BF16 => kernels::BF16,
+        GgmlType::F32 => kernels::F32,
     }
 }
 
-/// Whether the GPU keeps matrices of block type `kind` as blocks.
-pub fn reads_blocks(kind: GgmlType) -> bool {
-    kernel_code(kind).is_some()
+/// Whether the GPU keeps a matrix of `cols` columns stored as `kind` the way it is stored:
+/// GGUF blocks, and f16/bf16 values in whole groups of 16 columns (2 bytes a value instead of
+/// f32's 4; the kernels decode the bits themselves, so no `shader-f16` is needed). f32 and
+/// other widths of 16-bit matrices are held as f32 tensors.
+pub fn keeps(kind: GgmlType, cols: usize) -> bool {
+    match kind {
+        GgmlType::F32 => false,
+        GgmlType::F16 | GgmlType::BF16 => cols.is_multiple_of(16),
+        _ => true,
+    }
 }
 
 /// Whole rows of `row_bytes` bytes that fit one buffer of `limit` bytes (0 when one row does
@@ -220,13 +234,15 @@ impl GpuBlocks {
         limit: usize,
     ) -> Result<Self, String> {
         let kind = blocks.kind;
-        if !reads_blocks(kind) {
-            return Err(format!("the GPU kernels do not read {kind:?} blocks"));
-        }
         let [rows, cols] = match blocks.shape[..] {
             [rows, cols] => [rows, cols],
             _ => return Err(format!("{:?} is not a matrix", blocks.shape)),
         };
+        if !keeps(kind, cols) {
+            return Err(format!(
+                "the GPU kernels do not read rows of {cols} {kind:?} values"
+            ));
+        }
         let (block_values, block_bytes) = kind.block();
         let row_bytes = cols / block_values * block_bytes;
         if !cols.is_multiple_of(block_values) || rows * row_bytes != blocks.bytes.len() {

@@ -7,10 +7,48 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::GpuBlocks;
 use crate::device::{BackendKind, init};
 use crate::quant::tests::{
-    QUANTISED, assert_within, exact_products, random_blocks, random_values, transposed,
+    assert_within, exact_products, random_blocks, random_values, transposed,
 };
+use crate::rng::SplitMix64;
 use crate::weights::BlockTensor;
 use crate::weights::dequant::{GgmlType, SCALE_GROUP, decode_row_int, dequantize};
+
+/// Every type the GPU keeps as stored: the GGUF block types and the 16-bit floats.
+const KEPT: [GgmlType; 7] = [
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q6K,
+    GgmlType::F16,
+    GgmlType::BF16,
+];
+
+/// Random finite 16-bit floats of `kind` (f16: every exponent but the infinities',
+/// subnormals included; bf16: magnitudes between 2⁻²⁰ and 2²¹), as little-endian bytes.
+fn random_halves(kind: GgmlType, len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix64::new(seed);
+    (0..len)
+        .flat_map(|_| {
+            let bits = rng.next_u64();
+            let (sign, mantissa, pick) = (bits as u16 & 0x8000, (bits >> 16) as u16, bits >> 32);
+            let h = match kind {
+                GgmlType::F16 => sign | ((pick % 31) as u16) << 10 | (mantissa & 0x3FF),
+                _ => sign | ((107 + pick % 41) as u16) << 7 | (mantissa & 0x7F),
+            };
+            h.to_le_bytes()
+        })
+        .collect()
+}
+
+/// A random `[rows, cols]` matrix stored as `kind`: blocks of random quants and sane scales,
+/// or random finite 16-bit floats.
+fn random_stored(kind: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    match kind {
+        GgmlType::F16 | GgmlType::BF16 => random_halves(kind, rows * cols, seed),
+        _ => random_blocks(kind, rows, cols, seed),
+    }
+}
 
 fn wgpu() -> Device {
     init(BackendKind::Wgpu).expect("wgpu (lavapipe in CI)")
@@ -45,8 +83,12 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// `|scale·q|` of every value: what a fused multiply-add in the GPU's `scale·q + offset`
-/// (Q4_K) leaves unrounded, so the values may differ from the CPU's by `ε/2` of it.
+/// (Q4_K) leaves unrounded, so the values may differ from the CPU's by `ε/2` of it (zeros for
+/// the 16-bit floats, which are exact).
 fn products(kind: GgmlType, bytes: &[u8], len: usize) -> Vec<f32> {
+    if !kind.is_quantised() {
+        return vec![0.0; len];
+    }
     let mut q = vec![0i8; len];
     let mut scales = vec![0.0f32; len / SCALE_GROUP];
     let mut offsets = vec![0.0f32; kind.offsets(len)];
@@ -57,12 +99,21 @@ fn products(kind: GgmlType, bytes: &[u8], len: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Every value the GPU decodes equals the CPU decoder's: bit for bit (for the 16-bit floats
+/// from random bits, infinities, NaNs and subnormals included; NaN payloads aside), but for
+/// Q4_K's possibly fused multiply-add.
 #[test]
 fn decoded_values_and_rows_are_the_cpu_decoders() {
     let device = wgpu();
     let (rows, cols) = (40, 512);
-    for (seed, kind) in QUANTISED.into_iter().enumerate() {
-        let bytes = random_blocks(kind, rows, cols, seed as u64);
+    for (seed, kind) in KEPT.into_iter().enumerate() {
+        let bytes = match kind {
+            GgmlType::F16 | GgmlType::BF16 => {
+                let mut rng = SplitMix64::new(seed as u64);
+                (0..rows * cols * 2).map(|_| rng.next_u64() as u8).collect()
+            }
+            _ => random_blocks(kind, rows, cols, seed as u64),
+        };
         let cpu = dequantize(&bytes, kind);
         let unrounded = products(kind, &bytes, rows * cols);
         let eps = f32::EPSILON / 2.0;
@@ -76,8 +127,9 @@ fn decoded_values_and_rows_are_the_cpu_decoders() {
                 } else {
                     0.0
                 };
+                let same = g.to_bits() == c.to_bits() || (g.is_nan() && c.is_nan());
                 assert!(
-                    (g - c).abs() <= bound,
+                    same || (g - c).abs() <= bound,
                     "{kind:?} {what} value {i}: GPU {g} vs CPU {c}"
                 );
             }
@@ -120,8 +172,8 @@ fn check_product(m: &GpuBlocks, bytes: &[u8], n: usize, seed: u64, device: &Devi
 fn products_are_within_the_bound_of_the_decoded_product_for_every_type() {
     let device = wgpu();
     let (rows, cols) = (300, 512);
-    for (seed, kind) in QUANTISED.into_iter().enumerate() {
-        let bytes = random_blocks(kind, rows, cols, seed as u64);
+    for (seed, kind) in KEPT.into_iter().enumerate() {
+        let bytes = random_stored(kind, rows, cols, seed as u64);
         for pieces in PIECES {
             let m = upload(kind, &bytes, [rows, cols], pieces, &device);
             // Read from the blocks directly (1, 5) and through dequantised tiles (40).
@@ -139,8 +191,8 @@ fn products_are_within_the_bound_of_the_decoded_product_for_every_type() {
 fn a_bias_added_by_the_product_is_the_bias_added_after_it() {
     let device = wgpu();
     let (rows, cols) = (30, 256);
-    for (seed, kind) in QUANTISED.into_iter().enumerate() {
-        let bytes = random_blocks(kind, rows, cols, 40 + seed as u64);
+    for (seed, kind) in KEPT.into_iter().enumerate() {
+        let bytes = random_stored(kind, rows, cols, 40 + seed as u64);
         let bias = Tensor::<1>::from_data(
             TensorData::new(random_values(rows, 50 + seed as u64), [rows]),
             &device,
@@ -171,11 +223,12 @@ fn gate_and_up_in_one_launch_are_the_two_products_and_swiglu() {
     let pairs = [
         (GgmlType::Q4K, GgmlType::Q6K),
         (GgmlType::Q5_0, GgmlType::Q8_0),
+        (GgmlType::F16, GgmlType::BF16),
     ];
     for (seed, (gate_kind, up_kind)) in pairs.into_iter().enumerate() {
         let seed = seed as u64;
-        let gate_bytes = random_blocks(gate_kind, rows, cols, 70 + seed);
-        let up_bytes = random_blocks(up_kind, rows, cols, 80 + seed);
+        let gate_bytes = random_stored(gate_kind, rows, cols, 70 + seed);
+        let up_bytes = random_stored(up_kind, rows, cols, 80 + seed);
         let gate = upload(gate_kind, &gate_bytes, [rows, cols], None, &device);
         let up = upload(up_kind, &up_bytes, [rows, cols], None, &device);
         for n in [1, 5] {
@@ -278,8 +331,8 @@ fn tiled_products_cover_every_row_across_tiles() {
 fn the_gradient_through_the_blocks_is_dy_times_w() {
     let device = wgpu().autodiff();
     let (rows, cols) = (48, 512);
-    for (seed, kind) in [(1, GgmlType::Q4K), (2, GgmlType::Q6K)] {
-        let bytes = random_blocks(kind, rows, cols, seed);
+    for (seed, kind) in [(1, GgmlType::Q4K), (2, GgmlType::Q6K), (3, GgmlType::BF16)] {
+        let bytes = random_stored(kind, rows, cols, seed);
         let m = upload(kind, &bytes, [rows, cols], Some(20), &device);
         let w = dequantize(&bytes, kind);
         let slack = products(kind, &bytes, rows * cols);
@@ -329,4 +382,11 @@ fn unreadable_blocks_are_refused_with_the_reason() {
         err.contains("one row of 144 bytes exceeds a GPU buffer of 100 bytes"),
         "{err}"
     );
+    let halves = BlockTensor {
+        shape: vec![2, 40],
+        kind: GgmlType::F16,
+        bytes: vec![0; 160],
+    };
+    let err = GpuBlocks::from_blocks(&halves, &device).unwrap_err();
+    assert!(err.contains("do not read rows of 40 F16 values"), "{err}");
 }

@@ -9,7 +9,7 @@ use super::causal_lm::CausalLm;
 use super::config::{ModelConfig, RopeScaling};
 use super::tree::{TensorSupply, VectorRole};
 use super::weight::Weight;
-use crate::gpu_quant::{MAX_BUFFER_BYTES, reads_blocks, rows_per_buffer};
+use crate::gpu_quant::{MAX_BUFFER_BYTES, keeps, rows_per_buffer};
 #[cfg(feature = "native")]
 use crate::quant::{Activations, WeightFormat};
 use crate::weights::dequant::{GgmlType, quantize_q8_0};
@@ -86,8 +86,8 @@ impl Loader<'_> {
 }
 
 impl TensorSupply for Loader<'_> {
-    /// `{path}.weight`: its blocks when quantised, Q8_0 blocks when asked for, else f32 on
-    /// the device.
+    /// `{path}.weight`: its blocks when quantised, Q8_0 blocks when asked for, its f16/bf16
+    /// values as stored on a GPU ([`keeps`]), else f32 on the device.
     fn matrix(&mut self, path: &str, rows: usize, cols: usize) -> Result<Weight> {
         let name = &format!("{path}.weight");
         self.check(name, &[rows, cols])?;
@@ -95,8 +95,13 @@ impl TensorSupply for Loader<'_> {
             path: source.origin(name),
             reason: format!("tensor `{name}`: {reason}"),
         };
-        let blocks = match self.source.read_blocks(name)? {
-            Some(blocks) => Some(blocks),
+        let keep_halves = !is_cpu(self.device) && !self.options.quantise_dense();
+        let kept = self
+            .source
+            .block_kind(name)
+            .filter(|&kind| kind.is_quantised() || (keep_halves && keeps(kind, cols)));
+        let blocks = match kept {
+            Some(_) => self.source.read_blocks(name)?,
             None if self.options.quantise_dense() => {
                 if !cols.is_multiple_of(32) {
                     let reason = format!("{cols} columns are not whole Q8_0 blocks of 32");
@@ -150,7 +155,7 @@ pub struct GpuFootprint {
 
 /// What loading `source` onto a GPU will allocate for its weights (default [`LoadOptions`]),
 /// from the shapes and block types alone, before anything is read: quantised matrices stay
-/// blocks, everything else is f32, and matrices are split into buffers of at most
+/// blocks, f16/bf16 matrices stay 16-bit ([`keeps`]), everything else is f32, and matrices are split into buffers of at most
 /// [`MAX_BUFFER_BYTES`] (as [`Weight::from_blocks`] and [`Weight::from_values`] do).
 pub fn gpu_footprint(config: &ModelConfig, source: &dyn TensorSource) -> GpuFootprint {
     let mut footprint = GpuFootprint {
@@ -162,11 +167,12 @@ pub fn gpu_footprint(config: &ModelConfig, source: &dyn TensorSource) -> GpuFoot
             continue;
         };
         let values = shape.iter().product::<usize>();
-        let (rows, cols) = match shape[..] {
-            [rows, cols] => (rows, cols),
-            _ => (1, values),
+        let (rows, cols, kind) = match shape[..] {
+            [rows, cols] => (rows, cols, source.block_kind(&name)),
+            // Vectors (norms, biases) are f32 on every device.
+            _ => (1, values, None),
         };
-        let row_bytes = match source.block_kind(&name).filter(|&k| reads_blocks(k)) {
+        let row_bytes = match kind.filter(|&k| keeps(k, cols)) {
             Some(kind) => {
                 let (block_values, block_bytes) = kind.block();
                 cols / block_values * block_bytes
@@ -191,7 +197,8 @@ impl CausalLm {
     ///
     /// Matrices the source stores quantised (GGUF Q4_0, Q5_0, Q8_0, Q4_K, Q6_K) stay as their
     /// blocks: in host memory on the CPU backend ([`Weight::Blocks`]), in GPU buffers on other
-    /// devices ([`Weight::GpuBlocks`]); everything else is f32 on `device`.
+    /// devices ([`Weight::GpuBlocks`]), where f16/bf16 matrices also stay 16-bit; everything
+    /// else is f32 on `device`.
     /// Missing tensors, wrong shapes and tensors the architecture does not use are errors
     /// naming the file and the tensor.
     pub fn load(

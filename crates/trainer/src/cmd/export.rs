@@ -14,6 +14,7 @@ use tinylora::readback::block_on;
 
 use super::common::{ModelArgs, TokenizerArgs, load_adapter};
 use tinylora::adapter::llama_server::{MODEL_FILE, export_llama_server};
+use tinylora::weights::safetensors::Dtype;
 
 /// Arguments of `trainer export`.
 #[derive(clap::Args)]
@@ -26,6 +27,9 @@ pub struct Args {
     /// Write the merged model (config.json + model.safetensors) into this directory.
     #[arg(long)]
     merged: Option<PathBuf>,
+    /// The merged model's weight type: f32, bf16 or f16 (rounded to nearest).
+    #[arg(long, default_value = "f32", requires = "merged")]
+    dtype: Dtype,
     /// Print the adapter's compact text form (for `#adapter=` links).
     #[arg(long)]
     compact: bool,
@@ -90,7 +94,12 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     if let Some(dir) = &args.merged {
         adapter.attach(&mut model)?;
-        block_on(export_merged(&model, &adapter.current_mixes(&model)?, dir))?;
+        block_on(export_merged(
+            &model,
+            &adapter.current_mixes(&model)?,
+            dir,
+            args.dtype,
+        ))?;
         eprintln!("wrote merged weights to {}", dir.display());
     }
     if let Some(dir) = &args.llama_server {

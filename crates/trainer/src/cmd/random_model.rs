@@ -1,5 +1,6 @@
 //! `trainer random-model`: a Qwen2.5-shaped checkpoint with random weights (config.json +
-//! f32 model.safetensors), for benchmarks on machines without a real model.
+//! model.safetensors, f32 or the bf16/f16 real checkpoints ship in), for benchmarks on
+//! machines without a real model.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use tinylora::adapter::export::export_merged;
 use tinylora::device::{BackendKind, init};
 use tinylora::model::{CausalLm, Mixes, ModelConfig};
 use tinylora::readback::block_on;
+use tinylora::weights::safetensors::Dtype;
 
 /// Arguments of `trainer random-model`.
 #[derive(clap::Args)]
@@ -21,6 +23,9 @@ pub struct Args {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
+    /// Weight type: f32, bf16 (as Qwen's checkpoints are published) or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: Dtype,
 }
 
 /// The config of a named shape.
@@ -55,11 +60,12 @@ pub fn run(args: Args) -> Result<()> {
     let model = CausalLm::init_random(&config, args.seed, 0.02, &device)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    block_on(export_merged(&model, &Mixes::none(), &args.out))?;
+    block_on(export_merged(&model, &Mixes::none(), &args.out, args.dtype))?;
     eprintln!(
-        "wrote {} ({} shape, random weights, seed {})",
+        "wrote {} ({} shape, random {:?} weights, seed {})",
         args.out.display(),
         args.shape,
+        args.dtype,
         args.seed
     );
     Ok(())
