@@ -80,8 +80,7 @@ pub fn rms_norm_kernel(
 }
 
 /// `out = x·cos + rotate_half(x)·sin`, `rotate_half(x) = [−x₂, x₁]` over the two halves of the
-/// last dimension: one unit per value of `out`; `x`, `cos` and `sin` are read through their
-/// strides (the heads' view of a projection, a slice of the generation's tables).
+/// last dimension: one unit per value of `out` ([`rope_value`]).
 ///
 /// # Shapes
 /// - `x`, `out`: `[batch, heads, seq, head_dim]` (`out` contiguous); `cos`, `sin`:
@@ -93,11 +92,27 @@ pub fn rope_kernel(x: &Tensor<f32>, cos: &Tensor<f32>, sin: &Tensor<f32>, out: &
         terminate!();
     }
     let (d, s, h) = (out.shape(3), out.shape(2), out.shape(1));
-    let di = pos % d;
-    let si = (pos / d) % s;
-    let hi = (pos / (d * s)) % h;
-    let bi = pos / (d * s * h);
-    let half = d / 2;
+    let (di, si, hi) = (pos % d, (pos / d) % s, (pos / (d * s)) % h);
+    out[pos] = rope_value(x, cos, sin, pos / (d * s * h), hi, si, di);
+}
+
+/// Value `(bi, hi, si, di)` of RoPE's `x·cos + rotate_half(x)·sin`, `x`, `cos` and `sin` read
+/// through their strides (the heads' view of a projection, a slice of the generation's
+/// tables).
+///
+/// # Shapes
+/// - `x`: `[batch, heads, seq, head_dim]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`
+#[cube]
+fn rope_value(
+    x: &Tensor<f32>,
+    cos: &Tensor<f32>,
+    sin: &Tensor<f32>,
+    bi: usize,
+    hi: usize,
+    si: usize,
+    di: usize,
+) -> f32 {
+    let half = x.shape(3) / 2;
     let row = bi * x.stride(0) + hi * x.stride(1) + si * x.stride(2);
     let table = bi * cos.stride(0) + si * cos.stride(2) + di * cos.stride(3);
     let partner = if di < half {
@@ -105,7 +120,48 @@ pub fn rope_kernel(x: &Tensor<f32>, cos: &Tensor<f32>, sin: &Tensor<f32>, out: &
     } else {
         x[row + (di - half) * x.stride(3)]
     };
-    out[pos] = rotated(x[row + di * x.stride(3)], partner, cos[table], sin[table]);
+    rotated(x[row + di * x.stride(3)], partner, cos[table], sin[table])
+}
+
+/// A pass's keys rotated by RoPE ([`rope_value`]) into a KV cache and its values copied beside
+/// them: `k_cache[b, h, at + s, i] = rope(k)[b, h, s, i]`, `v_cache[b, h, at + s, i] =
+/// v[b, h, s, i]`, one unit per value of `k`; every tensor read through its strides.
+///
+/// # Shapes
+/// - `k`, `v`: `[batch, kv_heads, seq, head_dim]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`;
+///   `k_cache`, `v_cache`: `[batch, kv_heads, capacity, head_dim]`, `at + seq ≤ capacity`
+#[cube(launch)]
+pub fn rope_append_kernel(
+    k: &Tensor<f32>,
+    v: &Tensor<f32>,
+    cos: &Tensor<f32>,
+    sin: &Tensor<f32>,
+    k_cache: &mut Tensor<f32>,
+    v_cache: &mut Tensor<f32>,
+    at: u32,
+) {
+    let pos = ABSOLUTE_POS;
+    let (d, s, h) = (k.shape(3), k.shape(2), k.shape(1));
+    if pos >= k.shape(0) * h * s * d {
+        terminate!();
+    }
+    let (di, si, hi, bi) = (
+        pos % d,
+        (pos / d) % s,
+        (pos / (d * s)) % h,
+        pos / (d * s * h),
+    );
+    let slot = at as usize + si;
+    let kc = bi * k_cache.stride(0)
+        + hi * k_cache.stride(1)
+        + slot * k_cache.stride(2)
+        + di * k_cache.stride(3);
+    k_cache[kc] = rope_value(k, cos, sin, bi, hi, si, di);
+    let vc = bi * v_cache.stride(0)
+        + hi * v_cache.stride(1)
+        + slot * v_cache.stride(2)
+        + di * v_cache.stride(3);
+    v_cache[vc] = v[bi * v.stride(0) + hi * v.stride(1) + si * v.stride(2) + di * v.stride(3)];
 }
 
 /// One value of RoPE's `x·cos + rotate_half(x)·sin`, given its `partner` in

@@ -1,6 +1,6 @@
-//! RMSNorm (alone or with the residual add before it), RoPE, a decode step's attention and
-//! SwiGLU's `silu(gate)·up` in one GPU kernel each, for passes without gradients (generation,
-//! evaluation): burn's compositions launch seven kernels for RMSNorm (square, mean, add, square
+//! RMSNorm (alone or with the residual add before it), RoPE (alone, or of the keys written
+//! into the KV cache with the values), a decode step's attention and SwiGLU's `silu(gate)·up`
+//! in one GPU kernel each, for passes without gradients (generation, evaluation): burn's compositions launch seven kernels for RMSNorm (square, mean, add, square
 //! root, reciprocal, two products), about seven for RoPE (two slices, a negation, a
 //! concatenation, two products, a sum), ten or more for attention (the heads' copies, two
 //! products, the scaling, the mask, the softmax's four, the output's copy) and three for
@@ -26,7 +26,8 @@ use cubecl::prelude::*;
 
 use crate::model::rope::RopeTables;
 use kernels::{
-    ATTENTION_UNITS, NORM_UNITS, attention_kernel, rms_norm_kernel, rope_kernel, swiglu_kernel,
+    ATTENTION_UNITS, NORM_UNITS, attention_kernel, rms_norm_kernel, rope_append_kernel,
+    rope_kernel, swiglu_kernel,
 };
 
 /// The fused kernels as backend operations (not differentiable).
@@ -53,6 +54,19 @@ pub trait FusedBackend: Backend {
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// RoPE of `k` written into `k_cache` and `v` copied into `v_cache`, both at slots
+    /// `at..at + seq` (in place when a cache's buffer is not shared, else into a copy): `k`,
+    /// `v` `[batch, kv_heads, seq, d]`, `cos`, `sin` `[batch, 1, seq, d]`, the caches
+    /// `[batch, kv_heads, capacity, d]`; returns the caches.
+    fn fused_rope_append(
+        k_cache: FloatTensor<Self>,
+        v_cache: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        at: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// `softmax(rope(q)·kᵀ/sqrt(d) + mask)·v` per query head against its key/value head: `q`
     /// `[batch, heads, seq, d]`, `cos`, `sin` `[batch, 1, seq, d]`, `k`, `v`
     /// `[batch, kv_heads, keys, d]`, `mask` `[batch, 1, seq, keys]`; output
@@ -147,6 +161,39 @@ impl FusedBackend for CubeBackend {
         out
     }
 
+    fn fused_rope_append(
+        k_cache: CubeTensor,
+        v_cache: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+        at: usize,
+    ) -> (CubeTensor, CubeTensor) {
+        // As burn's `slice_assign`: write in place only into a buffer no other tensor holds.
+        let writable = |t: CubeTensor| match t.can_mut() && t.is_nonoverlapping() {
+            true => t,
+            false => t.copy(),
+        };
+        let (k_cache, v_cache) = (writable(k_cache), writable(v_cache));
+        assert_eq!(k.dtype, DType::F32, "the fused kernels take f32");
+        let dim = CubeDim::new_1d(256);
+        let count = calculate_cube_count_elemwise(&k.client, k.meta.num_elements(), dim);
+        rope_append_kernel::launch(
+            &k_cache.client,
+            count,
+            dim,
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            cos.into_tensor_arg(),
+            sin.into_tensor_arg(),
+            k_cache.clone().into_tensor_arg(),
+            v_cache.clone().into_tensor_arg(),
+            at as u32,
+        );
+        (k_cache, v_cache)
+    }
+
     fn fused_attention(
         q: CubeTensor,
         cos: CubeTensor,
@@ -199,7 +246,7 @@ impl FusedBackend for CubeBackend {
     }
 }
 
-/// Untracked: [`rms_norm`] and [`rope`] are called only for inputs outside any autodiff graph
+/// Untracked: the operations are called only for inputs outside any autodiff graph
 /// (`Tensor::is_tracked`).
 impl<B: FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff<B, C> {
     fn fused_rms_norm(
@@ -237,6 +284,30 @@ impl<B: FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff<B, C> {
             sin.into_primitive(),
         );
         <Self as AutodiffBackend>::from_inner(out)
+    }
+
+    fn fused_rope_append(
+        k_cache: FloatTensor<Self>,
+        v_cache: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        at: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (k_cache, v_cache) = B::fused_rope_append(
+            k_cache.into_primitive(),
+            v_cache.into_primitive(),
+            k.into_primitive(),
+            v.into_primitive(),
+            cos.into_primitive(),
+            sin.into_primitive(),
+            at,
+        );
+        (
+            <Self as AutodiffBackend>::from_inner(k_cache),
+            <Self as AutodiffBackend>::from_inner(v_cache),
+        )
     }
 
     fn fused_attention(
@@ -328,6 +399,40 @@ pub fn rope(x: BurnTensor<4>, cos: BurnTensor<4>, sin: BurnTensor<4>) -> BurnTen
         cos.into_dispatch(),
         sin.into_dispatch(),
     ))
+}
+
+/// A pass's keys rotated by RoPE into a KV cache and its values copied beside them, in one
+/// launch, for tensors on a GPU outside any autodiff graph: slots `at..at + seq` of the
+/// returned caches hold `rope(k)` and `v` (written in place when no other tensor holds a
+/// cache's buffer).
+///
+/// # Shapes
+/// - `caches`: `[batch, kv_heads, capacity, d]` each; `k`, `v`: `[batch, kv_heads, seq, d]`
+///   (any strides); `tables`: `[batch, 1, seq, d]` each; `at + seq ≤ capacity`
+pub fn rope_append(
+    (k_cache, v_cache): (BurnTensor<4>, BurnTensor<4>),
+    k: BurnTensor<4>,
+    v: BurnTensor<4>,
+    tables: &RopeTables,
+    at: usize,
+) -> (BurnTensor<4>, BurnTensor<4>) {
+    debug_assert!(
+        !k.is_tracked() && !v.is_tracked(),
+        "the fused cache write has no gradient"
+    );
+    let (k_cache, v_cache) = <Dispatch as FusedBackend>::fused_rope_append(
+        k_cache.into_dispatch(),
+        v_cache.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        tables.cos.clone().into_dispatch(),
+        tables.sin.clone().into_dispatch(),
+        at,
+    );
+    (
+        BurnTensor::from_dispatch(k_cache),
+        BurnTensor::from_dispatch(v_cache),
+    )
 }
 
 /// Grouped-query attention in one launch, for tensors on a GPU outside any autodiff graph:

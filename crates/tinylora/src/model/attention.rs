@@ -108,9 +108,8 @@ impl Attention {
             self.kv_heads,
             &self.k_norm,
         );
-        let k = apply_rope(k, &pass.rope);
         let v = split(self.v_proj.forward(x, mixes), self.kv_heads, &None);
-        let (k, v) = cache.append(k, v);
+        let (k, v) = cache.append(k, v, &pass.rope);
         // A decode step on a GPU: one launch (on lavapipe a prompt's queries are faster
         // through burn's batched products, 552 against 275 tok/s for the toy model's prefill).
         if s == 1 && crate::gpu_fused::serves(&q) && !k.is_tracked() && !v.is_tracked() {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::ModelConfig;
-use super::rope::{RopeTables, rope_tables};
+use super::rope::{RopeTables, apply_rope, rope_tables};
 
 /// Keys and values of every layer for the tokens seen so far.
 ///
@@ -89,11 +89,12 @@ pub struct LayerKv<'a> {
 }
 
 impl LayerKv<'_> {
-    /// Adds this pass's keys and values (`[batch, kv_heads, seq, head_dim]`) after the cached
-    /// positions and returns those of all positions (`[batch, kv_heads, len + seq, head_dim]`;
-    /// with a capacity, views of the buffers, which the next pass writes in place once these
-    /// views are dropped).
-    pub fn append(self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    /// Adds this pass's keys, rotated by `rope`, and values (`[batch, kv_heads, seq,
+    /// head_dim]`) after the cached positions and returns those of all positions (`[batch,
+    /// kv_heads, len + seq, head_dim]`; with a capacity, views of the buffers, which the next
+    /// pass writes in place once these views are dropped). With a capacity on a GPU outside any
+    /// autodiff graph, one launch rotates the keys into the buffer and copies the values.
+    pub fn append(self, k: Tensor<4>, v: Tensor<4>, rope: &RopeTables) -> (Tensor<4>, Tensor<4>) {
         let [b, h, s, d] = k.dims();
         let end = self.len + s;
         let fits =
@@ -101,17 +102,22 @@ impl LayerKv<'_> {
         if let Some(capacity) = self.capacity.filter(fits) {
             // Two buffers (not one cloned: a shared buffer is copied before it is written).
             let buffer = || Tensor::<4>::zeros([b, h, capacity, d], &k.device());
-            let (k0, v0) = self.entry.take().unwrap_or_else(|| (buffer(), buffer()));
-            let written = [0..b, 0..h, self.len..end, 0..d];
-            let (k0, v0) = (
-                k0.slice_assign(written.clone(), k),
-                v0.slice_assign(written, v),
-            );
+            let caches = self.entry.take().unwrap_or_else(|| (buffer(), buffer()));
+            let (k0, v0) = if crate::gpu_fused::serves(&k) && !v.is_tracked() {
+                crate::gpu_fused::rope_append(caches, k, v, rope, self.len)
+            } else {
+                let written = [0..b, 0..h, self.len..end, 0..d];
+                (
+                    caches.0.slice_assign(written.clone(), apply_rope(k, rope)),
+                    caches.1.slice_assign(written, v),
+                )
+            };
             let filled = [0..b, 0..h, 0..end, 0..d];
             let views = (k0.clone().slice(filled.clone()), v0.clone().slice(filled));
             *self.entry = Some((k0, v0));
             return views;
         }
+        let k = apply_rope(k, rope);
         let (k, v) = match self.entry.take() {
             Some((k0, v0)) => {
                 let filled = [0..b, 0..h, 0..self.len, 0..d];
@@ -297,40 +303,63 @@ mod tests {
     }
 
     /// The same passes (a prefill of 5, then single tokens, rows leaving half-way) through a
-    /// cache with capacity and through one that concatenates: the same keys and values at
-    /// every pass, bit for bit.
+    /// cache with capacity and through one that concatenates: the same keys (rotated) and
+    /// values at every pass, bit for bit (integer values: every rounding exact), on the CPU
+    /// and on wgpu, where the cache with capacity takes the one-launch write. A tensor still
+    /// holding a cache's buffer keeps its values (the write goes to a copy).
     #[test]
     fn writing_in_place_gives_what_concatenating_gives() {
-        let device = Device::flex();
-        let mut caches = [KvCache::new(1, vec![0; 3]), KvCache::new(1, vec![0; 3])];
-        caches[0].capacity = Some(9);
-        let mut rows = 3;
-        for (pass, seq) in [5, 1, 1, 1, 1].into_iter().enumerate() {
-            if pass == 3 {
-                rows = 2;
-                caches.iter_mut().for_each(|c| c.keep_rows(&[2, 0]));
+        use crate::device::{BackendKind, init};
+        for device in [Device::flex(), init(BackendKind::Wgpu).unwrap()] {
+            let mut caches = [KvCache::new(1, vec![0; 3]), KvCache::new(1, vec![0; 3])];
+            caches[0].capacity = Some(9);
+            let mut rows = 3;
+            for (pass, seq) in [5, 1, 1, 1, 1].into_iter().enumerate() {
+                if pass == 3 {
+                    rows = 2;
+                    caches.iter_mut().for_each(|c| c.keep_rows(&[2, 0]));
+                }
+                let tables = RopeTables {
+                    cos: values(&device, [rows, 1, seq, 4], pass + 100),
+                    sin: values(&device, [rows, 1, seq, 4], pass + 150),
+                };
+                let read = |cache: &mut KvCache| {
+                    let (k, v) = cache.layer(0).append(
+                        values(&device, [rows, 2, seq, 4], pass),
+                        values(&device, [rows, 2, seq, 4], pass + 50),
+                        &tables,
+                    );
+                    cache.len += seq;
+                    (
+                        block_on(to_vec_f32(k)).unwrap(),
+                        block_on(to_vec_f32(v)).unwrap(),
+                    )
+                };
+                let held = (pass == 2).then(|| caches[0].layers[0].clone().unwrap());
+                let before = held.clone().map(|(k, _)| block_on(to_vec_f32(k)).unwrap());
+                let in_place = read(&mut caches[0]);
+                assert_eq!(in_place, read(&mut caches[1]), "pass {pass}");
+                assert_eq!(in_place.0.len(), rows * 2 * caches[0].len * 4);
+                if let Some((k, _)) = held {
+                    assert_eq!(
+                        block_on(to_vec_f32(k)).ok(),
+                        before,
+                        "a held buffer changed"
+                    );
+                }
             }
-            let read = |cache: &mut KvCache| {
-                let (k, v) = cache.layer(0).append(
-                    values(&device, [rows, 2, seq, 4], pass),
-                    values(&device, [rows, 2, seq, 4], pass + 50),
-                );
-                cache.len += seq;
-                (
-                    block_on(to_vec_f32(k)).unwrap(),
-                    block_on(to_vec_f32(v)).unwrap(),
-                )
+            // The buffers stayed the capacity's size; a pass past it concatenates.
+            assert_eq!(caches[0].layers[0].as_ref().unwrap().0.dims(), [2, 2, 9, 4]);
+            let tables = RopeTables {
+                cos: values(&device, [2, 1, 1, 4], 109),
+                sin: values(&device, [2, 1, 1, 4], 159),
             };
-            let in_place = read(&mut caches[0]);
-            assert_eq!(in_place, read(&mut caches[1]), "pass {pass}");
-            assert_eq!(in_place.0.len(), rows * 2 * caches[0].len * 4);
+            let (k, _) = caches[0].layer(0).append(
+                values(&device, [2, 2, 1, 4], 9),
+                values(&device, [2, 2, 1, 4], 59),
+                &tables,
+            );
+            assert_eq!(k.dims(), [2, 2, 10, 4]);
         }
-        // The buffers stayed the capacity's size; a pass past it concatenates.
-        assert_eq!(caches[0].layers[0].as_ref().unwrap().0.dims(), [2, 2, 9, 4]);
-        let (k, _) = caches[0].layer(0).append(
-            values(&device, [2, 2, 1, 4], 9),
-            values(&device, [2, 2, 1, 4], 59),
-        );
-        assert_eq!(k.dims(), [2, 2, 10, 4]);
     }
 }
