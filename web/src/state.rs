@@ -2,6 +2,7 @@
 //! operations the page asks for (load, adapt, generate, logits).
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -55,9 +56,24 @@ pub struct PageModel {
     model: CausalLm,
     tokenizer: Option<Tokenizer>,
     adapter: Option<TinyLora>,
+    /// The base model's fingerprint per list of adapted modules, computed once (the page
+    /// never changes a base weight).
+    fingerprints: HashMap<Vec<String>, String>,
 }
 
 impl PageModel {
+    /// The base model's fingerprint over `targets`, computed at its first use.
+    async fn fingerprint(&mut self, targets: &[String]) -> Result<String, String> {
+        if let Some(found) = self.fingerprints.get(targets) {
+            return Ok(found.clone());
+        }
+        let found = fingerprint(&self.model, targets)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.fingerprints.insert(targets.to_vec(), found.clone());
+        Ok(found)
+    }
+
     /// The tokenizer, which generation needs.
     fn tokenizer(&self) -> Result<&Tokenizer, String> {
         self.tokenizer.as_ref().ok_or_else(|| {
@@ -216,6 +232,7 @@ impl WorkerState {
             model,
             tokenizer,
             adapter: None,
+            fingerprints: HashMap::from([(targets, fingerprint.clone())]),
         });
         Ok(Event::Ready {
             name,
@@ -245,6 +262,7 @@ impl WorkerState {
         let loaded = self.loaded()?;
         let path = Path::new(origin);
         let file = AdapterFile::from_text(text, path).map_err(|e| e.to_string())?;
+        let known = loaded.fingerprint(&file.config.targets).await?;
         let basis_from_file = basis.is_some();
         let adapter = match basis {
             None => {
@@ -255,7 +273,14 @@ impl WorkerState {
                         total: Some(total as f64),
                     })
                 };
-                TinyLora::from_file_reporting(&file, &mut loaded.model, path, &mut progress).await
+                TinyLora::from_file_reporting(
+                    &file,
+                    &mut loaded.model,
+                    path,
+                    Some(&known),
+                    &mut progress,
+                )
+                .await
             }
             Some((bytes, url)) => {
                 let basis_origin = Path::new(&url);
@@ -267,6 +292,7 @@ impl WorkerState {
                             path,
                             &mut basis,
                             basis_origin,
+                            Some(&known),
                         )
                         .await
                     }

@@ -56,6 +56,7 @@ fn apply(base: &str, file: &AdapterFile, bytes: Vec<u8>) -> tinylora::Result<Tin
         Path::new("#adapter"),
         &mut basis,
         origin,
+        None,
     ))
 }
 
@@ -95,6 +96,7 @@ fn recomputing_the_basis_reports_each_layer_and_gives_the_same_adapter() {
         &file,
         &mut m,
         Path::new("#adapter"),
+        None,
         &mut |done, total| reports.push((done, total)),
     ))
     .unwrap();
@@ -103,6 +105,47 @@ fn recomputing_the_basis_reports_each_layer_and_gives_the_same_adapter() {
     let layers = m.config.num_hidden_layers;
     let want: Vec<(usize, usize)> = (1..=layers).map(|l| (7 * l, 7 * layers)).collect();
     assert_eq!(reports, want);
+}
+
+/// A fingerprint the caller already has (the page computes it once per loaded model) is what
+/// the adapter is checked against: the right one gives the same adapter, another one is
+/// refused as another base model, for a recomputed basis and a basis file alike.
+#[test]
+fn a_known_fingerprint_is_checked_instead_of_recomputed() {
+    let (adapter, file, bytes) = adapter_link_and_basis();
+    let mut m = model("untied_bf16_tf5");
+    let found = block_on(fingerprint(&m, &file.config.targets)).unwrap();
+    let other = "0".repeat(64);
+    for known in [found.as_str(), other.as_str()] {
+        let origin = Path::new("basis.safetensors");
+        let mut basis = SafetensorsFile::from_reader(Cursor::new(bytes.clone()), origin).unwrap();
+        let results = [
+            block_on(TinyLora::from_file_reporting(
+                &file,
+                &mut m,
+                Path::new("#adapter"),
+                Some(known),
+                &mut |_, _| {},
+            )),
+            block_on(TinyLora::from_file_and_basis(
+                &file,
+                &mut m,
+                Path::new("#adapter"),
+                &mut basis,
+                origin,
+                Some(known),
+            )),
+        ];
+        for result in results {
+            match known == found {
+                true => assert_eq!(result.unwrap(), adapter),
+                false => {
+                    let err = result.unwrap_err().to_string();
+                    assert!(err.contains("trained on another base model"), "{err}");
+                }
+            }
+        }
+    }
 }
 
 #[test]

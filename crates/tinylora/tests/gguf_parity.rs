@@ -175,3 +175,35 @@ fn gguf_model_logits_match_transformers() {
 fn gguf_model_logits_match_transformers_on_wgpu() {
     check_gguf_logits(BackendKind::Wgpu);
 }
+
+/// The base fingerprint adapters are checked against is the same whether the blocks sit on
+/// the CPU (decoded whole) or on the GPU (only the sampled values decoded there), for every
+/// target and for the seven together.
+#[test]
+fn the_fingerprint_of_gpu_blocks_is_the_cpu_blocks_fingerprint() {
+    use tinylora::adapter::basis::fingerprint;
+    let all: Vec<String> = ["q_proj", "k_proj", "v_proj", "o_proj"]
+        .into_iter()
+        .chain(["gate_proj", "up_proj", "down_proj"])
+        .map(String::from)
+        .collect();
+    let (cpu, wgpu) = (
+        init(BackendKind::Cpu).unwrap(),
+        init(BackendKind::Wgpu).unwrap(),
+    );
+    for file in ["tiny-qwen2.gguf", "tiny-qwen3.gguf", "tiny-llama3.gguf"] {
+        let path = fixtures().join("gguf").join(file);
+        let on_cpu = Checkpoint::open(&path).unwrap().load(&cpu).unwrap();
+        let on_gpu = Checkpoint::open(&path).unwrap().load(&wgpu).unwrap();
+        assert!(
+            on_gpu.weight_storage().bytes.keys().any(|k| k != "f32"),
+            "{file}: blocks on the GPU"
+        );
+        let names = all.iter().map(|n| vec![n.clone()]).chain([all.clone()]);
+        for names in names {
+            let a = block_on(fingerprint(&on_cpu, &names)).unwrap();
+            let b = block_on(fingerprint(&on_gpu, &names)).unwrap();
+            assert_eq!(a, b, "{file} {names:?}");
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! module's weight, the projections `P (u×r×r)`, and each module's tie group. Computed on the
 //! host in f64 (see [`super::svd`]) so that native and browser builds get the same bits.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use sha2::{Digest, Sha256};
 
 use super::config::{Convention, TinyLoraConfig};
@@ -195,24 +195,33 @@ impl Basis {
 
 /// SHA-256 (hex) identifying the base model's adapted weights: each target's path, shape and
 /// up to 4096 evenly strided values of its weight (row-major `[out, in]`). Only those values
-/// leave the device (a gather), so this is cheap for a large model on a GPU.
+/// are decoded from GPU blocks and leave the device, in one read, so this is cheap for a large
+/// model on a GPU.
 pub async fn fingerprint(model: &CausalLm, names: &[String]) -> Result<String> {
-    let mut h = Sha256::new();
     let device = model.device.clone();
+    let mut headers = Vec::new();
+    let mut picked = Vec::new();
     for target in targets(model, names) {
-        let (path, linear) = (target.path, target.linear);
-        let (d_in, d_out) = linear.dims();
+        let (d_in, d_out) = target.linear.dims();
         let len = d_in * d_out;
         let stride = (len / 4096).max(1);
-        let picks: Vec<i64> = (0..len).step_by(stride).map(|k| k as i64).collect();
-        let count = picks.len();
-        let picks = Tensor::<1, Int>::from_data(TensorData::new(picks, [count]), &device);
-        let w = linear.weight.to_dense(&device).reshape([len]);
-        let values = to_vec_f32(w.select(0, picks)).await?;
-        h.update(format!("|{path} {d_out}x{d_in}|"));
-        for x in values {
+        let ids: Vec<u32> = (0..len).step_by(stride).map(|k| k as u32).collect();
+        headers.push((format!("|{} {d_out}x{d_in}|", target.path), ids.len()));
+        picked.push(target.linear.weight.values_at(&ids, &device));
+    }
+    let values = match picked.is_empty() {
+        true => Vec::new(),
+        false => to_vec_f32(Tensor::cat(picked, 0)).await?,
+    };
+    let mut h = Sha256::new();
+    let mut rest = &values[..];
+    for (header, count) in headers {
+        h.update(header);
+        let (these, after) = rest.split_at(count);
+        for x in these {
             h.update(x.to_le_bytes());
         }
+        rest = after;
     }
     Ok(crate::hex::encode(&h.finalize()))
 }

@@ -34,18 +34,21 @@ impl TinyLora {
         model: &mut CausalLm,
         origin: &Path,
     ) -> Result<Self> {
-        Self::from_file_reporting(file, model, origin, &mut |_, _| {}).await
+        Self::from_file_reporting(file, model, origin, None, &mut |_, _| {}).await
     }
 
     /// [`Self::from_file`], reporting the basis computation as
-    /// [`Basis::compute_reporting`] does.
+    /// [`Basis::compute_reporting`] does. `known_fingerprint`: `model`'s [`fingerprint`] over
+    /// `file.config.targets` when the caller already has it (a model whose weights have not
+    /// changed since), so that it is not computed again.
     pub async fn from_file_reporting(
         file: &AdapterFile,
         model: &mut CausalLm,
         origin: &Path,
+        known_fingerprint: Option<&str>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        check_base(file, model, origin).await?;
+        check_base(file, model, origin, known_fingerprint).await?;
         let basis = Basis::compute_reporting(model, &file.config, progress).await?;
         Self::from_file_with_basis(file, basis, origin)
     }
@@ -53,14 +56,16 @@ impl TinyLora {
     /// Rebuilds the adapter in `file` on `model` with the factors saved in a basis file
     /// ([`super::basis_file`]) instead of recomputing them: the same checks as
     /// [`Self::from_file`], and the basis file's own (base model, config, hash).
+    /// `known_fingerprint` as in [`Self::from_file_reporting`].
     pub async fn from_file_and_basis<R: Read + Seek>(
         file: &AdapterFile,
         model: &mut CausalLm,
         origin: &Path,
         basis_file: &mut SafetensorsFile<R>,
         basis_origin: &Path,
+        known_fingerprint: Option<&str>,
     ) -> Result<Self> {
-        let found = check_base(file, model, origin).await?;
+        let found = check_base(file, model, origin, known_fingerprint).await?;
         let basis = Basis::from_file(basis_file, basis_origin, model, &file.config, &found)?;
         Self::from_file_with_basis(file, basis, origin)
     }
@@ -98,10 +103,18 @@ impl TinyLora {
 }
 
 /// Checks the work `file` asks for against [`super::limits`] and that `model` is the base model
-/// it was trained on; returns the model's fingerprint.
-async fn check_base(file: &AdapterFile, model: &mut CausalLm, origin: &Path) -> Result<String> {
+/// it was trained on (its fingerprint `known`, or computed); returns the model's fingerprint.
+async fn check_base(
+    file: &AdapterFile,
+    model: &mut CausalLm,
+    origin: &Path,
+    known: Option<&str>,
+) -> Result<String> {
     check_limits(model, &file.config).map_err(|e| bad(origin, e))?;
-    let found = fingerprint(model, &file.config.targets).await?;
+    let found = match known {
+        Some(found) => found.to_string(),
+        None => fingerprint(model, &file.config.targets).await?,
+    };
     if !found.starts_with(&file.base_fingerprint) {
         return Err(bad(
             origin,

@@ -403,13 +403,16 @@ pub fn matmul_t_kernel(
     out[pos] = acc;
 }
 
-/// `out[t, c] = W[ids[t] − first, c]` where `first ≤ ids[t] < first + rows`, else 0: the rows
-/// of an embedding lookup that one piece of the matrix holds, one unit per value.
+/// Values of a matrix that one piece of it holds (rows `first..first + rows`), zeros for the
+/// others, one unit per value of `out`: with `whole_rows`, `out[t, c] = W[ids[t], c]` (an
+/// embedding lookup); otherwise `out[t] = W[row, col]` for the flat index `ids[t] = row·cols +
+/// col` (single values).
 ///
 /// # Shapes
-/// - `ids`: `[n]`; `out`: `[n, cols]`
+/// - `ids`: `[n]`; `out`: `[n, cols]` with `whole_rows`, else `[n]`
 #[cube(launch)]
-pub fn rows_kernel(
+#[allow(clippy::too_many_arguments)]
+pub fn lookup_kernel(
     ids: &Tensor<u32>,
     words: &Tensor<u32>,
     out: &mut Tensor<f32>,
@@ -420,18 +423,27 @@ pub fn rows_kernel(
     #[comptime] kind: u32,
     #[comptime] block_values: u32,
     #[comptime] block_bytes: u32,
+    #[comptime] whole_rows: bool,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= out.len() {
         terminate!();
     }
-    let (t, c) = (pos as u32 / cols, pos as u32 % cols);
-    let id = ids[t as usize];
-    out[pos] = if id >= first && id - first < rows {
+    let row = if whole_rows {
+        ids[pos / cols as usize]
+    } else {
+        ids[pos] / cols
+    };
+    let col = if whole_rows {
+        pos as u32 % cols
+    } else {
+        ids[pos] % cols
+    };
+    out[pos] = if row >= first && row - first < rows {
         matrix_value(
             words,
-            id - first,
-            c,
+            row - first,
+            col,
             row_bytes,
             kind,
             block_values,

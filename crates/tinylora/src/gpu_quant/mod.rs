@@ -433,6 +433,28 @@ impl GpuBlocks {
         out.reshape([batch, seq, self.cols])
     }
 
+    /// The values at flat indices `ids` (`row·cols + col`, each `< rows·cols`), `[n]`: each
+    /// piece writes the values it holds and zeros elsewhere, and the pieces' outputs add up
+    /// (exactly: one term is nonzero).
+    pub fn values_at(&self, ids: &[u32], device: &Device) -> Tensor<1> {
+        let ids = Tensor::<1, Int>::from_data(
+            TensorData::new(ids.to_vec(), [ids.len()]),
+            (device, DType::U32),
+        );
+        self.pieces
+            .iter()
+            .map(|p| {
+                Tensor::<1>::from_dispatch(<Dispatch as BlocksBackend>::blocks_values(
+                    ids.clone().into_dispatch(),
+                    p.words.clone().into_dispatch(),
+                    p.layout.clone(),
+                    p.first_row,
+                ))
+            })
+            .reduce(|a, b| a + b)
+            .expect("at least one piece")
+    }
+
     /// Rows `first..first + count`, dequantised to f32 on the GPU, `[count, cols]` (not
     /// differentiable: the weight is frozen).
     pub fn dequantize_rows(&self, first: usize, count: usize) -> Tensor<2> {

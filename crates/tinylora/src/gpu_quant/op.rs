@@ -15,7 +15,7 @@ use cubecl::prelude::*;
 
 use super::BlockLayout;
 use super::kernels::{
-    ROW_LANES, dequantize_kernel, gate_up_kernel, matmul_t_kernel, matvec_kernel, rows_kernel,
+    ROW_LANES, dequantize_kernel, gate_up_kernel, lookup_kernel, matmul_t_kernel, matvec_kernel,
 };
 use crate::frozen_grad::{FrozenMatrix, tracked};
 use crate::weights::dequant::GgmlType;
@@ -63,6 +63,14 @@ pub trait BlocksBackend: Backend {
     /// Rows `ids` (`[n]`, `u32`) of a piece of `W` whose first row is `first_row`: `[n, cols]`,
     /// zeros for ids outside the piece.
     fn blocks_rows(
+        ids: IntTensor<Self>,
+        words: IntTensor<Self>,
+        layout: BlockLayout,
+        first_row: usize,
+    ) -> FloatTensor<Self>;
+    /// Values at flat indices `ids` (`[n]`, `u32`, `row·cols + col`) of a piece of `W` whose
+    /// first row is `first_row`: `[n]`, zeros for rows outside the piece.
+    fn blocks_values(
         ids: IntTensor<Self>,
         words: IntTensor<Self>,
         layout: BlockLayout,
@@ -195,6 +203,48 @@ fn launch_gate_up(
     out
 }
 
+/// [`lookup_kernel`]: the rows `ids` (`whole_rows`, `[n, cols]`) or the values at flat
+/// indices `ids` (`[n]`) of a piece whose first row is `first_row`.
+fn launch_lookup(
+    ids: CubeTensor,
+    words: CubeTensor,
+    layout: &BlockLayout,
+    first_row: usize,
+    whole_rows: bool,
+) -> CubeTensor {
+    let ids = into_contiguous(ids);
+    let n = ids.meta.num_elements();
+    let dims = match whole_rows {
+        true => vec![n, layout.cols],
+        false => vec![n],
+    };
+    let out = empty_device_dtype(
+        ids.client.clone(),
+        ids.device.clone(),
+        Shape::from(dims),
+        DType::F32,
+    );
+    let (count, dim) = grid(&out);
+    let (kind, values, bytes) = layout.comptime_args();
+    lookup_kernel::launch(
+        &out.client,
+        count,
+        dim,
+        ids.into_tensor_arg(),
+        words.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        first_row as u32,
+        layout.rows as u32,
+        layout.cols as u32,
+        layout.row_bytes() as u32,
+        kind,
+        values,
+        bytes,
+        whole_rows,
+    );
+    out
+}
+
 /// A dense f32 `[rows, cols]` matrix as the row products read it (its own buffer, the values'
 /// bits as words).
 fn dense_layout(weight: &CubeTensor) -> BlockLayout {
@@ -283,33 +333,16 @@ impl BlocksBackend for CubeBackend {
         layout: BlockLayout,
         first_row: usize,
     ) -> CubeTensor {
-        let ids = into_contiguous(ids);
-        let n = ids.meta.num_elements();
-        let dims = vec![n, layout.cols];
-        let out = empty_device_dtype(
-            ids.client.clone(),
-            ids.device.clone(),
-            Shape::from(dims),
-            DType::F32,
-        );
-        let (count, dim) = grid(&out);
-        let (kind, values, bytes) = layout.comptime_args();
-        rows_kernel::launch(
-            &out.client,
-            count,
-            dim,
-            ids.into_tensor_arg(),
-            words.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            first_row as u32,
-            layout.rows as u32,
-            layout.cols as u32,
-            layout.row_bytes() as u32,
-            kind,
-            values,
-            bytes,
-        );
-        out
+        launch_lookup(ids, words, &layout, first_row, true)
+    }
+
+    fn blocks_values(
+        ids: CubeTensor,
+        words: CubeTensor,
+        layout: BlockLayout,
+        first_row: usize,
+    ) -> CubeTensor {
+        launch_lookup(ids, words, &layout, first_row, false)
     }
 
     fn blocks_dequantize(
@@ -421,6 +454,15 @@ impl<B: BlocksBackend, C: CheckpointStrategy> BlocksBackend for Autodiff<B, C> {
         first_row: usize,
     ) -> FloatTensor<Self> {
         <Self as AutodiffBackend>::from_inner(B::blocks_rows(ids, words, layout, first_row))
+    }
+
+    fn blocks_values(
+        ids: IntTensor<Self>,
+        words: IntTensor<Self>,
+        layout: BlockLayout,
+        first_row: usize,
+    ) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::blocks_values(ids, words, layout, first_row))
     }
 
     fn blocks_dequantize(

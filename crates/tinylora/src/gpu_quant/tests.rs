@@ -117,8 +117,8 @@ fn decoded_values_and_rows_are_the_cpu_decoders() {
         let cpu = dequantize(&bytes, kind);
         let unrounded = products(kind, &bytes, rows * cols);
         let eps = f32::EPSILON / 2.0;
-        let check = |got: &[f32], first_row: usize, what: &str| {
-            let at = first_row * cols;
+        // `got` against the CPU's values from flat index `at` on.
+        let check = |got: &[f32], at: usize, what: &str| {
             for (i, &g) in got.iter().enumerate() {
                 let (c, p) = (cpu[at + i], unrounded[at + i]);
                 // Exact but for Q4_K's possibly fused `scale·q + offset`.
@@ -137,10 +137,21 @@ fn decoded_values_and_rows_are_the_cpu_decoders() {
         for pieces in PIECES {
             let m = upload(kind, &bytes, [rows, cols], pieces, &device);
             check(&values(m.dequantize_rows(0, rows)), 0, "all rows");
-            check(&values(m.dequantize_rows(5, 5)), 5, "rows 5..10");
+            check(&values(m.dequantize_rows(5, 5)), 5 * cols, "rows 5..10");
             let got = values(m.rows(&[vec![3, 39, 0], vec![3, 3, 12]], &device));
             for (i, &row) in [3, 39, 0, 3, 3, 12].iter().enumerate() {
-                check(&got[i * cols..(i + 1) * cols], row, &format!("lookup {i}"));
+                check(
+                    &got[i * cols..(i + 1) * cols],
+                    row * cols,
+                    &format!("lookup {i}"),
+                );
+            }
+            // Single values by flat index, on both sides of the 7-row pieces' boundaries.
+            let ids = [0, 6 * cols + 511, 7 * cols, 39 * cols + 17, 13 * cols + 100];
+            let flat: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+            let got = values(m.values_at(&flat, &device));
+            for (&id, g) in ids.iter().zip(&got) {
+                check(std::slice::from_ref(g), id, &format!("value at {id}"));
             }
         }
     }

@@ -219,6 +219,18 @@ impl Weight {
         }
     }
 
+    /// The values at flat indices `ids` (`out·in` order, each `< out·in`), `[n]`: GPU blocks
+    /// decode only those values; other storage is read densely first.
+    pub fn values_at(&self, ids: &[u32], device: &Device) -> Tensor<1> {
+        if let Weight::GpuBlocks(m) = self {
+            return m.values_at(ids, device);
+        }
+        let flat: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let picks = Tensor::<1, Int>::from_data(TensorData::new(flat, [ids.len()]), device);
+        let len = self.dims().iter().product::<usize>();
+        self.to_dense(device).reshape([len]).select(0, picks)
+    }
+
     /// The dense tensor, for full-parameter training; `None` for blocks.
     pub fn dense_mut(&mut self) -> Option<&mut Tensor<2>> {
         match self {

@@ -147,6 +147,7 @@ pub fn adapter_from_file(
                 file,
                 model,
                 origin,
+                None,
                 &mut |done, total| {
                     if let Some(bar) = &bar {
                         bar.set_length(total as u64);
@@ -167,6 +168,7 @@ pub fn adapter_from_file(
                 origin,
                 &mut basis_file,
                 basis,
+                None,
             ))?
         }
     })
