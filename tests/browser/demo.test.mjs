@@ -128,7 +128,7 @@ test('a model from the hub URL layout (sharded f16) gives the native logits, and
   });
 });
 
-test('a GGUF model from the hub stays quantised on the GPU and gives the native wgpu logits', { timeout: 600_000 }, async () => {
+test('a GGUF model from the hub stays quantised (and 16-bit) on the GPU and gives the native wgpu logits', { timeout: 600_000 }, async () => {
   const tmp = mkdtempSync(join(tmpdir(), 'tinylora-gguf-'));
   const gguf = 'tests/fixtures/gguf/tiny-qwen2.gguf';
   mkdirSync(join(tmp, 'gguf'));
@@ -142,7 +142,8 @@ test('a GGUF model from the hub stays quantised on the GPU and gives the native 
       await page.goto(url(`?hub=http://127.0.0.1:${hub.address().port}&repo=tinylora/gguf&gguf=tiny-qwen2.gguf`));
       const info = await waitState(page, '#model-info', 'ready');
       console.log(info);
-      assert.match(info, /weights on the GPU [\d.]+ MiB as (Q\w+\+)+f32/);
+      // Its quantised matrices stay blocks and its f16/bf16 ones 16-bit; only vectors are f32.
+      assert.match(info, /weights on the GPU [\d.]+ MiB as BF16\+F16\+Q5_0\+Q8_0\+f32 /);
       const web = (await page.evaluate((ids) => window.tinylora.call({ cmd: 'logits', ids, adapted: false }), ids)).values;
       assert.equal(web.length, native.length);
       const diff = Math.max(...web.map((v, i) => Math.abs(v - native[i])));
