@@ -395,9 +395,8 @@ impl GpuBlocks {
         out.reshape(dims)
     }
 
-    /// The rows `ids` (an embedding lookup): each piece holding one of the ids writes the rows
-    /// it holds and zeros elsewhere, and those pieces' outputs add up (exactly: one term is
-    /// nonzero); a decode step of one row launches one piece.
+    /// The rows `ids` (an embedding lookup), through [`lookup`](Self::lookup): a decode step
+    /// of one row launches one piece.
     ///
     /// # Shapes
     /// - `ids`: `[batch][seq]`, each `< rows` (checked by the caller); output
@@ -406,49 +405,44 @@ impl GpuBlocks {
         let batch = ids.len();
         let seq = ids.first().map_or(0, Vec::len);
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
-        let ids = Tensor::<1, Int>::from_data(
-            TensorData::new(flat.clone(), [batch * seq]),
-            (device, DType::U32),
-        );
+        let rows: Tensor<2> = self.lookup(&flat, true, device);
+        rows.reshape([batch, seq, self.cols])
+    }
+
+    /// The values at flat indices `ids` (`row·cols + col`, each `< rows·cols`), `[n]`, through
+    /// [`lookup`](Self::lookup).
+    pub fn values_at(&self, ids: &[u32], device: &Device) -> Tensor<1> {
+        self.lookup(ids, false, device)
+    }
+
+    /// Rows `ids` (`whole_rows`, `[n, cols]`) or values at flat indices `ids` (`[n]`): each
+    /// piece holding one of them writes what it holds and zeros elsewhere, and those pieces'
+    /// outputs add up (exactly: one term is nonzero); pieces holding none are not launched.
+    fn lookup<const D: usize>(&self, ids: &[u32], whole_rows: bool, device: &Device) -> Tensor<D> {
+        let row_of = |id: u32| match whole_rows {
+            true => id as usize,
+            false => id as usize / self.cols,
+        };
         let holds = |p: &&Piece| {
             let held = p.first_row..p.first_row + p.layout.rows;
-            flat.iter().any(|&id| held.contains(&(id as usize)))
+            ids.iter().any(|&id| held.contains(&row_of(id)))
         };
         let mut used: Vec<&Piece> = self.pieces.iter().filter(holds).collect();
         if used.is_empty() {
             used.push(&self.pieces[0]);
         }
-        let out = used
-            .into_iter()
-            .map(|p| {
-                Tensor::<2>::from_dispatch(<Dispatch as BlocksBackend>::blocks_rows(
-                    ids.clone().into_dispatch(),
-                    p.words.clone().into_dispatch(),
-                    p.layout.clone(),
-                    p.first_row,
-                ))
-            })
-            .reduce(|a, b| a + b)
-            .expect("at least one piece");
-        out.reshape([batch, seq, self.cols])
-    }
-
-    /// The values at flat indices `ids` (`row·cols + col`, each `< rows·cols`), `[n]`: each
-    /// piece writes the values it holds and zeros elsewhere, and the pieces' outputs add up
-    /// (exactly: one term is nonzero).
-    pub fn values_at(&self, ids: &[u32], device: &Device) -> Tensor<1> {
         let ids = Tensor::<1, Int>::from_data(
             TensorData::new(ids.to_vec(), [ids.len()]),
             (device, DType::U32),
         );
-        self.pieces
-            .iter()
+        used.into_iter()
             .map(|p| {
-                Tensor::<1>::from_dispatch(<Dispatch as BlocksBackend>::blocks_values(
+                Tensor::<D>::from_dispatch(<Dispatch as BlocksBackend>::blocks_lookup(
                     ids.clone().into_dispatch(),
                     p.words.clone().into_dispatch(),
                     p.layout.clone(),
                     p.first_row,
+                    whole_rows,
                 ))
             })
             .reduce(|a, b| a + b)

@@ -60,21 +60,15 @@ pub trait BlocksBackend: Backend {
         gate: FloatTensor<Self>,
         up: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
-    /// Rows `ids` (`[n]`, `u32`) of a piece of `W` whose first row is `first_row`: `[n, cols]`,
-    /// zeros for ids outside the piece.
-    fn blocks_rows(
+    /// Values of a piece of `W` whose first row is `first_row`, zeros for rows outside it:
+    /// with `whole_rows` the rows `ids` (`[n]`, `u32`) as `[n, cols]`, otherwise the values at
+    /// flat indices `ids` (`row·cols + col`) as `[n]`.
+    fn blocks_lookup(
         ids: IntTensor<Self>,
         words: IntTensor<Self>,
         layout: BlockLayout,
         first_row: usize,
-    ) -> FloatTensor<Self>;
-    /// Values at flat indices `ids` (`[n]`, `u32`, `row·cols + col`) of a piece of `W` whose
-    /// first row is `first_row`: `[n]`, zeros for rows outside the piece.
-    fn blocks_values(
-        ids: IntTensor<Self>,
-        words: IntTensor<Self>,
-        layout: BlockLayout,
-        first_row: usize,
+        whole_rows: bool,
     ) -> FloatTensor<Self>;
     /// Rows `first..first + count` of `W`, dequantised: `[count, cols]`.
     fn blocks_dequantize(
@@ -203,48 +197,6 @@ fn launch_gate_up(
     out
 }
 
-/// [`lookup_kernel`]: the rows `ids` (`whole_rows`, `[n, cols]`) or the values at flat
-/// indices `ids` (`[n]`) of a piece whose first row is `first_row`.
-fn launch_lookup(
-    ids: CubeTensor,
-    words: CubeTensor,
-    layout: &BlockLayout,
-    first_row: usize,
-    whole_rows: bool,
-) -> CubeTensor {
-    let ids = into_contiguous(ids);
-    let n = ids.meta.num_elements();
-    let dims = match whole_rows {
-        true => vec![n, layout.cols],
-        false => vec![n],
-    };
-    let out = empty_device_dtype(
-        ids.client.clone(),
-        ids.device.clone(),
-        Shape::from(dims),
-        DType::F32,
-    );
-    let (count, dim) = grid(&out);
-    let (kind, values, bytes) = layout.comptime_args();
-    lookup_kernel::launch(
-        &out.client,
-        count,
-        dim,
-        ids.into_tensor_arg(),
-        words.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        first_row as u32,
-        layout.rows as u32,
-        layout.cols as u32,
-        layout.row_bytes() as u32,
-        kind,
-        values,
-        bytes,
-        whole_rows,
-    );
-    out
-}
-
 /// A dense f32 `[rows, cols]` matrix as the row products read it (its own buffer, the values'
 /// bits as words).
 fn dense_layout(weight: &CubeTensor) -> BlockLayout {
@@ -327,22 +279,44 @@ impl BlocksBackend for CubeBackend {
         )
     }
 
-    fn blocks_rows(
+    fn blocks_lookup(
         ids: CubeTensor,
         words: CubeTensor,
         layout: BlockLayout,
         first_row: usize,
+        whole_rows: bool,
     ) -> CubeTensor {
-        launch_lookup(ids, words, &layout, first_row, true)
-    }
-
-    fn blocks_values(
-        ids: CubeTensor,
-        words: CubeTensor,
-        layout: BlockLayout,
-        first_row: usize,
-    ) -> CubeTensor {
-        launch_lookup(ids, words, &layout, first_row, false)
+        let ids = into_contiguous(ids);
+        let n = ids.meta.num_elements();
+        let dims = match whole_rows {
+            true => vec![n, layout.cols],
+            false => vec![n],
+        };
+        let out = empty_device_dtype(
+            ids.client.clone(),
+            ids.device.clone(),
+            Shape::from(dims),
+            DType::F32,
+        );
+        let (count, dim) = grid(&out);
+        let (kind, values, bytes) = layout.comptime_args();
+        lookup_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            ids.into_tensor_arg(),
+            words.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            first_row as u32,
+            layout.rows as u32,
+            layout.cols as u32,
+            layout.row_bytes() as u32,
+            kind,
+            values,
+            bytes,
+            whole_rows,
+        );
+        out
     }
 
     fn blocks_dequantize(
@@ -447,22 +421,15 @@ impl<B: BlocksBackend, C: CheckpointStrategy> BlocksBackend for Autodiff<B, C> {
         <Self as AutodiffBackend>::from_inner(out)
     }
 
-    fn blocks_rows(
+    fn blocks_lookup(
         ids: IntTensor<Self>,
         words: IntTensor<Self>,
         layout: BlockLayout,
         first_row: usize,
+        whole_rows: bool,
     ) -> FloatTensor<Self> {
-        <Self as AutodiffBackend>::from_inner(B::blocks_rows(ids, words, layout, first_row))
-    }
-
-    fn blocks_values(
-        ids: IntTensor<Self>,
-        words: IntTensor<Self>,
-        layout: BlockLayout,
-        first_row: usize,
-    ) -> FloatTensor<Self> {
-        <Self as AutodiffBackend>::from_inner(B::blocks_values(ids, words, layout, first_row))
+        let out = B::blocks_lookup(ids, words, layout, first_row, whole_rows);
+        <Self as AutodiffBackend>::from_inner(out)
     }
 
     fn blocks_dequantize(
